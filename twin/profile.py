@@ -1,0 +1,175 @@
+"""Model/GPU profiles: the calibrated parameters of the twin for one (model, GPU) pair.
+
+A profile is a JSON file shipped in ``twin/profiles/`` named ``<model>@<gpu>.json``. It holds
+
+- ``memory``: the KV-cache capacity model (tokens left after the weights and the LoRA buffers) and the OOM rule;
+- ``step``: the step-time model (a forward step's duration from what it does), scheduler overhead and adapter
+  load costs.
+
+The profile is data, not code: :mod:`twin.calibrate` fits it from run records and writes a new file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from twin.errors import InputError
+
+PROFILE_DIR = "profiles"
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """KV cache left for requests, in tokens, after weights and LoRA buffers.
+
+    kv_tokens(slots, rank, u) = table[(slots, rank)] if measured else
+        kv_base_tokens − kv_per_slot_rank·slots·rank − kv_per_slot·slots,
+    plus (u − ref_utilization) · gpu_mem_gib · 2^30 / kv_bytes_per_token for another memory utilisation u.
+    The server fails to start (OOM) when that is below ``max_model_len`` tokens or a measured entry is None.
+    """
+
+    kv_base_tokens: float
+    kv_per_slot_rank: float
+    kv_per_slot: float
+    kv_bytes_per_token: int
+    gpu_mem_gib: float
+    ref_utilization: float = 0.9
+    block_size: int = 16
+    table: tuple[tuple[int, int, int | None], ...] = ()  # (max_loras, max_lora_rank, kv_tokens or None=OOM)
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """Duration of one engine step, in milliseconds.
+
+    forward = (base_ms + per_seq_ms·S + per_prefill_token_ms·P + per_ctx_ktoken_ms·C/1000)
+              × (1 + lora_per_adapter·A + lora_per_rank·R·[A > 0])
+    step = forward + sched_base_ms + sched_per_running_ms·B + sched_per_waiting_ms·W + loads
+    with S sequences in the batch, P prefill tokens scheduled, C context tokens read by attention, A distinct
+    adapters in the batch, R = max_lora_rank, B running and W waiting requests; each adapter load from host
+    memory costs load_gpu_ms + load_gpu_ms_per_rank·rank, each load from disk (host-cache miss) load_disk_ms
+    more. The published twin's constants map to base_ms = c2·k2/100, per_seq_ms = c1·k2/100,
+    lora_per_adapter = k1/k2.
+    """
+
+    base_ms: float
+    per_seq_ms: float
+    per_prefill_token_ms: float = 0.0
+    per_ctx_ktoken_ms: float = 0.0
+    lora_per_adapter: float = 0.0
+    lora_per_rank: float = 0.0
+    sched_base_ms: float = 0.0
+    sched_per_running_ms: float = 0.0
+    sched_per_waiting_ms: float = 0.0
+    load_gpu_ms: float = 0.0
+    load_gpu_ms_per_rank: float = 0.0
+    load_disk_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything the twin needs to know about one (model, GPU) pair."""
+
+    model: str
+    gpu: str
+    max_model_len: int
+    memory: MemoryModel
+    step: StepModel
+    calibrated: bool = True
+    version: str = "0"
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}@{self.gpu}"
+
+    def replace(self, **changes: Any) -> Profile:
+        return dataclasses.replace(self, **changes)
+
+    # --- serialisation ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["memory"]["table"] = [list(row) for row in self.memory.table]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<profile>") -> Profile:
+        try:
+            mem = dict(d["memory"])
+            mem["table"] = tuple(
+                (int(s), int(r), None if t is None else int(t)) for s, r, t in mem.get("table", ())
+            )
+            return cls(
+                model=d["model"], gpu=d["gpu"], max_model_len=int(d["max_model_len"]),
+                memory=MemoryModel(**mem), step=StepModel(**d["step"]),
+                calibrated=bool(d.get("calibrated", True)), version=str(d.get("version", "0")),
+                notes=str(d.get("notes", "")), extra=dict(d.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"not a valid profile ({exc})", source=source) from None
+
+    def save(self, path: str | Path) -> None:
+        """Write the profile as JSON, atomically."""
+        from twin._io import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read profile ({exc})", source=str(p)) from None
+        return cls.from_dict(data, source=str(p))
+
+
+def _shipped_files() -> dict[tuple[str, str], Any]:
+    out = {}
+    for entry in resources.files("twin").joinpath(PROFILE_DIR).iterdir():
+        name = entry.name
+        if name.endswith(".json") and "@" in name:
+            model, gpu = name[: -len(".json")].split("@", 1)
+            out[(model, gpu)] = entry
+    return out
+
+
+@lru_cache(maxsize=None)
+def shipped_profiles() -> tuple[tuple[str, str], ...]:
+    """The (model, gpu) pairs with a profile shipped inside the package."""
+    return tuple(sorted(_shipped_files()))
+
+
+def known_models() -> tuple[str, ...]:
+    return tuple(sorted({m for m, _ in shipped_profiles()}))
+
+
+def known_gpus() -> tuple[str, ...]:
+    return tuple(sorted({g for _, g in shipped_profiles()}))
+
+
+def check_model_gpu(model: Any, gpu: Any) -> None:
+    """Raise :class:`InputError` unless a profile exists for (model, gpu)."""
+    if model not in known_models():
+        raise InputError(f"unknown model profile (got {model!r}; known: {', '.join(known_models())})",
+                         field="model", value=model)
+    if gpu not in known_gpus():
+        raise InputError(f"unknown GPU profile (got {gpu!r}; known: {', '.join(known_gpus())})",
+                         field="gpu", value=gpu)
+    if (model, gpu) not in shipped_profiles():
+        raise InputError(f"no profile for model {model!r} on GPU {gpu!r}", field="gpu", value=gpu)
+
+
+@lru_cache(maxsize=None)
+def load_profile(model: str, gpu: str) -> Profile:
+    """The shipped profile for (model, gpu)."""
+    check_model_gpu(model, gpu)
+    entry = _shipped_files()[(model, gpu)]
+    return Profile.from_dict(json.loads(entry.read_text()), source=f"twin/profiles/{entry.name}")
