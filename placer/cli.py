@@ -23,13 +23,22 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Command modules register themselves on ``app`` (top-level commands) or provide a sub-app.
-# (module, sub-app name or None for top-level commands)
+# Sub-command groups, and the modules that add commands: each module has ``register(typer_app)``; group None
+# means top-level commands. A module that is not there yet is skipped.
+twin_app = typer.Typer(help="The Digital Twin: simulate one GPU, calibrate profiles, collect real runs.",
+                       no_args_is_help=True)
+surrogate_app = typer.Typer(help="CatBoost surrogates: predict, sweep the twin, train, evaluate.",
+                            no_args_is_help=True)
+app.add_typer(twin_app, name="twin")
+app.add_typer(surrogate_app, name="surrogate")
+_GROUPS: dict[str | None, typer.Typer] = {None: app, "twin": twin_app, "surrogate": surrogate_app}
+
 _COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
-    ("placer.commands.instances", None),
-    ("placer.commands.solve", None),
-    ("placer.commands.twin", "twin"),
-    ("placer.commands.surrogate", "surrogate"),
+    ("placer.commands.instances", None),   # generate, show
+    ("placer.commands.solve", None),       # solve, compare, verify, binpack, deploy
+    ("placer.commands.twin", "twin"),      # twin simulate
+    ("placer.commands.calibration", "twin"),  # twin calibrate, twin collect, twin profiles
+    ("placer.commands.surrogate", "surrogate"),  # surrogate predict | sweep | train | eval
 )
 
 
@@ -41,10 +50,7 @@ def _register() -> None:
             if exc.name == module_name:
                 continue  # command group not built yet
             raise
-        if group is None:
-            module.register(app)
-        else:
-            app.add_typer(module.app, name=group, help=module.__doc__.splitlines()[0] if module.__doc__ else None)
+        module.register(_GROUPS[group])
 
 
 _register()

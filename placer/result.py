@@ -1,0 +1,149 @@
+"""Plans: what every solver returns and what ``--out`` writes and ``placer verify`` reads.
+
+A :class:`Result` is frozen. Its JSON form (``to_dict``) is the contract of interfaces.md: ``solver``,
+``status`` (optimal | feasible | timeout | infeasible), ``num_gpus``, ``lower_bound``, ``runtime_s``, ``gpus`` (a list
+of ``{adapters, max_loras, max_cpu_loras, max_lora_rank}`` plus predictions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from twin._io import atomic_write_text
+from twin.errors import InputError
+
+STATUSES = ("optimal", "feasible", "timeout", "infeasible")
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """One GPU of a plan: the adapters it serves and its vLLM LoRA settings (plus the oracle's predictions)."""
+
+    adapters: tuple[str, ...]
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+    predicted_throughput_tok_s: float | None = None
+    predicted_starved_probability: float | None = None
+    offered_tok_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adapters"] = list(self.adapters)
+        return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Result:
+    """A solver's answer: the plan, its status, and an honest lower bound on the GPU count."""
+
+    solver: str
+    status: str
+    num_gpus: int
+    lower_bound: int
+    runtime_s: float
+    gpus: tuple[GpuPlan, ...]
+    instance: str = ""
+    model: str = ""
+    gpu: str = ""
+    oracle: str = ""
+    solver_bound: float | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float | None:
+        """Relative optimality gap (num_gpus − lower_bound) / num_gpus; None when there is no plan."""
+        if self.num_gpus <= 0:
+            return None
+        return (self.num_gpus - self.lower_bound) / self.num_gpus
+
+    def replace(self, **changes: Any) -> Result:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": 1,
+            "solver": self.solver,
+            "status": self.status,
+            "num_gpus": self.num_gpus,
+            "lower_bound": self.lower_bound,
+            "gap": self.gap,
+            "runtime_s": self.runtime_s,
+            "instance": self.instance,
+            "model": self.model,
+            "gpu": self.gpu,
+            "oracle": self.oracle,
+            "solver_bound": self.solver_bound,
+            "reason": self.reason,
+            "extra": self.extra,
+            "gpus": [g.to_dict() for g in self.gpus],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, *, source: str = "<plan>") -> Result:
+        """Parse a plan object; every problem is an :class:`InputError` naming ``source`` and the field."""
+
+        def bad(fld: str, msg: str, value: Any) -> InputError:
+            return InputError(f"{msg} (got {value!r})", source=source, field=fld, value=value)
+
+        if not isinstance(d, dict):
+            raise bad("<root>", "must be a JSON object", type(d).__name__)
+        for key in ("solver", "status", "num_gpus", "gpus"):
+            if key not in d:
+                raise bad(key, "is missing", None)
+        if d["status"] not in STATUSES:
+            raise bad("status", f"must be one of {list(STATUSES)}", d["status"])
+        if not isinstance(d["gpus"], list):
+            raise bad("gpus", "must be a list", d["gpus"])
+        gpus = []
+        for j, g in enumerate(d["gpus"]):
+            if not isinstance(g, dict):
+                raise bad(f"gpus[{j}]", "must be an object", g)
+            for key in ("adapters", "max_loras", "max_cpu_loras", "max_lora_rank"):
+                if key not in g:
+                    raise bad(f"gpus[{j}].{key}", "is missing", None)
+            if not isinstance(g["adapters"], list) or not all(isinstance(a, str) for a in g["adapters"]):
+                raise bad(f"gpus[{j}].adapters", "must be a list of adapter ids", g["adapters"])
+            for key in ("max_loras", "max_cpu_loras", "max_lora_rank"):
+                v = g[key]
+                if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                    raise bad(f"gpus[{j}].{key}", "must be a positive integer", v)
+            gpus.append(GpuPlan(
+                adapters=tuple(g["adapters"]), max_loras=g["max_loras"], max_cpu_loras=g["max_cpu_loras"],
+                max_lora_rank=g["max_lora_rank"],
+                predicted_throughput_tok_s=g.get("predicted_throughput_tok_s"),
+                predicted_starved_probability=g.get("predicted_starved_probability"),
+                offered_tok_s=g.get("offered_tok_s"),
+            ))
+        num = d["num_gpus"]
+        if isinstance(num, bool) or not isinstance(num, int) or num < 0:
+            raise bad("num_gpus", "must be a non-negative integer", num)
+        if num != len(gpus):
+            raise bad("num_gpus", f"does not match the {len(gpus)} GPUs listed", num)
+        return cls(
+            solver=str(d["solver"]), status=d["status"], num_gpus=num,
+            lower_bound=int(d.get("lower_bound") or 0), runtime_s=float(d.get("runtime_s") or 0.0),
+            gpus=tuple(gpus), instance=str(d.get("instance", "")), model=str(d.get("model", "")),
+            gpu=str(d.get("gpu", "")), oracle=str(d.get("oracle", "")), solver_bound=d.get("solver_bound"),
+            reason=d.get("reason"), extra=dict(d.get("extra") or {}),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write the plan as JSON, atomically."""
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Result:
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text())
+        except OSError as exc:
+            raise InputError(f"cannot read plan ({exc.strerror or exc})", source=str(p)) from None
+        except ValueError as exc:
+            raise InputError(f"not valid JSON ({exc})", source=str(p)) from None
+        return cls.from_dict(data, source=str(p))
