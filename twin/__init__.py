@@ -3,6 +3,7 @@
 from twin.errors import InfeasibleError, InputError, PlacerError
 from twin.profile import MemoryModel, Profile, StepModel, load_profile, shipped_profiles
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
+from twin.traces import Trace, load_trace, shipped_traces
 
 __all__ = [
     "ALLOWED_RANKS",
@@ -16,7 +17,10 @@ __all__ = [
     "Profile",
     "ServerSettings",
     "StepModel",
+    "Trace",
     "Workload",
     "load_profile",
+    "load_trace",
     "shipped_profiles",
+    "shipped_traces",
 ]
