@@ -1,5 +1,7 @@
 """placer: minimise the GPUs that serve a multi-LoRA vLLM workload, with verifiable, deployable plans."""
 
+from placer.generate import generate
+from placer.io import read_instance, write_instance
 from twin.errors import InfeasibleError, InputError, PlacerError
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 
@@ -15,4 +17,7 @@ __all__ = [
     "Problem",
     "ServerSettings",
     "Workload",
+    "generate",
+    "read_instance",
+    "write_instance",
 ]

@@ -1,0 +1,48 @@
+"""A summary of an instance: counts by rank, rate statistics, offered load (what ``placer show`` prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from twin.spec import Instance, Lengths
+from twin.traces import load_trace
+
+# Mean request lengths of the calibration runs' ShareGPT V3 pool (calibration.md).
+SHAREGPT_INPUT_MEAN = 222.7
+SHAREGPT_OUTPUT_MEAN = {"llama-3.1-8b-instruct": 196.5, "qwen-2.5-7b-instruct": 200.1}
+
+
+def mean_lengths(lengths: Lengths, model: str) -> tuple[float, float]:
+    """Expected (prompt, output) tokens per request for a length distribution (normal: before clipping)."""
+    if lengths.kind == "sharegpt":
+        return SHAREGPT_INPUT_MEAN, SHAREGPT_OUTPUT_MEAN.get(model, 198.0)
+    if lengths.kind == "trace":
+        tr = load_trace(str(lengths.trace))
+        return float(tr.input_tokens.mean()), float(tr.output_tokens.mean())
+    return float(lengths.input_mean or 0.0), float(lengths.output_mean or 0.0)
+
+
+def instance_summary(instance: Instance) -> dict[str, Any]:
+    """Counts and rates by rank, rate statistics, expected lengths and offered load (tok/s) of ``instance``.
+
+    offered_tok_s = total rate × (mean prompt + mean output tokens), the papers' offered load in expectation.
+    """
+    ranks, rates = instance.ranks, instance.rates
+    by_rank = {int(r): {"adapters": int((ranks == r).sum()), "rate_rps": float(rates[ranks == r].sum())}
+               for r in np.unique(ranks)}
+    w = instance.workload
+    mean_in, mean_out = mean_lengths(w.lengths, instance.model)
+    total = float(rates.sum())
+    lengths = w.lengths.kind if w.lengths.kind != "trace" else f"trace {w.lengths.trace}"
+    return {
+        "name": instance.name, "model": instance.model, "gpu": instance.gpu,
+        "adapters": instance.n_adapters, "by_rank": by_rank,
+        "rate_rps": {"total": total, "min": float(rates.min()), "median": float(np.median(rates)),
+                     "mean": float(rates.mean()), "max": float(rates.max())},
+        "arrival": w.arrival, "duration_s": float(w.duration_s), "lengths": lengths,
+        "mean_input_tokens": mean_in, "mean_output_tokens": mean_out,
+        "expected_requests": total * float(w.duration_s),
+        "offered_tok_s": total * (mean_in + mean_out),
+    }
