@@ -96,11 +96,11 @@ def lower_bound(problem: Instance, oracle: Oracle) -> int:
     """The best lower bound on the GPU count we can compute (``placer.bounds`` when present, else 1)."""
     try:
         bounds = importlib.import_module("placer.bounds")
-    except ModuleNotFoundError as exc:
-        if exc.name != "placer.bounds":
+        return max(1, int(bounds.lower_bound(problem, oracle)))
+    except ModuleNotFoundError as exc:  # the bound module (or a placer module it needs) is not there yet
+        if not (exc.name or "").startswith("placer."):
             raise
         return 1
-    return max(1, int(bounds.lower_bound(problem, oracle)))
 
 
 def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float = DEFAULT_TIME_LIMIT,

@@ -1,0 +1,127 @@
+"""``greedy-paper``: the published surrogate-driven greedy placement (Agulló et al., arXiv 2602.24044).
+
+1. Group adapters by rank, largest rank first; inside a group order by rate zig-zag (highest, lowest, next
+   highest, ...), so each GPU gets a mix of hot and cold adapters.
+2. Fill one GPU at a time. At the fixed adapter-count test points {8, 16, 32, ..., 576}, compare the current
+   slot count with the next larger test point (dropping any that breaks the memory limit or exceeds the
+   adapter count), keep the one with the higher predicted throughput, then ask the starvation classifier.
+3. Not starved: commit and continue. Starved or OOM: roll back to the last committed point, close the GPU and
+   open the next.
+
+Tail handling (as the published code would): when fewer adapters remain than the next test point, the
+remainder is tested as its own point. When even the first test point fails on a fresh GPU (very hot or
+high-rank adapters), the point is halved (4, 2, 1) until it fits, so every adapter that fits alone is placed.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from placer.oracle import PAPER_TEST_POINTS, Oracle, Point
+from placer.result import GpuPlan, Result
+from placer.solve import register_solver
+from twin.spec import Instance
+
+NAME = "greedy-paper"
+
+
+def zigzag(values: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """``members`` ordered highest, lowest, next highest, next lowest, ... by ``values`` (stable on ties)."""
+    ordered = members[np.argsort(-values[members], kind="stable")]
+    out = np.empty_like(ordered)
+    lo, hi = 0, len(ordered) - 1
+    for k in range(len(ordered)):
+        if k % 2 == 0:
+            out[k] = ordered[lo]
+            lo += 1
+        else:
+            out[k] = ordered[hi]
+            hi -= 1
+    return out
+
+
+def paper_order(problem: Instance) -> np.ndarray:
+    """The papers' order: rank groups largest first, rate zig-zag inside each group."""
+    ranks, rates = problem.ranks, problem.rates
+    parts = [zigzag(rates, np.flatnonzero(ranks == r)) for r in sorted(set(ranks.tolist()), reverse=True)]
+    return np.concatenate(parts).astype(np.int64)
+
+
+def _next_point(s: int, points: tuple[int, ...]) -> int | None:
+    for p in points:
+        if p > s:
+            return p
+    return None
+
+
+def plan_gpu(problem: Instance, idx: np.ndarray, point: Point) -> GpuPlan:
+    """A plan entry for adapters ``idx`` at a judged configuration."""
+    return GpuPlan(adapters=tuple(problem.ids[i] for i in idx), max_loras=point.max_loras,
+                   max_cpu_loras=point.max_cpu_loras, max_lora_rank=point.max_lora_rank,
+                   predicted_throughput_tok_s=round(point.throughput_tok_s, 3),
+                   predicted_starved_probability=round(point.starved_probability, 4),
+                   offered_tok_s=round(point.offered_tok_s, 3))
+
+
+def _fill_one(problem: Instance, rest: np.ndarray, oracle: Oracle) -> tuple[int, Point | None]:
+    """Adapters committed on one fresh GPU from the front of ``rest``, and the committed configuration."""
+    points = oracle.slot_points or PAPER_TEST_POINTS
+    committed, best_point, slots = 0, None, None
+    for tp in points:
+        k = min(tp, len(rest))
+        if k <= committed:
+            break
+        idx = rest[:k]
+        if slots is None:
+            options = [min(points[0], k)]
+        else:
+            nxt = _next_point(slots, points)
+            options = [slots] + ([min(nxt, k)] if nxt is not None and min(nxt, k) > slots else [])
+        judged = [p for p in oracle.points(problem, [(idx, s, None, None) for s in options]) if not p.oom]
+        if not judged:
+            break  # memory error: roll back
+        choice = max(judged, key=lambda p: (p.throughput_tok_s, -p.max_loras))
+        if choice.starved:
+            break  # starved: roll back to the last committed point
+        committed, best_point, slots = k, choice, choice.max_loras
+        if k == len(rest):
+            break
+    if committed == 0:  # even the first point fails on an empty GPU: halve it
+        k = min(points[0], len(rest))
+        while k > 1 and committed == 0:
+            k //= 2
+            verdict = oracle.evaluate(problem, rest[:k])
+            if verdict.feasible:
+                committed = k
+                best_point = oracle.points(problem, [(rest[:k], verdict.best_max_loras or 1, None, None)])[0]
+    return committed, best_point
+
+
+def pack_order(problem: Instance, order: np.ndarray, oracle: Oracle) -> list[GpuPlan] | None:
+    """Greedy-paper filling of ``order``; None when some adapter cannot be placed even alone."""
+    gpus: list[GpuPlan] = []
+    pos = 0
+    while pos < len(order):
+        k, point = _fill_one(problem, order[pos:], oracle)
+        if k == 0 or point is None:
+            return None
+        gpus.append(plan_gpu(problem, order[pos:pos + k], point))
+        pos += k
+    return gpus
+
+
+def solve_greedy_paper(problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result:
+    """The published greedy; deterministic (``seed`` unused), far below any sensible time limit."""
+    start = time.perf_counter()
+    gpus = pack_order(problem, paper_order(problem), oracle)
+    runtime = time.perf_counter() - start
+    if gpus is None:
+        return Result(solver=NAME, status="infeasible", num_gpus=0, lower_bound=0, runtime_s=runtime, gpus=(),
+                      reason="an adapter fits on no GPU even alone")
+    return Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=1, runtime_s=runtime,
+                  gpus=tuple(gpus))
+
+
+register_solver(NAME, solve_greedy_paper)

@@ -1,0 +1,276 @@
+"""The feasibility oracle: can this set of adapters share one GPU, and with which vLLM LoRA settings?
+
+One interface, :class:`Oracle`, answers for a set of adapters (indices into the problem) on one GPU:
+:meth:`Oracle.evaluate` → :class:`GpuVerdict` (feasible, best ``max_loras``, ``max_lora_rank``, predicted
+throughput, offered load, starvation probability, OOM, reason). *Feasible* = neither starved nor OOM at the
+best slot count; the best slot count is the one with the highest predicted throughput among the non-OOM,
+non-starved candidates: the papers' test points {8, 16, ..., 576} up to the adapter count, the adapter count
+itself, and the largest slot count memory allows at the set's rank.
+
+The memory rule (OOM) is the twin's exact :class:`~twin.profile.MemoryModel` (:mod:`placer.memory`), never
+learned. Starvation is the backend's: the CatBoost surrogates (:class:`SurrogateOracle`, default, batched) or
+the twin itself (:class:`TwinOracle`, slow, exact w.r.t. the twin). A safety margin makes every backend
+stricter: a point is starved when the backend says so, when its starvation probability exceeds
+``starved_threshold``, or when its throughput is below ``(0.9 + margin) × offered``. Answers are cached by
+(problem, adapter set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from placer.memory import max_slots, memory_fits, tokens_per_request
+from placer.result import GpuPlan
+from twin.errors import InputError
+from twin.spec import Instance
+
+PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
+STARVATION_RATIO = 0.9  # starved <=> throughput < 0.9 x offered (mission.md)
+_MAX_CACHED_PROBLEMS = 8
+
+
+@dataclass(frozen=True)
+class Point:
+    """One configuration of one GPU (adapter set + LoRA settings) as the oracle judges it."""
+
+    max_loras: int
+    max_lora_rank: int
+    max_cpu_loras: int
+    throughput_tok_s: float
+    offered_tok_s: float
+    starved_probability: float
+    starved: bool  # after the oracle's margin rule
+    oom: bool
+
+    @property
+    def feasible(self) -> bool:
+        return not self.starved and not self.oom
+
+
+@dataclass(frozen=True)
+class GpuVerdict:
+    """The oracle's answer for one GPU: feasibility at the best slot count, and that slot count."""
+
+    feasible: bool
+    best_max_loras: int | None
+    max_lora_rank: int
+    max_cpu_loras: int
+    throughput_tok_s: float
+    offered_tok_s: float
+    starved_probability: float
+    oom: bool
+    reason: str = ""
+
+    def gpu_plan(self, adapter_ids: Sequence[str]) -> GpuPlan:
+        """This verdict's settings as one GPU of a plan."""
+        return GpuPlan(adapters=tuple(adapter_ids), max_loras=int(self.best_max_loras or 1),
+                       max_cpu_loras=self.max_cpu_loras, max_lora_rank=self.max_lora_rank,
+                       predicted_throughput_tok_s=round(float(self.throughput_tok_s), 3),
+                       predicted_starved_probability=round(float(self.starved_probability), 4),
+                       offered_tok_s=round(float(self.offered_tok_s), 3))
+
+
+Query = tuple[np.ndarray, int, int, int]  # (sorted adapter indices, max_loras, max_lora_rank, max_cpu_loras)
+
+
+class Oracle(abc.ABC):
+    """Feasibility of one GPU for a set of adapters. Subclasses implement :meth:`_predict` (batched)."""
+
+    kind = "abstract"
+
+    def __init__(self, *, margin: float = 0.0, starved_threshold: float = 0.5,
+                 slot_points: Sequence[int] = PAPER_TEST_POINTS, cache: bool = True) -> None:
+        if not 0 <= margin < 0.1 + 1e-9:
+            raise InputError(f"safety margin must be in [0, 0.1] (got {margin!r})", field="margin",
+                             value=margin)
+        if not 0 < starved_threshold <= 1:
+            raise InputError(f"starvation threshold must be in (0, 1] (got {starved_threshold!r})",
+                             field="starved_threshold", value=starved_threshold)
+        self.margin = float(margin)
+        self.starved_threshold = float(starved_threshold)
+        self.slot_points = tuple(sorted({int(s) for s in slot_points if int(s) >= 1}))
+        self.use_cache = cache
+        self._caches: dict[int, tuple[Instance, dict[Any, Any], float]] = {}
+        self.calls = 0       # backend batch calls
+        self.predictions = 0  # configurations sent to the backend
+
+    # --- what subclasses provide -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def _predict(self, problem: Instance, queries: Sequence[Query]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(throughput tok/s, starvation probability, starved flag, offered tok/s or None) per query."""
+
+    def _settings(self) -> tuple[Any, ...]:
+        return ()
+
+    # --- identity ---------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        extra = "".join(f",{k}={v}" for k, v in self._settings())
+        return f"{self.kind}(margin={self.margin:g},p_starved<={self.starved_threshold:g}{extra})"
+
+    def settings_key(self) -> tuple[Any, ...]:
+        return (self.kind, self.margin, self.starved_threshold, self.slot_points, *self._settings())
+
+    # --- per-problem state ------------------------------------------------------------------------------
+    def _state(self, problem: Instance) -> tuple[dict[Any, Any], float]:
+        entry = self._caches.get(id(problem))
+        if entry is None or entry[0] is not problem:
+            if len(self._caches) >= _MAX_CACHED_PROBLEMS:
+                self._caches.pop(next(iter(self._caches)))
+            entry = (problem, {}, tokens_per_request(problem))
+            self._caches[id(problem)] = entry
+        return entry[1], entry[2]
+
+    def tokens_per_request(self, problem: Instance) -> float:
+        """Mean prompt + expected output tokens per request of this problem."""
+        return self._state(problem)[1]
+
+    def offered_tok_s(self, problem: Instance, idx: Iterable[int]) -> float:
+        """Offered load of a set of adapters (rate × tokens per request), tok/s."""
+        return float(problem.rates[np.fromiter(idx, dtype=np.int64)].sum()) * self.tokens_per_request(problem)
+
+    # --- points: one configuration each -----------------------------------------------------------------
+    def points(self, problem: Instance, queries: Sequence[tuple[Iterable[int], int, int | None, int | None]]
+               ) -> list[Point]:
+        """Judge configurations ``(adapters, max_loras, max_lora_rank, max_cpu_loras)`` in one batch.
+
+        ``max_lora_rank`` None = the largest rank present; ``max_cpu_loras`` None = the adapter count.
+        OOM configurations are decided by the memory rule and never sent to the backend.
+        """
+        cache, tpr = self._state(problem)
+        out: list[Point | None] = [None] * len(queries)
+        todo: list[tuple[int, Query, Any, float]] = []
+        for q, (idx_in, s, r, m) in enumerate(queries):
+            idx = np.unique(np.fromiter(idx_in, dtype=np.int64))
+            rank = int(problem.ranks[idx].max()) if r is None else int(r)
+            cpu = len(idx) if m is None else int(m)
+            key = ("p", frozenset(idx.tolist()), int(s), rank, cpu)
+            hit = cache.get(key) if self.use_cache else None
+            if hit is not None:
+                out[q] = hit
+                continue
+            offered = float(problem.rates[idx].sum()) * tpr
+            if not memory_fits(problem, int(s), rank):
+                out[q] = Point(int(s), rank, cpu, 0.0, offered, 1.0, True, True)
+                if self.use_cache:
+                    cache[key] = out[q]
+                continue
+            todo.append((q, (idx, int(s), rank, cpu), key, offered))
+        if todo:
+            self.calls += 1
+            self.predictions += len(todo)
+            thr, prob, flag, off = self._predict(problem, [t[1] for t in todo])
+            for j, (q, (_, s, rank, cpu), key, offered) in enumerate(todo):
+                offered_j = float(off[j]) if off is not None else offered
+                t, p = float(thr[j]), float(prob[j])
+                starved = bool(flag[j]) or p > self.starved_threshold or \
+                    t < (STARVATION_RATIO + self.margin) * offered_j
+                point = Point(s, rank, cpu, t, offered_j, p, starved, False)
+                out[q] = point
+                if self.use_cache:
+                    cache[key] = point
+        return [p for p in out if p is not None]
+
+    # --- GPU verdicts -----------------------------------------------------------------------------------
+    def slot_candidates(self, problem: Instance, n: int, rank: int) -> list[int]:
+        """Slot counts tried for ``n`` adapters of largest rank ``rank`` (memory-feasible ones only)."""
+        top = self.slot_points[-1] if self.slot_points else n
+        cands = {s for s in self.slot_points if s <= n}
+        if n <= top:
+            cands.add(n)
+        cap = max_slots(problem, rank, min(n, top))
+        if cap:
+            cands.add(cap)
+        return sorted(s for s in cands if s <= cap)
+
+    def evaluate(self, problem: Instance, idx: Iterable[int]) -> GpuVerdict:
+        """The verdict for one GPU serving adapters ``idx`` (indices into ``problem.adapters``)."""
+        return self.evaluate_many(problem, [idx])[0]
+
+    def evaluate_many(self, problem: Instance, sets: Sequence[Iterable[int]]) -> list[GpuVerdict]:
+        """Verdicts for many candidate GPUs, with one batched backend call for all their slot candidates."""
+        cache, _ = self._state(problem)
+        out: list[GpuVerdict | None] = [None] * len(sets)
+        plans: list[tuple[int, Any, int, int, list[int]]] = []
+        queries: list[tuple[np.ndarray, int, int, int]] = []
+        for k, raw in enumerate(sets):
+            idx = np.unique(np.fromiter(raw, dtype=np.int64))
+            if idx.size == 0:
+                raise ValueError("a GPU needs at least one adapter")
+            key = ("v", frozenset(idx.tolist()))
+            hit = cache.get(key) if self.use_cache else None
+            if hit is not None:
+                out[k] = hit
+                continue
+            n, rank = int(idx.size), int(problem.ranks[idx].max())
+            cands = self.slot_candidates(problem, n, rank)
+            plans.append((k, key, n, rank, cands))
+            queries.extend((idx, s, rank, n) for s in cands)
+        points = self.points(problem, queries) if queries else []
+        pos = 0
+        for k, key, n, rank, cands in plans:
+            pts = points[pos:pos + len(cands)]
+            pos += len(cands)
+            verdict = self._choose(problem, sets[k], n, rank, pts)
+            out[k] = verdict
+            if self.use_cache:
+                cache[key] = verdict
+        return [v for v in out if v is not None]
+
+    def _choose(self, problem: Instance, idx: Iterable[int], n: int, rank: int,
+                pts: list[Point]) -> GpuVerdict:
+        if not pts:
+            offered = self.offered_tok_s(problem, idx)
+            return GpuVerdict(False, None, rank, n, 0.0, offered, 1.0, True,
+                              f"memory error: max_lora_rank {rank} leaves no KV cache for even 1 slot")
+        ok = [p for p in pts if p.feasible]
+        if ok:
+            best = max(ok, key=lambda p: (p.throughput_tok_s, -p.max_loras))
+            return GpuVerdict(True, best.max_loras, rank, n, best.throughput_tok_s, best.offered_tok_s,
+                              best.starved_probability, False, "")
+        best = max(pts, key=lambda p: (p.throughput_tok_s, -p.max_loras))
+        reason = (f"starved at every slot count {[p.max_loras for p in pts]}: best throughput "
+                  f"{best.throughput_tok_s:.0f} tok/s at max_loras={best.max_loras} vs offered "
+                  f"{best.offered_tok_s:.0f} tok/s (p_starved={best.starved_probability:.2f})")
+        return GpuVerdict(False, best.max_loras, rank, n, best.throughput_tok_s, best.offered_tok_s,
+                          best.starved_probability, False, reason)
+
+    def feasible_many(self, problem: Instance, sets: Sequence[Iterable[int]]) -> np.ndarray:
+        """Feasibility of many candidate GPUs (bool array)."""
+        return np.array([v.feasible for v in self.evaluate_many(problem, sets)], dtype=bool)
+
+    def unplaceable(self, problem: Instance) -> list[int]:
+        """Indices of adapters that are infeasible even alone on a GPU (same rank and rate judged once)."""
+        reps: dict[tuple[int, float], list[int]] = {}
+        for i, a in enumerate(problem.adapters):
+            reps.setdefault((a.rank, a.rate_rps), []).append(i)
+        keys = list(reps)
+        ok = self.feasible_many(problem, [[reps[k][0]] for k in keys])
+        return sorted(i for k, good in zip(keys, ok, strict=True) if not good for i in reps[k])
+
+
+def make_oracle(problem: Instance | None = None, kind: str = "surrogate", **options: Any) -> Oracle:
+    """An oracle by name: ``surrogate`` (default), ``twin``, or ``analytic`` (a test double, not a model)."""
+    from placer import oracles
+
+    factories = {"surrogate": oracles.SurrogateOracle, "twin": oracles.TwinOracle,
+                 "analytic": oracles.AnalyticOracle}
+    if kind not in factories:
+        raise InputError(f"unknown oracle (got {kind!r}; known: {', '.join(factories)})", field="oracle",
+                         value=kind)
+    factory: Any = factories[kind]
+    return factory(**options)  # type: ignore[no-any-return]
+
+
+def __getattr__(name: str) -> Any:  # the backends live in placer.oracles; re-exported here lazily
+    if name in ("SurrogateOracle", "TwinOracle", "AnalyticOracle"):
+        from placer import oracles
+
+        return getattr(oracles, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
