@@ -243,8 +243,10 @@ def instance_from_dict(data: Any, source: str = "<instance>", *, base_dir: str |
     """
     base = Path(base_dir) if base_dir is not None else Path(source).parent
     try:
+        if data is None:
+            raise _err("", "is empty (expected a mapping with name, model, gpu, adapters)", show=False)
         if not isinstance(data, Mapping):
-            raise _err("", f"must be a mapping with fields {', '.join(_TOP[1:5])}, ...", type(data).__name__)
+            raise _err("", "must be a mapping with name, model, gpu, adapters", type(data).__name__)
         d = _mapping(data, "", _TOP)
         for key in ("name", "model", "gpu"):
             if key not in d:
