@@ -2,7 +2,8 @@
 
 A profile is a JSON file shipped in ``twin/profiles/`` named ``<model>@<gpu>.json``. It holds
 
-- ``memory``: the KV-cache capacity model (tokens left after the weights and the LoRA buffers) and the OOM rule;
+- ``memory``: the KV-cache capacity model (tokens left after the weights and the LoRA buffers) and the OOM
+  rule;
 - ``step``: the step-time model (a forward step's duration from what it does), scheduler overhead and adapter
   load costs.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -141,35 +142,62 @@ def _shipped_files() -> dict[tuple[str, str], Any]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def shipped_profiles() -> tuple[tuple[str, str], ...]:
     """The (model, gpu) pairs with a profile shipped inside the package."""
     return tuple(sorted(_shipped_files()))
 
 
 def known_models() -> tuple[str, ...]:
-    return tuple(sorted({m for m, _ in shipped_profiles()}))
+    """Models with a shipped profile or an architecture in :mod:`twin.hardware` (uncalibrated)."""
+    from twin.hardware import catalogue_models
+
+    return tuple(sorted({m for m, _ in shipped_profiles()} | set(catalogue_models())))
 
 
 def known_gpus() -> tuple[str, ...]:
-    return tuple(sorted({g for _, g in shipped_profiles()}))
+    """GPUs with a shipped profile or a datasheet in :mod:`twin.hardware` (uncalibrated)."""
+    from twin.hardware import catalogue_gpus
+
+    return tuple(sorted({g for _, g in shipped_profiles()} | set(catalogue_gpus())))
+
+
+def is_calibrated(model: str, gpu: str) -> bool:
+    """True when a fitted profile ships for (model, gpu); False for a profile derived from datasheets."""
+    return (model, gpu) in shipped_profiles() and load_profile(model, gpu).calibrated
 
 
 def check_model_gpu(model: Any, gpu: Any) -> None:
-    """Raise :class:`InputError` unless a profile exists for (model, gpu)."""
+    """Raise :class:`InputError` unless a profile exists (shipped, or derivable by :mod:`twin.hardware`)."""
+    from twin.hardware import in_catalogue
+
     if model not in known_models():
         raise InputError(f"unknown model profile (got {model!r}; known: {', '.join(known_models())})",
                          field="model", value=model)
     if gpu not in known_gpus():
         raise InputError(f"unknown GPU profile (got {gpu!r}; known: {', '.join(known_gpus())})",
                          field="gpu", value=gpu)
-    if (model, gpu) not in shipped_profiles():
+    if (model, gpu) not in shipped_profiles() and not in_catalogue(model, gpu):
         raise InputError(f"no profile for model {model!r} on GPU {gpu!r}", field="gpu", value=gpu)
 
 
-@lru_cache(maxsize=None)
-def load_profile(model: str, gpu: str) -> Profile:
-    """The shipped profile for (model, gpu)."""
-    check_model_gpu(model, gpu)
-    entry = _shipped_files()[(model, gpu)]
+@cache
+def load_shipped_profile(model: str, gpu: str) -> Profile:
+    """The profile file shipped in ``twin/profiles/`` for (model, gpu)."""
+    files = _shipped_files()
+    if (model, gpu) not in files:
+        raise InputError(f"no shipped profile for model {model!r} on GPU {gpu!r}", field="gpu", value=gpu)
+    entry = files[(model, gpu)]
     return Profile.from_dict(json.loads(entry.read_text()), source=f"twin/profiles/{entry.name}")
+
+
+@cache
+def load_profile(model: str, gpu: str) -> Profile:
+    """The profile for (model, gpu): the shipped one, else an uncalibrated one derived by :mod:`twin.hardware`
+    (``calibrated`` False)."""
+    check_model_gpu(model, gpu)
+    if (model, gpu) in shipped_profiles():
+        return load_shipped_profile(model, gpu)
+    from twin.hardware import derived_profile
+
+    return derived_profile(model, gpu)

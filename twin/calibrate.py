@@ -1,0 +1,352 @@
+"""Fit a twin :class:`~twin.profile.Profile` to measured runs (real vLLM, or ``placer twin collect`` records).
+
+Two independent parts, both deterministic for a seed:
+
+1. **Memory model** (:func:`fit_memory`). vLLM's KV-cache size at start-up, per (``max_loras`` = slots,
+   ``max_lora_rank``), is fitted by least squares as ``kv = base − a·slots·rank − b·slots`` (a, b ≥ 0) on the
+   measured entries, and the measured table itself (including "server failed to start" entries) is kept in the
+   profile: measured points are reproduced exactly, unmeasured ones use the line. A configuration is a memory
+   error when the KV cache is below ``max_model_len`` tokens or the table says the server did not start
+   (:func:`memory_error`).
+
+2. **Step-time model** (:func:`fit_step`), in two stages:
+
+   a. *Analytic pre-fit* (:func:`prefit_step`, instantaneous). Every measured run gives a steady-state
+      relation between its mean inter-token latency and its mean state: ITL ≈ step(S = B̄, P̄ = prefill tokens
+      per step = input-token rate × ITL, C̄ = B̄ · mean context, Ā = expected distinct adapters among B̄
+      running requests (capped at max_loras), R = max_lora_rank). ``scipy.optimize.least_squares`` fits the
+      StepModel's forward parameters to log(ITL), saturated runs weighted 3×; the per-prompt-token cost is
+      pinned from the TTFT of lightly loaded runs (:func:`prefill_cost_from_ttft`). The per-waiting-request
+      scheduler term is left at zero: the real client capped the waiting queue at ~25 k requests (it ran out
+      of connections) while the twin's queue is unbounded, so a per-waiting cost learnt from the real runs
+      would be extrapolated far out of range.
+
+   b. *Simulation refinement* (:func:`refine_step`). Multipliers on the pre-fitted parameters — an overall
+      step-time scale and a scale of the LoRA factor — are searched with Nelder–Mead (fixed seed, common
+      random numbers) to minimise, over a fixed subsample of runs re-simulated in the twin (shorter window),
+
+          J = mean_runs |log(thr_twin / thr_real)|  +  w_itl · median_runs |log(itl_twin / itl_real)|
+
+      (w_itl = 0.05: the ITL term only breaks ties; throughput accuracy is the objective). Unstarved runs are
+      insensitive to the step time (their throughput is the offered load), so the subsample is weighted
+      towards starved and near-saturated runs.
+
+The re-simulation of a run is a callable ``rerun(run, profile, seed, window_s) -> Outcome`` so that the fit
+does not depend on how the twin is invoked; :func:`twin.runs.rerun` is the default.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twin.errors import InputError
+from twin.profile import MemoryModel, Profile, StepModel
+from twin.runs import RunRecord
+
+KVRow = tuple[int, int, int | None]  # (max_loras, max_lora_rank, kv tokens or None = failed to start)
+MEAN_CONTEXT_TOKENS = 420.0  # time-averaged context of a decoding ShareGPT request (prompt + half the output)
+W_ITL = 0.05
+
+
+# ----------------------------------------------------------------------------------------------- memory
+def load_kv_table(path: str | Path, model: str) -> list[KVRow]:
+    """The (slots, rank, kv tokens | None) rows of one model in a ``kv_cache.csv``-style file."""
+    import pandas as pd
+
+    p = Path(path)
+    try:
+        df = pd.read_csv(p)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read KV-cache CSV ({exc})", source=str(p)) from None
+    for col in ("model", "max_loras", "max_lora_rank", "kv_cache_tokens"):
+        if col not in df.columns:
+            raise InputError("missing column", source=str(p), field=col)
+    df = df[df["model"] == model]
+    return [(int(s), int(r), None if pd.isna(k) else int(k))
+            for s, r, k in zip(df["max_loras"], df["max_lora_rank"], df["kv_cache_tokens"], strict=True)]
+
+
+def kv_rows_from_runs(runs: Sequence[RunRecord]) -> list[KVRow]:
+    """KV rows seen in run records: measured ``kv_cache_tokens``; None for runs that failed with OOM."""
+    rows: dict[tuple[int, int], int | None] = {}
+    for r in runs:
+        k = (r.max_loras, r.max_lora_rank)
+        if r.oom:
+            rows.setdefault(k, None)
+        elif math.isfinite(r.kv_cache_tokens):
+            rows[k] = int(r.kv_cache_tokens)
+    return [(s, rk, v) for (s, rk), v in sorted(rows.items())]
+
+
+def fit_memory(rows: Sequence[KVRow], base: MemoryModel) -> MemoryModel:
+    """Least-squares line kv = base − a·slots·rank − b·slots (a, b ≥ 0) plus the measured table."""
+    from scipy.optimize import lsq_linear
+
+    meas = [(s, r, k) for s, r, k in rows if k is not None]
+    table = tuple(sorted({(int(s), int(r)): (int(s), int(r), k) for s, r, k in rows}.values()))
+    if len(meas) < 3:
+        return replace(base, table=table)
+    X = np.array([[1.0, -s * r, -s] for s, r, _ in meas])
+    y = np.array([k for _, _, k in meas], dtype=float)
+    sol = lsq_linear(X, y, bounds=([0.0, 0.0, 0.0], [np.inf, np.inf, np.inf]))
+    c, a, b = (float(v) for v in sol.x)
+    return replace(base, kv_base_tokens=round(c, 1), kv_per_slot_rank=round(a, 4), kv_per_slot=round(b, 4),
+                   table=table)
+
+
+def kv_tokens(mem: MemoryModel, slots: int, rank: int, utilization: float | None = None) -> float | None:
+    """KV-cache tokens after weights and LoRA buffers (None: the table says the server fails to start)."""
+    lookup = {(s, r): k for s, r, k in mem.table}
+    if (slots, rank) in lookup:
+        value = lookup[(slots, rank)]
+        if value is None:
+            return None
+        kv = float(value)
+    else:
+        kv = mem.kv_base_tokens - mem.kv_per_slot_rank * slots * rank - mem.kv_per_slot * slots
+    if utilization is not None and utilization != mem.ref_utilization:
+        kv += (utilization - mem.ref_utilization) * mem.gpu_mem_gib * 2**30 / mem.kv_bytes_per_token
+    return kv
+
+
+def memory_error(profile: Profile, slots: int, rank: int, *, max_model_len: int | None = None,
+                 utilization: float | None = None) -> bool:
+    """True when vLLM cannot start: LoRA buffers do not fit or the KV cache < max_model_len tokens."""
+    kv = kv_tokens(profile.memory, slots, rank, utilization)
+    return kv is None or kv < (max_model_len or profile.max_model_len)
+
+
+def oom_accuracy(profile: Profile, rows: Sequence[KVRow], *, use_table: bool = True) -> tuple[int, int]:
+    """(correct, total) OOM predictions on KV rows; ``use_table=False`` judges the fitted line alone."""
+    prof = profile if use_table else profile.replace(memory=replace(profile.memory, table=()))
+    ok = sum(memory_error(prof, s, r) == (k is None or k < profile.max_model_len) for s, r, k in rows)
+    return ok, len(rows)
+
+
+# --------------------------------------------------------------------------------------------- step: stage a
+def expected_distinct(rates: np.ndarray, n_running: float, max_loras: int) -> float:
+    """Expected distinct adapters among ``n_running`` requests drawn by rate, capped at max_loras."""
+    p = rates / rates.sum()
+    return float(min(max_loras, np.sum(1.0 - np.exp(-n_running * p))))
+
+
+def _rates(r: RunRecord) -> np.ndarray:
+    return np.repeat([v for v, _ in r.rates], [c for _, c in r.rates])
+
+
+def _state(runs: Sequence[RunRecord]) -> dict[str, np.ndarray]:
+    ok = [r for r in runs if not r.oom and math.isfinite(r.mean_itl_ms) and math.isfinite(r.mean_running)]
+    B = np.array([r.mean_running for r in ok])
+    itl = np.array([r.mean_itl_ms for r in ok])
+    tin = np.array([r.tokens_in / r.duration_s if math.isfinite(r.tokens_in) else
+                    r.throughput_total * 0.53 for r in ok])
+    A = np.array([expected_distinct(_rates(r), b, r.max_loras) for r, b in zip(ok, B, strict=True)])
+    R = np.array([float(r.max_lora_rank) for r in ok])
+    return {"B": B, "itl": itl, "P": tin * itl / 1000.0, "A": A, "R": R, "C": B * MEAN_CONTEXT_TOKENS}
+
+
+def step_ms(step: StepModel, B: Any, P: Any, C: Any, A: Any, R: Any, W: Any = 0.0) -> Any:
+    """The StepModel's step time (ms) for batch aggregates, without adapter loads (see twin.profile)."""
+    fwd = (step.base_ms + step.per_seq_ms * B + step.per_prefill_token_ms * P
+           + step.per_ctx_ktoken_ms * C / 1000)
+    lora = 1.0 + step.lora_per_adapter * A + step.lora_per_rank * R * (np.asarray(A) > 0)
+    return fwd * lora + step.sched_base_ms + step.sched_per_running_ms * B + step.sched_per_waiting_ms * W
+
+
+PREFIT_PARAMS = ("base_ms", "per_seq_ms", "per_prefill_token_ms", "lora_per_adapter", "lora_per_rank")
+_PREFIT_SCALE = np.array([10.0, 0.05, 0.01, 0.01, 0.001])
+
+
+def prefill_cost_from_ttft(runs: Sequence[RunRecord], mean_prompt: float = 222.7) -> float | None:
+    """Per-prompt-token cost (ms) from lightly loaded runs: TTFT ≈ ½ step wait + one step + prompt·cost.
+
+    Uses runs with fewer than 8 running and no waiting requests on average (median over them); None when there
+    are fewer than 3 such runs.
+    """
+    xs = [(r.mean_ttft_ms - 1.5 * r.mean_itl_ms) / mean_prompt for r in runs
+          if not r.oom and r.mean_running < 8 and r.mean_waiting < 0.01
+          and math.isfinite(r.mean_ttft_ms) and math.isfinite(r.mean_itl_ms)]
+    return float(np.median(xs)) if len(xs) >= 3 else None
+
+
+def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, float]:
+    """Stage a: least-squares fit of the forward parameters to the runs' mean ITL -> (step, rms log error).
+
+    The per-prefill-token cost is pinned by :func:`prefill_cost_from_ttft` when possible (the ITL relation
+    alone cannot separate it from the per-sequence cost: both grow with the load); runs with more than 150
+    running requests (the saturated regime that decides throughput) weigh 3×.
+    """
+    from scipy.optimize import least_squares
+
+    s = _state(runs)
+    if len(s["B"]) < len(PREFIT_PARAMS) + 1:
+        return base, math.nan
+    pinned = prefill_cost_from_ttft(runs)
+    free = np.array([not (k == "per_prefill_token_ms" and pinned is not None) for k in PREFIT_PARAMS])
+    x_all = np.array([max(getattr(base, k), 1e-4) for k in PREFIT_PARAMS]) / _PREFIT_SCALE
+    if pinned is not None:
+        x_all[2] = pinned / _PREFIT_SCALE[2]
+    weight = np.where(s["B"] > 150, 3.0, 1.0)
+
+    def model(x: np.ndarray) -> StepModel:
+        full = x_all.copy()
+        full[free] = x
+        return replace(base, sched_per_waiting_ms=0.0,
+                       **{k: float(v) for k, v in zip(PREFIT_PARAMS, full * _PREFIT_SCALE, strict=True)})
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        pred = step_ms(model(x), s["B"], s["P"], s["C"], s["A"], s["R"])
+        return weight * np.log(np.maximum(pred, 1e-6) / s["itl"])
+
+    sol = least_squares(resid, np.clip(x_all[free], 0, 100), bounds=(0.0, 100.0))
+    fitted = model(sol.x)
+    rounded = replace(fitted, **{k: float(f"{getattr(fitted, k):.6g}") for k in PREFIT_PARAMS})
+    return rounded, float(np.sqrt(np.mean((sol.fun / weight) ** 2)))
+
+
+# --------------------------------------------------------------------------------------------- step: stage b
+@dataclass(frozen=True)
+class Outcome:
+    """What a twin re-simulation of one run predicts."""
+
+    throughput: float
+    offered: float
+    starved: bool
+    oom: bool
+    itl_ms: float = math.nan
+    ttft_ms: float = math.nan
+    wall_s: float = 0.0
+
+
+Rerun = Callable[[RunRecord, Profile, int, float], Outcome]
+
+
+def scaled_step(step: StepModel, scale: float, lora_scale: float) -> StepModel:
+    """The step model with every forward term × ``scale`` and the LoRA terms × ``lora_scale``."""
+    return replace(step, base_ms=step.base_ms * scale, per_seq_ms=step.per_seq_ms * scale,
+                   per_prefill_token_ms=step.per_prefill_token_ms * scale,
+                   per_ctx_ktoken_ms=step.per_ctx_ktoken_ms * scale,
+                   lora_per_adapter=step.lora_per_adapter * lora_scale,
+                   lora_per_rank=step.lora_per_rank * lora_scale)
+
+
+def select_runs(runs: Sequence[RunRecord], n: int, seed: int) -> list[RunRecord]:
+    """A fixed subsample for the inner loop: starved and near-saturated runs first, then a few others."""
+    ok = [r for r in runs if not r.oom and math.isfinite(r.throughput_total)]
+    rng = np.random.default_rng(seed)
+    hot = [r for r in ok if r.starved or r.throughput_total < 0.985 * r.ideal_throughput]
+    cold = [r for r in ok if r not in hot]
+    k_hot = min(len(hot), max(1, int(round(0.8 * n))))
+    pick_hot = [hot[i] for i in sorted(rng.choice(len(hot), k_hot, replace=False))] if hot else []
+    k_cold = min(len(cold), n - len(pick_hot))
+    pick_cold = [cold[i] for i in sorted(rng.choice(len(cold), k_cold, replace=False))] if k_cold > 0 else []
+    return pick_hot + pick_cold
+
+
+def objective(outcomes: Sequence[Outcome], runs: Sequence[RunRecord]) -> float:
+    """J = mean |log(thr_twin/thr_real)| + W_ITL · median |log(itl_twin/itl_real)| (see the module doc)."""
+    pairs = list(zip(outcomes, runs, strict=True))
+    thr = [abs(math.log(max(o.throughput, 1e-9) / r.throughput_total)) for o, r in pairs]
+    itl = [abs(math.log(o.itl_ms / r.mean_itl_ms)) for o, r in pairs
+           if math.isfinite(o.itl_ms) and o.itl_ms > 0 and math.isfinite(r.mean_itl_ms)]
+    return float(np.mean(thr) + (W_ITL * float(np.median(itl)) if itl else 0.0))
+
+
+@dataclass
+class FitLog:
+    """What a fit did: evaluations, objective values, timing (for the report)."""
+
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    prefit_rms_log_itl: float = math.nan
+    runs_used: int = 0
+    wall_s: float = 0.0
+
+
+def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, seed: int = 0,
+                n_runs: int = 24, window_s: float = 1200.0, max_evals: int = 30,
+                log: FitLog | None = None) -> Profile:
+    """Stage b: Nelder–Mead over (log scale, log lora_scale) minimising :func:`objective` on a subsample."""
+    from scipy.optimize import minimize
+
+    sample = select_runs(runs, n_runs, seed)
+    if not sample:
+        return profile
+    log = log if log is not None else FitLog()
+    log.runs_used = len(sample)
+    cache: dict[tuple[float, float], float] = {}
+
+    def f(x: np.ndarray) -> float:
+        key = (round(float(x[0]), 5), round(float(x[1]), 5))
+        if key not in cache:
+            prof = profile.replace(step=scaled_step(profile.step, math.exp(key[0]), math.exp(key[1])))
+            outs = [rerun(r, prof, seed, window_s) for r in sample]
+            cache[key] = objective(outs, sample)
+            log.evaluations.append({"log_scale": key[0], "log_lora_scale": key[1], "objective": cache[key]})
+        return cache[key]
+
+    res = minimize(f, np.zeros(2), method="Nelder-Mead",
+                   options={"maxfev": max_evals, "xatol": 0.003, "fatol": 1e-4, "initial_simplex":
+                            np.array([[0.0, 0.0], [0.08, 0.0], [0.0, 0.3]])})
+    best = min(cache, key=lambda k: cache[k]) if cache else (0.0, 0.0)
+    del res
+    step = scaled_step(profile.step, math.exp(best[0]), math.exp(best[1]))
+    step = replace(step, **{k: float(f"{getattr(step, k):.6g}") for k in PREFIT_PARAMS})
+    return profile.replace(step=step)
+
+
+# ----------------------------------------------------------------------------------------------- driver
+@dataclass
+class CalibrationResult:
+    """A fitted profile and what the fit measured on its own data."""
+
+    profile: Profile
+    oom_correct: int
+    oom_total: int
+    oom_line_correct: int
+    oom_line_total: int
+    log: FitLog
+
+    def summary(self) -> dict[str, Any]:
+        return {"profile": self.profile.name, "version": self.profile.version,
+                "oom_accuracy": f"{self.oom_correct}/{self.oom_total}",
+                "oom_accuracy_line_only": f"{self.oom_line_correct}/{self.oom_line_total}",
+                "prefit_rms_log_itl": self.log.prefit_rms_log_itl, "runs_in_inner_loop": self.log.runs_used,
+                "evaluations": len(self.log.evaluations), "wall_s": round(self.log.wall_s, 1),
+                "step": self.profile.step.__dict__}
+
+
+def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[KVRow] | None = None,
+                rerun: Rerun | None = None, seed: int = 0, n_runs: int = 24, window_s: float = 1200.0,
+                max_evals: int = 30, version: str | None = None) -> CalibrationResult:
+    """Fit memory and step models of ``base`` to ``runs`` (one model/GPU). ``rerun=None`` skips stage b."""
+    t0 = time.perf_counter()
+    runs = [r for r in runs if r.model == base.model]
+    if not runs:
+        raise InputError(f"no run records for model {base.model!r}", field="model", value=base.model)
+    rows = list(kv_rows) if kv_rows is not None else []
+    for row in kv_rows_from_runs(runs):
+        if all((row[0], row[1]) != (s, r) for s, r, _ in rows):
+            rows.append(row)
+    memory = fit_memory(rows, base.memory)
+    log = FitLog()
+    step, rms = prefit_step(runs, base.step)
+    log.prefit_rms_log_itl = rms
+    prof = base.replace(memory=memory, step=step)
+    if rerun is not None:
+        prof = refine_step(prof, runs, rerun, seed=seed, n_runs=n_runs, window_s=window_s,
+                           max_evals=max_evals, log=log)
+    log.wall_s = time.perf_counter() - t0
+    checks = rows + [(r.max_loras, r.max_lora_rank, None if r.oom else 10**9) for r in runs]
+    ok, total = oom_accuracy(prof, checks)
+    line_ok, line_total = oom_accuracy(prof, rows, use_table=False)
+    prof = prof.replace(calibrated=True, version=version or f"fit-{time.strftime('%Y%m%d')}-seed{seed}",
+                        notes=f"Fitted by twin.calibrate on {len(runs)} runs ({sum(r.oom for r in runs)} "
+                              f"OOM) and {len(rows)} KV-cache rows; seed {seed}.")
+    return CalibrationResult(prof, ok, total, line_ok, line_total, log)
