@@ -8,7 +8,8 @@ Families (see :data:`FAMILIES`):
   another shuffled list, so rank and rate are paired at random. The total rate follows from the group.
 - ``zipf``: a total rate split over adapters with Zipf weights ``1/k^s`` (``zipf_s``) in a random order;
   ranks drawn uniformly from ``ranks``. Popularity laws are capped at ``max_rate_rps`` per adapter (the
-  excess is spread pro rata over the others), since one adapter cannot be split over GPUs.
+  excess is spread pro rata over the others; a cap below total/n is raised to it), since one adapter cannot
+  be split over GPUs.
 - ``dirichlet``: a total rate split with weights drawn from a symmetric Dirichlet(``alpha``).
 - ``trace``: the requests of a real trace (volume scaled to ``total_rate_rps`` if given) are assigned to
   adapters, one to each first and the rest by a popularity law (``popularity``: zipf, dirichlet or uniform);
@@ -61,10 +62,9 @@ def _weights(law: str, n: int, rng: np.random.Generator, zipf_s: float, alpha: f
 
 
 def _cap(w: np.ndarray, total: float, cap: float) -> np.ndarray:
-    """Weights whose share of ``total`` is at most ``cap``; the excess goes to the others pro rata."""
-    if total > cap * w.size * (1 - 1e-12):
-        raise InputError(f"total rate {total:g} req/s exceeds {w.size} adapters × max_rate_rps {cap:g}",
-                         field="max_rate_rps", value=cap)
+    """Weights whose share of ``total`` is at most ``cap`` (at least the uniform share total/n); the excess
+    goes to the others pro rata."""
+    cap = max(cap, total / w.size)
     w = w.copy()
     fixed = np.zeros(w.size, dtype=bool)
     while True:
@@ -74,6 +74,8 @@ def _cap(w: np.ndarray, total: float, cap: float) -> np.ndarray:
         fixed |= over
         w[fixed] = cap / total
         free = ~fixed
+        if not free.any():
+            return w
         w[free] *= (1.0 - w[fixed].sum()) / w[free].sum()
 
 

@@ -205,7 +205,7 @@ def read_adapters_csv(path: str | Path) -> list[Adapter]:
             raise InputError(f"expected {len(header)} fields (got {len(row)})", source=str(p), field=where,
                              value=row)
         try:
-            ident = _str(row[i_id].strip(), f"{where}: id")
+            ident = _str(row[i_id], f"{where}: id")
             rank = _parse_csv_number(row[i_rank], f"{where}: rank", int)
             if rank not in ALLOWED_RANKS:
                 raise _err(f"{where}: rank", f"must be one of {list(ALLOWED_RANKS)}", rank)
