@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
+
+import numpy as np
 
 from twin.profile import MemoryModel, Profile, load_profile
-from twin.spec import Instance
+from twin.spec import Instance, Lengths
 
 
 def profile_of(problem: Instance) -> Profile:
@@ -48,9 +51,13 @@ def kv_tokens(memory: MemoryModel, max_loras: int, max_lora_rank: int, utilizati
 
 @lru_cache(maxsize=65536)
 def _fits(model: str, gpu: str, util: float, mml: int, max_loras: int, max_lora_rank: int) -> bool:
-    memory = load_profile(model, gpu).memory
-    kv = kv_tokens(memory, max_loras, max_lora_rank, util)
-    return kv is not None and kv >= mml
+    profile = load_profile(model, gpu)
+    try:  # the twin's own rule, the one simulate() applies
+        from twin.engine import is_oom, kv_capacity_tokens
+    except ImportError:  # pragma: no cover - older twin without the engine module
+        kv = kv_tokens(profile.memory, max_loras, max_lora_rank, util)
+        return kv is not None and kv >= mml
+    return not is_oom(kv_capacity_tokens(profile, max_loras, max_lora_rank, util), mml)
 
 
 def memory_fits(problem: Instance, max_loras: int, max_lora_rank: int) -> bool:
@@ -101,15 +108,16 @@ def _clipped_mean(mu: float, sigma: float, lo: float = 1.0) -> float:
 
 
 def tokens_per_request(problem: Instance) -> float:
-    """Mean prompt + expected output tokens of one request (the twin's definition when it exports one)."""
-    try:
-        import twin
-
-        fn = getattr(twin, "mean_tokens_per_request", None)
-    except ImportError:  # pragma: no cover
-        fn = None
-    if callable(fn):
-        return float(fn(problem))
+    """Mean prompt + expected output tokens of one request: the twin's expected tokens of the length law."""
     ln = problem.workload.lengths
-    return _tokens_per_request(problem.model, ln.kind, ln.input_mean, ln.output_mean, ln.input_std,
-                               ln.output_std, ln.trace)
+    try:
+        from twin.workload import sample_lengths
+    except ImportError:  # pragma: no cover - older twin without the workload module
+        return _tokens_per_request(problem.model, ln.kind, ln.input_mean, ln.output_mean, ln.input_std,
+                                   ln.output_std, ln.trace)
+    return _expected_tokens(problem.model, ln, sample_lengths)
+
+
+@lru_cache(maxsize=256)
+def _expected_tokens(model: str, lengths: Lengths, sampler: Any) -> float:
+    return float(sampler(np.random.default_rng(0), 0, lengths, model)[2])

@@ -31,7 +31,7 @@ from twin.spec import Instance
 
 PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 STARVATION_RATIO = 0.9  # starved <=> throughput < 0.9 x offered (mission.md)
-_MAX_CACHED_PROBLEMS = 8
+_MAX_CACHED_PROBLEMS = 32
 
 
 @dataclass(frozen=True)
