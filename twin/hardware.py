@@ -88,7 +88,6 @@ GPUS: dict[str, GpuSpec] = {g.name: g for g in (
     GpuSpec("h100-pcie-80gb", 79.2, 2.0, 756.0, "H100 PCIe 80 GB"),
     GpuSpec("h200-141gb", 139.8, 4.8, 989.0, "H200 SXM 141 GB"),
     GpuSpec("a100-80gb", 79.2, 2.039, 312.0, "A100 SXM4 80 GB"),
-    GpuSpec("a100-40gb", 39.4, 1.555, 312.0, "A100 SXM4 40 GB"),
     GpuSpec("l40s-48gb", 44.4, 0.864, 362.0, "L40S 48 GB (GDDR6)"),
 )}
 

@@ -168,15 +168,19 @@ def is_calibrated(model: str, gpu: str) -> bool:
 
 
 def check_model_gpu(model: Any, gpu: Any) -> None:
-    """Raise :class:`InputError` unless a profile exists (shipped, or derivable by :mod:`twin.hardware`)."""
+    """Raise :class:`InputError` unless a profile exists (shipped, or derivable by :mod:`twin.hardware`).
+
+    The message lists the shipped names; ``placer twin profiles`` lists the uncalibrated ones too.
+    """
     from twin.hardware import in_catalogue
 
+    shipped = shipped_profiles()
     if model not in known_models():
-        raise InputError(f"unknown model profile (got {model!r}; known: {', '.join(known_models())})",
-                         field="model", value=model)
+        names = ", ".join(sorted({m for m, _ in shipped}))
+        raise InputError(f"unknown model profile (got {model!r}; known: {names})", field="model", value=model)
     if gpu not in known_gpus():
-        raise InputError(f"unknown GPU profile (got {gpu!r}; known: {', '.join(known_gpus())})",
-                         field="gpu", value=gpu)
+        names = ", ".join(sorted({g for _, g in shipped}))
+        raise InputError(f"unknown GPU profile (got {gpu!r}; known: {names})", field="gpu", value=gpu)
     if (model, gpu) not in shipped_profiles() and not in_catalogue(model, gpu):
         raise InputError(f"no profile for model {model!r} on GPU {gpu!r}", field="gpu", value=gpu)
 
