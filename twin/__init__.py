@@ -1,9 +1,13 @@
 """twin: a discrete-event Digital Twin of one vLLM V1 server serving many LoRA adapters on one GPU."""
 
+from twin.engine import is_oom, kv_capacity_tokens
 from twin.errors import InfeasibleError, InputError, PlacerError
+from twin.metrics import SimResult, is_starved, smape, smape_paper
 from twin.profile import MemoryModel, Profile, StepModel, load_profile, shipped_profiles
+from twin.simulate import simulate, simulate_requests
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import Trace, load_trace, shipped_traces
+from twin.workload import Requests, generate_requests
 
 __all__ = [
     "ALLOWED_RANKS",
@@ -15,12 +19,22 @@ __all__ = [
     "MemoryModel",
     "PlacerError",
     "Profile",
+    "Requests",
     "ServerSettings",
+    "SimResult",
     "StepModel",
     "Trace",
     "Workload",
+    "generate_requests",
+    "is_oom",
+    "is_starved",
+    "kv_capacity_tokens",
     "load_profile",
     "load_trace",
     "shipped_profiles",
     "shipped_traces",
+    "simulate",
+    "simulate_requests",
+    "smape",
+    "smape_paper",
 ]

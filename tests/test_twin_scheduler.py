@@ -1,0 +1,112 @@
+"""Tiny hand-checked runs through the twin's vLLM V1 scheduler and step-time model.
+
+The profile has round numbers: a step costs base 10 ms (+ 0.1 ms per prefill token where stated, + 1 ms per
+adapter load where stated), nothing else. Expected times are derived step by step in each test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twin.profile import MemoryModel, Profile, StepModel
+from twin.simulate import simulate_requests
+from twin.spec import ServerSettings
+from twin.workload import Requests
+
+
+def _profile(kv_tokens: float = 100_000, **step: float) -> Profile:
+    mem = MemoryModel(kv_base_tokens=kv_tokens, kv_per_slot_rank=0.0, kv_per_slot=0.0, kv_bytes_per_token=1,
+                      gpu_mem_gib=1.0)
+    return Profile(model="toy", gpu="toy", max_model_len=32, memory=mem,
+                   step=StepModel(base_ms=step.pop("base_ms", 10.0), per_seq_ms=0.0, **step))
+
+
+def _reqs(rows: list[tuple[float, int, int, int]]) -> Requests:
+    a = np.array(rows, dtype=np.float64)
+    return Requests.from_arrays(a[:, 0], a[:, 1].astype(int), a[:, 2].astype(int), a[:, 3].astype(int))
+
+
+def _run(rows, *, ranks=(8,), budget=2048, max_len=2048, **kw):  # type: ignore[no-untyped-def]
+    prof = kw.pop("profile", _profile())
+    srv = ServerSettings(max_num_batched_tokens=budget, max_model_len=max_len)
+    return simulate_requests(_reqs(rows), list(ranks), duration_s=10.0, profile=prof, server=srv, **kw)
+
+
+def test_single_request_prefill_then_decodes() -> None:
+    # step 1 prefill (token 1 at 10 ms), steps 2 and 3 decode (20, 30 ms)
+    res = _run([(0.0, 0, 10, 3)], max_loras=1)
+    assert res.completed == 1 and res.arrived == 1
+    assert res.ttft_mean_s == pytest.approx(0.010)
+    assert res.itl_mean_s == pytest.approx(0.010)
+    assert res.steps == 3
+    assert res.throughput_tok_s == pytest.approx(13 / 10.0)
+    assert res.offered_tok_s == pytest.approx(13 / 10.0)
+    assert res.gpu_loads == 1 and res.disk_loads == 0 and res.preemptions == 0
+
+
+def test_chunked_prefill_with_small_budget() -> None:
+    # budget 64: step 1 prefills 64 tokens (10 + 6.4 ms, no token), step 2 the other 36 (10 + 3.6 ms, first
+    # token at 30 ms), step 3 decodes (finish at 40 ms).
+    prof = _profile(per_prefill_token_ms=0.1)
+    res = _run([(0.0, 0, 100, 2)], max_loras=1, budget=64, profile=prof)
+    assert res.steps == 3
+    assert res.ttft_mean_s == pytest.approx(0.030)
+    assert res.itl_mean_s == pytest.approx(0.010)
+
+
+def test_max_loras_skip_and_lru_slot_loads() -> None:
+    # max_loras 1; r0 (adapter 0, 2 tokens out), r1 (adapter 1, 1 out), r2 (adapter 0, 1 out), all at t=0.
+    # step 1: r0 admitted (set {0} full), r1 skipped, r2 admitted; load adapter 0 (+1 ms) -> 11 ms; r2 done.
+    # step 2: r0 decodes; r1 skipped again -> 21 ms, r0 done.
+    # step 3: r1 admitted; adapter 0 evicted, adapter 1 loaded (+1 ms) -> 32 ms, r1 done.
+    prof = _profile(load_gpu_ms=1.0)
+    rows = [(0.0, 0, 10, 2), (0.0, 1, 10, 1), (0.0, 0, 10, 1)]
+    res = _run(rows, ranks=(8, 8), max_loras=1, profile=prof)
+    assert res.completed == 3 and res.steps == 3 and res.gpu_loads == 2
+    # TTFT: r0 11 ms, r1 32 ms, r2 11 ms
+    assert res.ttft_mean_s == pytest.approx((0.011 + 0.032 + 0.011) / 3)
+    assert res.adapter_ttft_mean_s[1] == pytest.approx(0.032)
+    assert res.itl_mean_s == pytest.approx(0.010)  # r0: 21 - 11 ms over one gap
+
+
+def test_two_slots_serve_both_adapters_in_one_step() -> None:
+    rows = [(0.0, 0, 10, 1), (0.0, 1, 10, 1)]
+    res = _run(rows, ranks=(8, 8), max_loras=2)
+    assert res.steps == 1 and res.ttft_mean_s == pytest.approx(0.010)
+
+
+def test_preemption_keeps_generated_tokens_and_readmits_at_the_front() -> None:
+    # KV = 32 tokens = 2 blocks of 16. rA: 16 prompt + 3 out; rB: 15 prompt + 3 out; both at t=0.
+    # step 1: both admitted (1 block each), prefill 31 tokens: 10 + 3.1 ms -> 13.1 ms; both have token 1.
+    # step 2: rA needs a 2nd block, none free -> rB (most recent) preempted; rA decodes -> 23.1 ms.
+    #         (no waiting scan in a step that preempted)
+    # step 3: rA decodes (17 -> 18 tokens, 2 blocks held); rB (16 tokens = prompt + 1 generated) needs 1
+    #         block, none free -> scan ends. 33.1 ms: rA done (3 tokens), 2 blocks freed.
+    # step 4: rB re-prefills its 16 tokens: 10 + 1.6 ms -> 44.7 ms, token 2.
+    # step 5: rB decodes -> 54.7 ms, token 3, done.
+    prof = _profile(kv_tokens=32, per_prefill_token_ms=0.1)
+    res = _run([(0.0, 0, 16, 3), (0.0, 0, 15, 3)], max_loras=1, profile=prof, max_len=32)
+    assert res.kv_cache_tokens == 32
+    assert res.preemptions == 1 and res.steps == 5 and res.completed == 2
+    assert res.ttft_mean_s == pytest.approx(0.0131)
+    # ITL: rA (33.1 - 13.1) / 2, rB (54.7 - 13.1) / 2
+    assert res.itl_mean_s == pytest.approx(((0.0331 - 0.0131) + (0.0547 - 0.0131)) / 4)
+    assert res.throughput_tok_s == pytest.approx((19 + 18) / 10.0)
+
+
+def test_window_is_exact() -> None:
+    # a request that would finish after the window end counts zero; arrivals at or after the end are ignored
+    prof = _profile(base_ms=1000.0)
+    rows = [(0.0, 0, 10, 5), (9.5, 0, 10, 1), (10.0, 0, 10, 1)]
+    res = _run(rows, max_loras=1, profile=prof)
+    assert res.arrived == 2
+    assert res.completed == 1  # r0 done at 5 s; r1 starts at 9.5 s and would finish at 10.5 s
+    assert res.throughput_tok_s == pytest.approx(15 / 10.0)
+    assert res.running_end == 1 and res.waiting_end == 0
+
+
+def test_idle_server_jumps_to_next_arrival() -> None:
+    res = _run([(1.0, 0, 10, 1), (3.0, 0, 10, 2)], max_loras=1)
+    assert res.steps == 3 and res.completed == 2
+    assert res.ttft_mean_s == pytest.approx(0.010)

@@ -1,0 +1,100 @@
+"""The server model: KV capacity and the OOM rule, and one run of the compiled step loop.
+
+:func:`kv_capacity_tokens` applies the profile's :class:`~twin.profile.MemoryModel`; :func:`is_oom` the
+mission's memory-error rule. :func:`run_engine` feeds request arrays through :func:`twin._core.run_core` (the
+vLLM V1 scheduler and the step-time model, documented there) and returns the raw per-request outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from twin import _core
+from twin.profile import Profile, StepModel
+
+STEP_FIELDS: tuple[str, ...] = (
+    "base_ms", "per_seq_ms", "per_prefill_token_ms", "per_ctx_ktoken_ms", "lora_per_adapter", "lora_per_rank",
+    "sched_base_ms", "sched_per_running_ms", "sched_per_waiting_ms", "load_gpu_ms", "load_gpu_ms_per_rank",
+    "load_disk_ms",
+)
+
+
+def kv_capacity_tokens(profile: Profile, max_loras: int, max_lora_rank: int,
+                       gpu_memory_utilization: float = 0.9) -> float | None:
+    """KV-cache tokens left after weights and LoRA buffers; None when a measured table entry says OOM.
+
+    kv = table[(max_loras, max_lora_rank)] if measured, else
+         kv_base_tokens − kv_per_slot_rank·max_loras·max_lora_rank − kv_per_slot·max_loras,
+    plus (u − ref_utilization)·gpu_mem_gib·2³⁰ / kv_bytes_per_token for a memory utilisation u.
+    """
+    m = profile.memory
+    kv: float | None = None
+    for slots, rank, tokens in m.table:
+        if slots == max_loras and rank == max_lora_rank:
+            if tokens is None:
+                return None
+            kv = float(tokens)
+            break
+    if kv is None:
+        kv = m.kv_base_tokens - m.kv_per_slot_rank * max_loras * max_lora_rank - m.kv_per_slot * max_loras
+    kv += (gpu_memory_utilization - m.ref_utilization) * m.gpu_mem_gib * 2**30 / m.kv_bytes_per_token
+    return kv
+
+
+def is_oom(kv_tokens: float | None, max_model_len: int) -> bool:
+    """Memory error ⇔ the server cannot start: a measured OOM, or fewer KV tokens than max_model_len."""
+    return kv_tokens is None or kv_tokens < max_model_len
+
+
+def step_params(step: StepModel) -> np.ndarray:
+    """The step model as the float array the compiled loop reads (order: :data:`STEP_FIELDS`)."""
+    return np.array([float(getattr(step, f)) for f in STEP_FIELDS], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class EngineRun:
+    """Raw outcome of one run: per-request times (inf = never), counters, ITL histogram, time series."""
+
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    generated: np.ndarray
+    status: np.ndarray
+    steps: int
+    preemptions: int
+    gpu_loads: int
+    disk_loads: int
+    stalled: bool
+    busy_s: float
+    end_s: float
+    itl_hist: np.ndarray
+    timeseries: np.ndarray
+
+
+def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndarray,
+               output_tokens: np.ndarray, ranks: np.ndarray, *, max_loras: int, max_cpu_loras: int,
+               max_lora_rank: int, kv_blocks: int, profile: Profile, max_num_batched_tokens: int,
+               max_num_seqs: int, duration_s: float, timeseries_dt: float = 0.0,
+               preload_cpu: int | None = None) -> EngineRun:
+    """Simulate the window [0, duration_s) for requests already sorted by arrival (all arrivals < duration_s).
+
+    ``preload_cpu`` adapters (by index; default ``max_cpu_loras``) start in the host-memory cache, as when
+    vLLM is launched with the adapters registered; GPU slots start empty.
+    """
+    first, fin, gen, status, stats, hist, ts = _core.run_core(
+        np.ascontiguousarray(arrival_s, dtype=np.float64), np.ascontiguousarray(adapter, dtype=np.int64),
+        np.ascontiguousarray(input_tokens, dtype=np.int64),
+        np.ascontiguousarray(output_tokens, dtype=np.int64),
+        np.ascontiguousarray(ranks, dtype=np.int64), int(ranks.shape[0]), int(max_loras), int(max_cpu_loras),
+        int(max_lora_rank), int(max_num_batched_tokens), int(max_num_seqs), int(kv_blocks),
+        int(profile.memory.block_size), step_params(profile.step), float(duration_s), float(timeseries_dt),
+        int(max_cpu_loras if preload_cpu is None else preload_cpu),
+    )
+    return EngineRun(
+        first_token_s=first, finish_s=fin, generated=gen, status=status,
+        steps=int(stats[_core.ST_STEPS]), preemptions=int(stats[_core.ST_PREEMPTIONS]),
+        gpu_loads=int(stats[_core.ST_GPU_LOADS]), disk_loads=int(stats[_core.ST_DISK_LOADS]),
+        stalled=bool(stats[_core.ST_STALLED]), busy_s=float(stats[_core.ST_BUSY_S]),
+        end_s=float(stats[_core.ST_END_T]), itl_hist=hist, timeseries=ts,
+    )

@@ -1,0 +1,186 @@
+"""Every metric of a twin run, each defined once with its formula, and the :class:`SimResult` that holds them.
+
+With window T = duration_s, "completed" = finished at a time ≤ T, "arrived" = arrival time < T:
+
+- throughput_tok_s = Σ_completed (prompt + output tokens) / T        (the papers' throughput)
+- offered_tok_s    = Σ_arrived (prompt + expected output tokens) / T (offered load; the expected output is
+  the request's max_tokens, which the twin always generates in full)
+- expected_offered_tok_s = total rate × expected tokens per request (the calibration runs' "ideal throughput")
+- served_fraction  = throughput / offered;   starved ⇔ throughput < 0.9 × offered (only for runs that start)
+- oom              ⇔ KV tokens < max_model_len or a measured OOM (then nothing is simulated)
+- TTFT = first-token time − arrival; ITL mean = Σ (finish − first token) / Σ (output − 1), both over completed
+  requests; ITL p50/p99 from the step-duration histogram weighted by decode tokens (exact between preemptions)
+- per adapter: served fraction (its completed tokens / its offered tokens) and mean TTFT.
+
+:func:`smape_paper` and :func:`smape` are the two SMAPE forms of mission.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from twin import _core
+
+STARVED_FRACTION = 0.9
+
+
+def smape_paper(actual: Any, predicted: Any) -> float:
+    """SMAPE as the papers report it: 100 · mean(|a − b| / (|a| + |b|)) (0 where both are 0)."""
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(predicted, dtype=np.float64)
+    den = np.abs(a) + np.abs(b)
+    ratio = np.divide(np.abs(a - b), den, out=np.zeros(np.broadcast(a, b).shape), where=den > 0)
+    return float(100.0 * ratio.mean())
+
+
+def smape(actual: Any, predicted: Any) -> float:
+    """The usual symmetric MAPE: 100 · mean(2|a − b| / (|a| + |b|)) = 2 × :func:`smape_paper`."""
+    return 2.0 * smape_paper(actual, predicted)
+
+
+def is_starved(throughput_tok_s: float, offered_tok_s: float) -> bool:
+    """Starved ⇔ throughput < 0.9 × offered load."""
+    return bool(throughput_tok_s < STARVED_FRACTION * offered_tok_s)
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+@dataclass(frozen=True, eq=False)
+class SimResult:
+    """The outcome of one simulated run of one GPU (see the module docstring for each formula)."""
+
+    throughput_tok_s: float
+    offered_tok_s: float
+    expected_offered_tok_s: float
+    served_fraction: float
+    starved: bool
+    oom: bool
+    completed: int
+    arrived: int
+    running_end: int
+    waiting_end: int
+    throughput_out_tok_s: float
+    ttft_mean_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    itl_mean_s: float
+    itl_p50_s: float
+    itl_p99_s: float
+    preemptions: int
+    gpu_loads: int
+    disk_loads: int
+    steps: int
+    busy_fraction: float
+    kv_cache_tokens: float | None
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+    duration_s: float
+    seed: int | None
+    wall_s: float
+    adapter_ids: tuple[str, ...] = ()
+    adapter_served_fraction: np.ndarray = field(default_factory=lambda: np.empty(0))
+    adapter_ttft_mean_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    adapter_completed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    adapter_arrived: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    timeseries: dict[str, np.ndarray] | None = None
+
+    @property
+    def unfinished(self) -> int:
+        """Arrived requests not completed inside the window (running or waiting at its end)."""
+        return self.arrived - self.completed
+
+    def to_dict(self, *, per_adapter: bool = True) -> dict[str, Any]:
+        """JSON-ready fields (NaN → None); per-adapter metrics as a list under ``adapters``."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.startswith("adapter_") or f.name == "timeseries":
+                continue
+            out[f.name] = _none_if_nan(v) if isinstance(v, float) else v
+        out["unfinished"] = self.unfinished
+        if per_adapter:
+            out["adapters"] = [
+                {"id": a, "arrived": int(self.adapter_arrived[i]),
+                 "completed": int(self.adapter_completed[i]),
+                 "served_fraction": _none_if_nan(float(self.adapter_served_fraction[i])),
+                 "ttft_mean_s": _none_if_nan(float(self.adapter_ttft_mean_s[i]))}
+                for i, a in enumerate(self.adapter_ids)
+            ]
+        if self.timeseries is not None:
+            out["timeseries"] = {k: v.tolist() for k, v in self.timeseries.items()}
+        return out
+
+
+def itl_percentile(hist: np.ndarray, q: float) -> float:
+    """The q-quantile (0–1) of the weighted step-duration histogram (geometric bin centre), NaN if empty."""
+    total = hist.sum()
+    if total <= 0:
+        return math.nan
+    k = int(np.searchsorted(np.cumsum(hist), q * total, side="left"))
+    width = (_core.ITL_HI - _core.ITL_LO) / _core.ITL_BINS
+    return float(10 ** (_core.ITL_LO + (k + 0.5) * width))
+
+
+def _per_adapter(values: np.ndarray, adapter: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(adapter[mask], weights=values[mask], minlength=n)
+
+
+def request_metrics(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndarray,
+                    output_tokens: np.ndarray, first_token_s: np.ndarray, finish_s: np.ndarray,
+                    duration_s: float, n_adapters: int) -> dict[str, Any]:
+    """Window metrics from per-request outcomes (inf = never happened)."""
+    T = float(duration_s)
+    arrived = arrival_s < T
+    done = finish_s <= T
+    tokens = (input_tokens + output_tokens).astype(np.float64)
+    thr = float(tokens[done].sum()) / T
+    offered = float(tokens[arrived].sum()) / T
+    ttft = first_token_s[done] - arrival_s[done]
+    multi = done & (output_tokens > 1)
+    itl_den = float((output_tokens[multi] - 1).sum())
+    itl_mean = float((finish_s[multi] - first_token_s[multi]).sum()) / itl_den if itl_den > 0 else math.nan
+    ones = np.ones_like(tokens)
+    ad_off = _per_adapter(tokens, adapter, arrived, n_adapters)
+    ad_thr = _per_adapter(tokens, adapter, done, n_adapters)
+    ad_n = _per_adapter(ones, adapter, done, n_adapters)
+    ad_ttft = _per_adapter(first_token_s - arrival_s, adapter, done, n_adapters)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ad_frac = ad_thr / ad_off
+        ad_ttft_mean = ad_ttft / ad_n
+    return {
+        "throughput_tok_s": thr,
+        "offered_tok_s": offered,
+        "throughput_out_tok_s": float(output_tokens[done].sum()) / T,
+        "served_fraction": thr / offered if offered > 0 else math.nan,
+        "starved": is_starved(thr, offered),
+        "completed": int(done.sum()),
+        "arrived": int(arrived.sum()),
+        "ttft_mean_s": float(ttft.mean()) if ttft.size else math.nan,
+        "ttft_p50_s": float(np.percentile(ttft, 50)) if ttft.size else math.nan,
+        "ttft_p99_s": float(np.percentile(ttft, 99)) if ttft.size else math.nan,
+        "itl_mean_s": itl_mean,
+        "adapter_served_fraction": ad_frac,
+        "adapter_ttft_mean_s": ad_ttft_mean,
+        "adapter_completed": ad_n.astype(np.int64),
+        "adapter_arrived": np.bincount(adapter[arrived], minlength=n_adapters).astype(np.int64),
+    }
+
+
+def timeseries_dict(ts: np.ndarray, kv_blocks: int, block_size: int, dt: float) -> dict[str, np.ndarray]:
+    """Sampled state every ``dt`` seconds: running, waiting, KV use (fraction), throughput of the last dt."""
+    done = ts[:, 4]
+    thr = np.diff(np.concatenate(([0.0], done))) / dt
+    return {
+        "t_s": ts[:, 0].copy(),
+        "running": ts[:, 1].astype(np.int64),
+        "waiting": ts[:, 2].astype(np.int64),
+        "kv_usage": ts[:, 3] / kv_blocks if kv_blocks > 0 else ts[:, 3] * 0.0,
+        "throughput_tok_s": thr,
+    }
