@@ -1,14 +1,34 @@
 """placer: minimise the GPUs that serve a multi-LoRA vLLM workload, with verifiable, deployable plans."""
 
+from placer.deploy import launch_commands
+from placer.evaluate import Evaluation, evaluate
 from placer.generate import generate
 from placer.io import read_instance, write_instance
+from placer.oracle import GpuVerdict, Oracle, make_oracle
+from placer.result import GpuPlan, Result
+from placer.solve import DEFAULT_SOLVER, SOLVERS, register_solver, solve
+from placer.verify import VerifyReport, verify
 from twin.errors import InfeasibleError, InputError, PlacerError
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 
 Problem = Instance  # the placer's name for an instance
 
 __all__ = [
+    "DEFAULT_SOLVER",
+    "SOLVERS",
     "Adapter",
+    "Evaluation",
+    "GpuPlan",
+    "GpuVerdict",
+    "Oracle",
+    "Result",
+    "VerifyReport",
+    "evaluate",
+    "launch_commands",
+    "make_oracle",
+    "register_solver",
+    "solve",
+    "verify",
     "InfeasibleError",
     "InputError",
     "Instance",
