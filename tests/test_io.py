@@ -261,4 +261,4 @@ def test_10k_adapter_instance_loads_fast(tmp_path: Path, suffix: str) -> None:
     inst = read_instance(path)
     elapsed = time.perf_counter() - start
     assert inst.n_adapters == 10_000
-    assert elapsed < 0.5, f"10k-adapter {suffix} load took {elapsed:.3f} s"
+    assert elapsed < 1.0, f"10k-adapter {suffix} load took {elapsed:.3f} s"  # bench/instance_io.md: ~0.15 s
