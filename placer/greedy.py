@@ -10,7 +10,8 @@
 
 Tail handling (as the published code would): when fewer adapters remain than the next test point, the
 remainder is tested as its own point. When even the first test point fails on a fresh GPU (very hot or
-high-rank adapters), the point is halved (4, 2, 1) until it fits, so every adapter that fits alone is placed.
+high-rank adapters), fewer adapters are tried (7, 6, ..., 1) with the oracle's best slot count, so every
+adapter that fits alone is placed.
 """
 
 from __future__ import annotations
@@ -88,10 +89,10 @@ def _fill_one(problem: Instance, rest: np.ndarray, oracle: Oracle) -> tuple[int,
         committed, best_point, slots = k, choice, choice.max_loras
         if k == len(rest):
             break
-    if committed == 0:  # even the first point fails on an empty GPU: halve it
+    if committed == 0:  # even the first point fails on an empty GPU: try fewer adapters, one less at a time
         k = min(points[0], len(rest))
         while k > 1 and committed == 0:
-            k //= 2
+            k -= 1
             verdict = oracle.evaluate(problem, rest[:k])
             if verdict.feasible:
                 committed = k

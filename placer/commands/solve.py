@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from placer.commands._common import JSON_HELP, console, print_json
+from placer.commands._common import JSON_HELP, console, err_console, print_json
 from placer.compare import compare, rows_csv, write_csv
 from placer.deploy import deploy_script
 from placer.io import read_instance
@@ -102,6 +102,9 @@ def solve_cmd(
         _print_plan(result, report)
         if out is not None:
             console.print(f"plan written to {out}")
+    if result.status == "infeasible":  # no plan exists: the input's to fix (exit 2, like other bad input)
+        err_console.print(f"[bold red]infeasible:[/bold red] {result.reason}", soft_wrap=True)
+        raise typer.Exit(code=2)
 
 
 def compare_cmd(

@@ -1,0 +1,112 @@
+"""The one evaluator catches broken plans; plans round-trip through files; the oracle's rules hold."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from placer.evaluate import check_plan, evaluate
+from placer.memory import max_slots, memory_fits
+from placer.oracle import AnalyticOracle
+from placer.result import GpuPlan, Result
+from placer.solve import solve
+from twin.errors import InputError
+from twin.spec import Adapter, Instance
+
+
+@pytest.fixture()
+def problem() -> Instance:
+    return Instance(name="tiny", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                    adapters=(Adapter("a", 8, 4.0), Adapter("b", 16, 3.0), Adapter("c", 8, 2.0),
+                              Adapter("d", 32, 1.0)))
+
+
+def plan_of(*gpus: GpuPlan) -> Result:
+    return Result(solver="hand", status="feasible", num_gpus=len(gpus), lower_bound=1, runtime_s=0.0,
+                  gpus=tuple(gpus))
+
+
+def gpu(ids: str, slots: int = 1, rank: int = 32, cpu: int | None = None) -> GpuPlan:
+    return GpuPlan(adapters=tuple(ids), max_loras=slots, max_cpu_loras=cpu or len(ids), max_lora_rank=rank)
+
+
+def test_a_good_plan_passes(problem: Instance) -> None:
+    ev = evaluate(problem, plan_of(gpu("ab", 2, 16), gpu("cd", 2, 32)), AnalyticOracle(capacity_rps=7))
+    assert ev.valid and ev.feasible and not ev.errors and ev.failing_gpus == ()
+
+
+@pytest.mark.parametrize("gpus,message", [
+    ((gpu("ab", 2, 16), gpu("c", 1, 8)), "1 adapters not placed: ['d']"),
+    ((gpu("ab", 2, 16), gpu("cda", 2, 32)), "placed more than once: ['a']"),
+    ((gpu("ab", 2, 16), gpu("cdx", 2, 32)), "unknown adapter ids ['x']"),
+    ((gpu("ab", 3, 16), gpu("cd", 2, 32)), "max_loras 3 outside [1, 2 adapters]"),
+    ((gpu("ab", 2, 8), gpu("cd", 2, 32)), "max_lora_rank 8 below rank 16"),
+    ((gpu("ab", 2, 24), gpu("cd", 2, 32)), "max_lora_rank 24 is not one of"),
+    ((gpu("ab", 2, 16, cpu=1), gpu("cd", 2, 32)), "max_cpu_loras 1 below max_loras 2"),
+])
+def test_broken_plans_are_caught(problem: Instance, gpus: tuple[GpuPlan, ...], message: str) -> None:
+    ev = evaluate(problem, plan_of(*gpus), AnalyticOracle(capacity_rps=100))
+    assert not ev.valid and not ev.feasible
+    assert any(message in e for e in ev.errors), ev.errors
+
+
+def test_memory_error_and_overload_are_caught() -> None:
+    many = Instance(name="m", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                    adapters=tuple(Adapter(f"x{i}", 512, 0.1) for i in range(8)))
+    ev = evaluate(many, plan_of(gpu([f"x{i}" for i in range(8)], 8, 512)),  # type: ignore[arg-type]
+                  AnalyticOracle(capacity_rps=100))
+    assert not ev.feasible and any("memory error" in e for e in ev.errors)
+    # overloaded: 4 + 3 + 2 + 1 = 10 req/s on one GPU that carries 7
+    ev = evaluate(Instance(name="o", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                           adapters=(Adapter("a", 8, 4.0), Adapter("b", 8, 6.0))),
+                  plan_of(gpu("ab", 2, 8)), AnalyticOracle(capacity_rps=7))
+    assert ev.valid and not ev.feasible and ev.failing_gpus == (0,)
+    assert ev.gpus[0].starved
+
+
+def test_num_gpus_must_match(problem: Instance) -> None:
+    bad = dataclasses.replace(plan_of(gpu("abcd", 4, 32)), num_gpus=2)
+    assert any("num_gpus is 2" in e for e in check_plan(problem, bad))
+
+
+def test_plan_round_trips_through_a_file(problem: Instance, tmp_path) -> None:
+    oracle = AnalyticOracle(capacity_rps=7)
+    result = solve(problem, "ffd-bisect", time_limit=10, oracle=oracle)
+    path = tmp_path / "plan.json"
+    result.save(path)
+    again = Result.load(path)
+    assert again.to_dict() == json.loads(path.read_text())
+    assert again.gpus == tuple(dataclasses.replace(g) for g in result.gpus)
+    assert evaluate(problem, again, AnalyticOracle(capacity_rps=7)).feasible
+
+
+def test_memory_rule_is_the_twins() -> None:
+    p = Instance(name="m", model="llama-3.1-8b-instruct", gpu="h100-64gb", adapters=(Adapter("a", 8, 1.0),))
+    # 307,500 − 44·s·r − 48.6·s ≥ 131,072 (calibration.md linear fit, max_model_len 131,072)
+    assert max_slots(p, 8, 10_000) == 440 and max_slots(p, 64, 10_000) == 61 and max_slots(p, 512, 100) == 7
+    assert memory_fits(p, 440, 8) and not memory_fits(p, 441, 8)
+    q = p.replace(model="qwen-2.5-7b-instruct")
+    assert max_slots(q, 8, 10_000) == 950  # 702,000 − 88·s·r ≥ 32,768
+
+
+def test_oracle_picks_the_best_slot_count_and_caches(problem: Instance) -> None:
+    oracle = AnalyticOracle(capacity_rps=100, slot_cost=0.01, min_slot_fraction=0.5)
+    v = oracle.evaluate(problem, [0, 1, 2, 3])
+    assert v.feasible and v.best_max_loras == 4 and v.max_lora_rank == 32 and v.max_cpu_loras == 4
+    calls = oracle.calls
+    assert oracle.evaluate(problem, [3, 2, 1, 0]) == v and oracle.calls == calls  # cached, order-free
+    assert oracle.slot_candidates(problem, 20, 8) == [8, 16, 20]
+    assert oracle.slot_candidates(problem, 700, 64) == [8, 16, 32, 61]  # memory allows 61 slots at rank 64
+    big = problem.replace(adapters=tuple(Adapter(f"x{i}", 8, 0.1) for i in range(40)))
+    v = oracle.evaluate(big, range(40))  # slots ≥ 20 needed; fewer slots cost less: 32 beats 40
+    assert v.feasible and v.best_max_loras == 32
+
+
+def test_margin_makes_the_oracle_stricter() -> None:
+    p = Instance(name="m", model="llama-3.1-8b-instruct", gpu="h100-64gb", adapters=(Adapter("a", 8, 1.0),))
+    with pytest.raises(InputError):
+        AnalyticOracle(margin=0.5)
+    assert AnalyticOracle().name != AnalyticOracle(margin=0.05).name
+    assert AnalyticOracle(capacity_rps=1.0).evaluate(p, [0]).feasible
