@@ -22,8 +22,8 @@ HEURISTICS = ("greedy-paper", "ffd-bisect", "loraserve", "dlora", "least-loaded"
 
 def make(rates: list[float], ranks: list[int] | int = 8, model: str = "llama-3.1-8b-instruct") -> Instance:
     rk = [ranks] * len(rates) if isinstance(ranks, int) else ranks
-    return Instance(name="tiny", model=model, gpu="h100-64gb",
-                    adapters=tuple(Adapter(f"a{i}", r, x) for i, (r, x) in enumerate(zip(rk, rates, strict=True))))
+    adapters = tuple(Adapter(f"a{i}", r, x) for i, (r, x) in enumerate(zip(rk, rates, strict=True)))
+    return Instance(name="tiny", model=model, gpu="h100-64gb", adapters=adapters)
 
 
 def run(problem: Instance, solver: str, **oracle_kw: float) -> tuple:
