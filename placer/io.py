@@ -43,8 +43,35 @@ __all__ = ["CSV_COLUMNS", "CSV_THRESHOLD", "adapters_csv_text", "instance_from_d
 
 CSV_THRESHOLD = 200  # YAML files with more adapters get their adapters in a CSV beside them
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BaseDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """Safe YAML loader (libyaml when available) that rejects duplicate keys instead of keeping the last."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
 
 
 def read_instance(path: str | Path) -> Instance:
@@ -56,10 +83,12 @@ def read_instance(path: str | Path) -> Instance:
         raise InputError(f"cannot read instance file ({why(exc)})", source=str(p)) from None
     if p.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
                              source=str(p)) from None
+        except _DuplicateKey as exc:
+            raise InputError(f"invalid JSON (duplicate key {exc.args[0]!r})", source=str(p)) from None
     else:
         try:
             data = yaml.load(text, Loader=_Loader)
