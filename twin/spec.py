@@ -61,7 +61,8 @@ class Adapter:
 class ServerSettings:
     """vLLM server settings that are not chosen by the placer (defaults = the calibration set-up).
 
-    ``max_model_len`` None means the model profile's default (131,072 for Llama-3.1-8B, 32,768 for Qwen-2.5-7B).
+    ``max_model_len`` None means the model profile's default (131,072 for Llama-3.1-8B, 32,768 for
+    Qwen-2.5-7B).
     """
 
     max_num_batched_tokens: int = 2048
@@ -85,8 +86,8 @@ class Lengths:
 
     ``sharegpt``: the ShareGPT V3 first-turn distribution of the calibration runs (prompt 4–1024 tokens,
     prompt + output ≤ 2048). ``normal``: explicit means and standard deviations (clipped at 1 token).
-    ``trace``: the empirical lengths of a trace (a shipped trace name such as ``azure_conv_2023`` or a CSV path
-    with columns ``num_prefill_tokens,num_decode_tokens``).
+    ``trace``: the empirical lengths of a trace (a shipped trace name such as ``azure_conv_2023`` or a
+    trace CSV path, see :mod:`twin.traces`).
     """
 
     kind: str = "sharegpt"
@@ -118,9 +119,9 @@ class Workload:
 
     ``poisson``: independent Poisson arrivals per adapter. ``gamma``: renewal process with gamma gaps of
     coefficient of variation ``cv``. ``unpredictable``: the process of arXiv 2602.24044 (rate and gap law
-    switch about every 300 s). ``trace``: the arrival times of a real trace (``trace``: a shipped trace name or
-    a CSV path), rescaled so the total rate equals the sum of the adapter rates, each request assigned to an
-    adapter with probability proportional to its rate.
+    switch about every 300 s). ``trace``: the arrival times of a real trace (``trace``: a shipped trace name
+    or a CSV path), rescaled so the total rate equals the sum of the adapter rates, each request assigned to
+    an adapter with probability proportional to its rate.
     """
 
     duration_s: float = 3600.0
@@ -167,7 +168,7 @@ class Instance:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise _bad("name", "must be a non-empty string", self.name)
-        if self.format_version != FORMAT_VERSION:
+        if isinstance(self.format_version, bool) or self.format_version != FORMAT_VERSION:
             raise _bad("format_version", f"must be {FORMAT_VERSION}", self.format_version)
         if not isinstance(self.adapters, tuple):
             object.__setattr__(self, "adapters", tuple(self.adapters))
@@ -192,7 +193,8 @@ class Instance:
 
     @cached_property
     def ranks(self) -> np.ndarray:
-        return _readonly(np.fromiter((a.rank for a in self.adapters), dtype=np.int64, count=len(self.adapters)))
+        return _readonly(np.fromiter((a.rank for a in self.adapters), dtype=np.int64,
+                                     count=len(self.adapters)))
 
     @cached_property
     def rates(self) -> np.ndarray:

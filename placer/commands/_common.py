@@ -1,4 +1,4 @@
-"""What every command shares: the consoles, JSON output, and the options every result-producing command has."""
+"""What every command shares: the consoles, JSON output, the options of every result-producing command."""
 
 from __future__ import annotations
 
