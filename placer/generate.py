@@ -20,6 +20,7 @@ Same arguments, same instance: all randomness comes from ``numpy.random.default_
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -127,6 +128,8 @@ def generate(family: str, n_adapters: int, seed: int, *, model: str = DEFAULT_MO
     CSV path used by ``arrival``/``lengths`` ``trace`` and by the trace family.
     """
     _check_args(family, n_adapters, ranks, total_rate_rps, zipf_s, alpha, max_rate_rps)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
     rng = np.random.default_rng(seed)
     n = n_adapters
     trace_span: float | None = None

@@ -106,6 +106,8 @@ def test_trace_family_rates_are_assigned_requests_over_span() -> None:
 def test_generator_argument_errors() -> None:
     with pytest.raises(InputError, match="family"):
         generate("pareto", 5, seed=0)
+    with pytest.raises(InputError, match=r"seed: must be a non-negative integer \(got -1\)"):
+        generate("zipf", 5, seed=-1)
     with pytest.raises(InputError, match="adapters"):
         generate("zipf", 0, seed=0)
     with pytest.raises(InputError, match="ranks"):
