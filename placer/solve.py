@@ -21,6 +21,7 @@ the wall time and the instance/oracle names. Solvers never grade themselves: :mo
 from __future__ import annotations
 
 import importlib
+import numbers
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -115,6 +116,8 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
     if time_limit is None or not time_limit > 0:
         raise InputError(f"time limit must be positive (got {time_limit!r})", field="time_limit",
                          value=time_limit)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
     oracle = oracle if oracle is not None else default_oracle(problem)
     start = time.perf_counter()
     bad = oracle.unplaceable(problem)

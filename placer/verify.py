@@ -9,6 +9,7 @@ error) makes the plan infeasible and is named in ``failures``.
 
 from __future__ import annotations
 
+import numbers
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
         raise InputError(f"plan does not fit the instance: {errors[0]}" +
                          (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""),
                          field="gpus", value=plan.num_gpus)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
     start = time.perf_counter()
     chosen = list(range(plan.num_gpus))
     if sample is not None and 0 < sample < plan.num_gpus:

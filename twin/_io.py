@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from twin.errors import InputError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -14,11 +16,22 @@ def _umask() -> int:
     return mask
 
 
+def _cannot_write(path: Path, exc: OSError) -> InputError:
+    return InputError(f"cannot write file ({type(exc).__name__}: {exc.strerror or exc})", source=str(path))
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "w") as fh:
@@ -26,17 +39,18 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # the output path is the user's to fix: a directory, a full disk, ...
+            raise _cannot_write(path, exc) from exc
         raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Binary twin of :func:`atomic_write_text`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _mkstemp(path)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
@@ -44,7 +58,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # the output path is the user's to fix: a directory, a full disk, ...
+            raise _cannot_write(path, exc) from exc
         raise

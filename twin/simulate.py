@@ -39,6 +39,7 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
     period in seconds adds sampled running/waiting/KV use/throughput to the result.
     """
     t0 = time.perf_counter()
+    seed = _check_int("seed", seed, low=0)
     prof = profile if profile is not None else load_profile(instance.model, instance.gpu)
     max_lora_rank = int(instance.ranks.max()) if max_lora_rank is None else max_lora_rank
     cfg = _config(instance.n_adapters, instance.ranks, max_loras, max_cpu_loras, max_lora_rank)
