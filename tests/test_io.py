@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -266,3 +267,19 @@ def test_10k_adapter_instance_loads_fast(tmp_path: Path, suffix: str) -> None:
     elapsed = time.perf_counter() - start
     assert inst.n_adapters == 10_000
     assert elapsed < 1.0, f"10k-adapter {suffix} load took {elapsed:.3f} s"  # bench/instance_io.md: ~0.15 s
+
+
+def test_show_summarises_the_tiny_example(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(["show", str(EXAMPLES / "tiny.yaml"), "--json"], monkeypatch, capsys)
+    assert (code, err) == (0, "")
+    s = json.loads(out)
+    assert s["adapters"] == 5
+    assert s["by_rank"] == {"8": {"adapters": 2, "rate_rps": pytest.approx(0.6)},
+                            "16": {"adapters": 2, "rate_rps": pytest.approx(0.5)},
+                            "32": {"adapters": 1, "rate_rps": pytest.approx(0.1)}}
+    assert s["rate_rps"]["total"] == pytest.approx(1.2)
+    assert s["offered_tok_s"] == pytest.approx(1.2 * (222.7 + 196.5))  # ShareGPT means, Llama outputs
+    assert s["expected_requests"] == pytest.approx(1.2 * 3600)
+    code, out, _ = run_main(["show", str(EXAMPLES / "tiny.yaml")], monkeypatch, capsys)
+    assert code == 0 and "tiny" in out and "offered load" in out
