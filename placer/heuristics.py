@@ -55,38 +55,43 @@ def candidate_orders(problem: Instance, seed: int) -> list[tuple[str, np.ndarray
 
 
 def largest_prefix(problem: Instance, rest: np.ndarray, oracle: Oracle, guess: int,
-                   fits: Callable[[np.ndarray], GpuVerdict] | None = None) -> tuple[int, GpuVerdict | None]:
-    """Largest k such that ``rest[:k]`` is feasible (galloping from ``guess``, then bisection).
+                   base: np.ndarray | None = None,
+                   probes_per_round: int = 8) -> tuple[int, GpuVerdict | None]:
+    """Largest k such that ``base`` + ``rest[:k]`` is one feasible GPU.
 
-    Feasibility is assumed monotone in k; the answer is checked, not assumed: the returned verdict is the
-    oracle's verdict for exactly ``rest[:k]`` (k = 0, None when not even one adapter fits).
+    Each round judges several prefix lengths in one batched oracle call: first around ``guess`` (the previous
+    GPU's count is usually close), then galloping up or splitting the bracket evenly. Feasibility is assumed
+    monotone in k only to steer the search: the bracket is (largest feasible probe below the smallest
+    infeasible one, that infeasible one), and the returned verdict is the oracle's for exactly that prefix
+    (k = 0, None when not even one adapter fits).
     """
-    judge = fits or (lambda idx: oracle.evaluate(problem, idx))
     n = len(rest)
-    lo, lo_v, hi = 0, None, n + 1  # rest[:lo] feasible, rest[:hi] infeasible (hi = n + 1: unknown)
-    k = max(1, min(guess, n))
-    v = judge(rest[:k])
-    if v.feasible:
-        lo, lo_v = k, v
-        step = max(1, k // 4)
-        while lo < n:
-            k = min(n, lo + step)
-            v = judge(rest[:k])
-            if not v.feasible:
-                hi = k
-                break
-            lo, lo_v, step = k, v, step * 2
-        if lo == n:
-            return lo, lo_v
-    else:
-        hi = k
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        v = judge(rest[:mid])
-        if v.feasible:
-            lo, lo_v = mid, v
+    head = np.empty(0, np.int64) if base is None else np.asarray(base, np.int64)
+    lo, lo_v, hi = 0, None, n + 1
+    g = max(1, min(int(guess), n))
+    probes = {g - 2, g - 1, g, g + 1, g + 2, g + 4, g + max(8, g // 2), 2 * g}
+    seen: dict[int, GpuVerdict] = {}
+    while True:
+        ks = sorted(k for k in probes if lo < k < hi and k not in seen)
+        if not ks:
+            break
+        verdicts = oracle.evaluate_many(problem, [np.concatenate([head, rest[:k]]) for k in ks])
+        seen.update(zip(ks, verdicts, strict=True))
+        bad = [k for k in ks if not seen[k].feasible]
+        if bad:
+            hi = min(hi, bad[0])
+        good = [k for k in ks if seen[k].feasible and k < hi]
+        if good and good[-1] > lo:
+            lo, lo_v = good[-1], seen[good[-1]]
+        if lo >= n or hi - lo <= 1:
+            break
+        if hi > n:  # no infeasible prefix seen yet: gallop
+            step = max(1, lo // 4)
+            probes = {min(n, lo + step * 2**i) for i in range(probes_per_round)}
         else:
-            hi = mid
+            width = hi - lo - 1
+            m = min(width, probes_per_round)
+            probes = {lo + 1 + (width * i) // m for i in range(m)} | {hi - 1}
     return lo, lo_v
 
 
@@ -138,14 +143,9 @@ def _try_empty(problem: Instance, bins: list[np.ndarray], v: int, loads: np.ndar
     for t in sorted(new, key=lambda j: -loads[j]):  # most loaded first: best fit
         if rest.size == 0 or time.perf_counter() > deadline:
             break
-        base = new[t]
-
-        def judge(idx: np.ndarray, b: np.ndarray = base) -> GpuVerdict:
-            return oracle.evaluate(problem, np.concatenate([b, idx]))
-
-        k, _ = largest_prefix(problem, rest, oracle, 1, judge)
+        k, _ = largest_prefix(problem, rest, oracle, 1, base=new[t])
         if k:
-            new[t] = np.sort(np.concatenate([base, rest[:k]]))
+            new[t] = np.sort(np.concatenate([new[t], rest[:k]]))
             rest = rest[k:]
     if rest.size:
         return None
@@ -175,8 +175,8 @@ def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle:
             candidates.append((name, bins))
     best_name, best = min(candidates, key=lambda c: len(c[1]))
     improved: list[tuple[str, list[np.ndarray]]] = []
-    for name, bins in sorted(candidates, key=lambda c: len(c[1])):
-        if time.perf_counter() > deadline or len(bins) > len(best) + 1:
+    for name, bins in sorted(candidates, key=lambda c: len(c[1]))[:2]:  # the two best constructions
+        if time.perf_counter() > deadline:
             break
         improved.append((name + "+empty", empty_least_loaded(problem, list(bins), oracle, deadline)))
     best_name, best = min([(best_name, best), *improved], key=lambda c: len(c[1]))

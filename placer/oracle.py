@@ -18,6 +18,7 @@ stricter: a point is starved when the backend says so, when its starvation proba
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,19 @@ class GpuVerdict:
 Query = tuple[np.ndarray, int, int, int]  # (sorted adapter indices, max_loras, max_lora_rank, max_cpu_loras)
 
 
+def canonical(idx: Iterable[int] | np.ndarray) -> np.ndarray:
+    """Adapter indices as a sorted, duplicate-free int64 array (fast path for arrays that already are)."""
+    a = np.sort(np.asarray(idx if isinstance(idx, np.ndarray) else list(idx), dtype=np.int64))
+    if a.size > 1 and not (a[1:] != a[:-1]).all():
+        a = np.unique(a)
+    return a
+
+
+def _digest(idx: np.ndarray) -> bytes:
+    """A compact cache key for a sorted, duplicate-free index array (128-bit BLAKE2b)."""
+    return hashlib.blake2b(np.ascontiguousarray(idx, dtype=np.int64).tobytes(), digest_size=16).digest()
+
+
 class Oracle(abc.ABC):
     """Feasibility of one GPU for a set of adapters. Subclasses implement :meth:`_predict` (batched)."""
 
@@ -133,7 +147,7 @@ class Oracle(abc.ABC):
 
     def offered_tok_s(self, problem: Instance, idx: Iterable[int]) -> float:
         """Offered load of a set of adapters (rate × tokens per request), tok/s."""
-        return float(problem.rates[np.fromiter(idx, dtype=np.int64)].sum()) * self.tokens_per_request(problem)
+        return float(problem.rates[canonical(idx)].sum()) * self.tokens_per_request(problem)
 
     # --- points: one configuration each -----------------------------------------------------------------
     def points(self, problem: Instance, queries: Sequence[tuple[Iterable[int], int, int | None, int | None]]
@@ -143,34 +157,43 @@ class Oracle(abc.ABC):
         ``max_lora_rank`` None = the largest rank present; ``max_cpu_loras`` None = the adapter count.
         OOM configurations are decided by the memory rule and never sent to the backend.
         """
+        canon = []
+        for idx_in, slots, r, m in queries:
+            idx = canonical(idx_in)
+            rank = int(problem.ranks[idx].max()) if r is None else int(r)
+            canon.append((idx, int(slots), rank, len(idx) if m is None else int(m), _digest(idx)))
+        return self._points(problem, canon)
+
+    def _points(self, problem: Instance, queries: Sequence[tuple[np.ndarray, int, int, int, bytes]]
+                ) -> list[Point]:
         cache, tpr = self._state(problem)
         out: list[Point | None] = [None] * len(queries)
         todo: list[tuple[int, Query, Any, float]] = []
-        for q, (idx_in, s, r, m) in enumerate(queries):
-            idx = np.unique(np.fromiter(idx_in, dtype=np.int64))
-            rank = int(problem.ranks[idx].max()) if r is None else int(r)
-            cpu = len(idx) if m is None else int(m)
-            key = ("p", frozenset(idx.tolist()), int(s), rank, cpu)
+        offered_of: dict[bytes, float] = {}
+        for q, (idx, s, rank, cpu, dig) in enumerate(queries):
+            key = ("p", dig, s, rank, cpu)
             hit = cache.get(key) if self.use_cache else None
             if hit is not None:
                 out[q] = hit
                 continue
-            offered = float(problem.rates[idx].sum()) * tpr
-            if not memory_fits(problem, int(s), rank):
-                out[q] = Point(int(s), rank, cpu, 0.0, offered, 1.0, True, True)
+            offered = offered_of.get(dig)
+            if offered is None:
+                offered = offered_of[dig] = float(problem.rates[idx].sum()) * tpr
+            if not memory_fits(problem, s, rank):
+                out[q] = Point(s, rank, cpu, 0.0, offered, 1.0, True, True)
                 if self.use_cache:
                     cache[key] = out[q]
                 continue
-            todo.append((q, (idx, int(s), rank, cpu), key, offered))
+            todo.append((q, (idx, s, rank, cpu), key, offered))
         if todo:
             self.calls += 1
             self.predictions += len(todo)
             thr, prob, flag, off = self._predict(problem, [t[1] for t in todo])
+            limit = STARVATION_RATIO + self.margin
             for j, (q, (_, s, rank, cpu), key, offered) in enumerate(todo):
                 offered_j = float(off[j]) if off is not None else offered
                 t, p = float(thr[j]), float(prob[j])
-                starved = bool(flag[j]) or p > self.starved_threshold or \
-                    t < (STARVATION_RATIO + self.margin) * offered_j
+                starved = bool(flag[j]) or p > self.starved_threshold or t < limit * offered_j
                 point = Point(s, rank, cpu, t, offered_j, p, starved, False)
                 out[q] = point
                 if self.use_cache:
@@ -198,12 +221,13 @@ class Oracle(abc.ABC):
         cache, _ = self._state(problem)
         out: list[GpuVerdict | None] = [None] * len(sets)
         plans: list[tuple[int, Any, int, int, list[int]]] = []
-        queries: list[tuple[np.ndarray, int, int, int]] = []
+        queries: list[tuple[np.ndarray, int, int, int, bytes]] = []
         for k, raw in enumerate(sets):
-            idx = np.unique(np.fromiter(raw, dtype=np.int64))
+            idx = canonical(raw)
             if idx.size == 0:
                 raise ValueError("a GPU needs at least one adapter")
-            key = ("v", frozenset(idx.tolist()))
+            dig = _digest(idx)
+            key = ("v", dig)
             hit = cache.get(key) if self.use_cache else None
             if hit is not None:
                 out[k] = hit
@@ -211,8 +235,8 @@ class Oracle(abc.ABC):
             n, rank = int(idx.size), int(problem.ranks[idx].max())
             cands = self.slot_candidates(problem, n, rank)
             plans.append((k, key, n, rank, cands))
-            queries.extend((idx, s, rank, n) for s in cands)
-        points = self.points(problem, queries) if queries else []
+            queries.extend((idx, s, rank, n, dig) for s in cands)
+        points = self._points(problem, queries) if queries else []
         pos = 0
         for k, key, n, rank, cands in plans:
             pts = points[pos:pos + len(cands)]
@@ -246,13 +270,26 @@ class Oracle(abc.ABC):
         return np.array([v.feasible for v in self.evaluate_many(problem, sets)], dtype=bool)
 
     def unplaceable(self, problem: Instance) -> list[int]:
-        """Indices of adapters that are infeasible even alone on a GPU (same rank and rate judged once)."""
-        reps: dict[tuple[int, float], list[int]] = {}
-        for i, a in enumerate(problem.adapters):
-            reps.setdefault((a.rank, a.rate_rps), []).append(i)
-        keys = list(reps)
-        ok = self.feasible_many(problem, [[reps[k][0]] for k in keys])
-        return sorted(i for k, good in zip(keys, ok, strict=True) if not good for i in reps[k])
+        """Indices of adapters that are infeasible even alone on a GPU.
+
+        Per rank, adapters are judged from the hottest down (a cooler adapter of the same rank is assumed to
+        fit when a hotter one does); the boundary is found by bisection: O(log n) oracle calls per rank.
+        """
+        bad: list[int] = []
+        for r in sorted(set(problem.ranks.tolist())):
+            members = np.flatnonzero(problem.ranks == r)
+            order = members[np.argsort(-problem.rates[members], kind="stable")]
+            if self.evaluate(problem, [order[0]]).feasible:
+                continue
+            lo, hi = 0, len(order)  # order[:lo+1] infeasible; order[hi:] feasible (hi = len: none known)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self.evaluate(problem, [order[mid]]).feasible:
+                    hi = mid
+                else:
+                    lo = mid
+            bad.extend(order[:hi].tolist())
+        return sorted(bad)
 
 
 def make_oracle(problem: Instance | None = None, kind: str = "surrogate", **options: Any) -> Oracle:

@@ -6,7 +6,6 @@ differ only in how one configuration's throughput and starvation are predicted.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -125,12 +124,12 @@ class AnalyticOracle(Oracle):
     def _predict(self, problem: Instance, queries: Sequence[Query]
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         tpr = self.tokens_per_request(problem)
-        thr, prob, flag = np.empty(len(queries)), np.empty(len(queries)), np.zeros(len(queries), bool)
-        for j, (idx, s, _r, _m) in enumerate(queries):
-            rate = float(problem.rates[idx].sum())
-            cap = self.capacity_rps / (1.0 + self.slot_cost * s)
-            starved = rate > cap * (1 + 1e-12) or s < math.ceil(self.min_slot_fraction * len(idx) - 1e-9)
-            thr[j] = rate * tpr * (min(1.0, cap / rate) if rate > cap else 1.0) * (0.5 if starved else 1.0)
-            prob[j] = 1.0 if starved else 0.0
-            flag[j] = starved
-        return thr, prob, flag, None
+        sizes = np.array([len(q[0]) for q in queries])
+        slots = np.array([q[1] for q in queries], dtype=float)
+        flat = np.concatenate([q[0] for q in queries])
+        rate = np.add.reduceat(problem.rates[flat], np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+        cap = self.capacity_rps / (1.0 + self.slot_cost * slots)
+        need = np.ceil(self.min_slot_fraction * sizes - 1e-9)
+        starved = (rate > cap * (1 + 1e-12)) | (slots < need)
+        thr = rate * tpr * np.where(rate > cap, cap / rate, 1.0) * np.where(starved, 0.5, 1.0)
+        return thr, starved.astype(float), starved, None
