@@ -1,0 +1,216 @@
+"""Placement benchmark: solvers × generated instances, every plan judged by the evaluator and the twin.
+
+Protocol: bench/placement.md. Writes ``bench/results/placement[-TAG].csv`` (one row per solver run),
+``bench/results/placement[-TAG]-<date>.md`` (summary) and ``bench/results/placement[-TAG].png`` (plot).
+
+    python bench/placement.py                                   # the full protocol (long)
+    python bench/placement.py --sizes 16,256 --seeds 0 --families zipf --tag smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from placer.evaluate import evaluate
+from placer.generate import DEFAULT_RATE_PER_ADAPTER, generate
+from placer.oracle import Oracle, make_oracle
+from placer.result import Result
+from placer.solve import SOLVERS, solve
+from placer.verify import _simulate_gpu
+from twin._io import atomic_write_text
+from twin.spec import Instance
+
+ROOT = Path(__file__).resolve().parent
+HEURISTICS = "greedy-paper,ffd-bisect,loraserve,dlora,least-loaded,round-robin"
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--families", default="paper,zipf,dirichlet,trace")
+    ap.add_argument("--sizes", default="16,64,256,1000,10000")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--models", default="llama-3.1-8b-instruct,qwen-2.5-7b-instruct")
+    ap.add_argument("--solvers", default=HEURISTICS, help="comma-separated registry names")
+    ap.add_argument("--exact-solvers", default="cpsat,ilp", help="run only up to --exact-max-adapters")
+    ap.add_argument("--exact-max-adapters", type=int, default=64)
+    ap.add_argument("--time-limit", type=float, default=60.0)
+    ap.add_argument("--oracle", default="surrogate")
+    ap.add_argument("--margin", type=float, default=None)
+    ap.add_argument("--verify-max-gpus", type=int, default=6,
+                    help="simulate every GPU of a plan up to this many, else a seeded sample of this many")
+    ap.add_argument("--verify-max-size", type=int, default=10_000, help="skip twin checks above this size")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--out-dir", default=str(ROOT / "results"))
+    return ap.parse_args()
+
+
+def make_instance(family: str, n: int, seed: int, model: str) -> Instance:
+    kw = {"total_rate_rps": DEFAULT_RATE_PER_ADAPTER * n} if family == "trace" else {}
+    return generate(family, n, seed, model=model, **kw)  # type: ignore[arg-type]
+
+
+def twin_checks(pool: ProcessPoolExecutor, problem: Instance, result: Result, k: int, seed: int,
+                memo: dict) -> dict:
+    """Simulate the plan's GPUs (all, or a seeded sample of ``k``); identical GPUs are simulated once."""
+    chosen = list(range(result.num_gpus))
+    if len(chosen) > k:
+        chosen = sorted(np.random.default_rng(seed).choice(len(chosen), size=k, replace=False).tolist())
+    jobs, keys = [], []
+    for j in chosen:
+        g = result.gpus[j]
+        key = (frozenset(g.adapters), g.max_loras, g.max_cpu_loras, g.max_lora_rank)
+        keys.append(key)
+        if key not in memo:
+            memo[key] = None
+            jobs.append((key, (problem.subset(list(g.adapters)), j, g.max_loras, g.max_cpu_loras,
+                               g.max_lora_rank, seed)))
+    start = time.perf_counter()
+    for key, row in zip([k_ for k_, _ in jobs], pool.map(_simulate_gpu, [a for _, a in jobs]), strict=True):
+        memo[key] = row
+    rows = [memo[key] for key in keys]
+    return {"twin_gpus": len(rows), "twin_sampled": len(chosen) < result.num_gpus,
+            "twin_starved": sum(bool(r["starved"]) for r in rows),
+            "twin_oom": sum(bool(r["oom"]) for r in rows),
+            "twin_min_served": min((r["throughput_tok_s"] / r["offered_tok_s"] for r in rows
+                                    if r["offered_tok_s"]), default=float("nan")),
+            "twin_wall_s": round(time.perf_counter() - start, 3)}
+
+
+def run_one(pool: ProcessPoolExecutor, problem: Instance, name: str, family: str, seed: int, judge: Oracle,
+            memo: dict, args: argparse.Namespace, opts: dict) -> dict:
+    """One solver on one instance: solve with a fresh oracle, judge, twin-check; print one line."""
+    oracle = make_oracle(problem, args.oracle, **opts)
+    result = solve(problem, name, time_limit=args.time_limit, seed=seed, oracle=oracle)
+    ev = evaluate(problem, result, judge)
+    n = problem.n_adapters
+    row = {"model": problem.model, "family": family, "n": n, "seed": seed, "instance": problem.name,
+           "total_rate_rps": round(problem.total_rate_rps, 4), "solver": name, "status": result.status,
+           "num_gpus": result.num_gpus, "lower_bound": result.lower_bound, "gap": result.gap,
+           "runtime_s": round(result.runtime_s, 4), "evaluator_feasible": ev.feasible,
+           "oracle": oracle.name, "backend_calls": oracle.calls, "predictions": oracle.predictions}
+    if result.gpus and n <= args.verify_max_size:
+        row.update(twin_checks(pool, problem, result, args.verify_max_gpus, seed, memo))
+    print(f"{problem.model[:5]} {family:9s} n={n:5d} s={seed} {name:13s} {result.status:9s} "
+          f"GPUs={result.num_gpus:4d} LB={result.lower_bound:4d} t={result.runtime_s:7.2f}s "
+          f"eval={'ok' if ev.feasible else 'FAIL'} "
+          f"twin={row.get('twin_starved', '-')}/{row.get('twin_gpus', '-')} starved", flush=True)
+    return row
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub markdown table (index included)."""
+    cols = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for idx, row in df.iterrows():
+        out.append("| " + " | ".join([str(idx)] + ["" if pd.isna(v) else f"{v:g}" for v in row]) + " |")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> pd.DataFrame:
+    solvers = [s for s in args.solvers.split(",") if s]
+    exact = [s for s in args.exact_solvers.split(",") if s and s in SOLVERS]
+    missing = [s for s in solvers if s not in SOLVERS]
+    if missing:
+        sys.exit(f"unknown solvers {missing}; registered: {sorted(SOLVERS)}")
+    opts = {} if args.margin is None else {"margin": args.margin}
+    rows = []
+    for model in args.models.split(","):  # warm-up (length tables, surrogate load, JIT): not timed
+        tiny = make_instance("zipf", 8, 0, model)
+        solve(tiny, "greedy-paper", time_limit=60, oracle=make_oracle(tiny, args.oracle, **opts))
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for model in args.models.split(","):
+            for family in args.families.split(","):
+                for n in (int(x) for x in args.sizes.split(",")):
+                    for seed in (int(x) for x in args.seeds.split(",")):
+                        problem = make_instance(family, n, seed, model)
+                        judge = make_oracle(problem, args.oracle, **opts)
+                        memo: dict = {}
+                        names = solvers + ([s for s in exact if n <= args.exact_max_adapters])
+                        for name in names:
+                            rows.append(run_one(pool, problem, name, family, seed, judge, memo, args, opts))
+    return pd.DataFrame(rows)
+
+
+def summarise(df: pd.DataFrame, args: argparse.Namespace) -> str:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=ROOT).stdout.strip()
+    ok = df[df.status.isin(["optimal", "feasible"])]
+    lines = [f"# Placement benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (commit {commit})", "",
+             f"Command: `python bench/placement.py {' '.join(sys.argv[1:])}`", "",
+             f"Oracle: {df.oracle.iloc[0] if len(df) else '-'}; instances: {df.instance.nunique()} "
+             f"(x {df.model.nunique()} models); solver runs: {len(df)}.", "",
+             "## GPUs per solver (all instances)", "",
+             "| solver | runs | mean GPUs | evaluator-feasible | twin GPUs checked | twin starved "
+             "| twin OOM |", "|---|---|---|---|---|---|---|"]
+    for name, g in df.groupby("solver", sort=False):
+        lines.append(f"| {name} | {len(g)} | {g.num_gpus.mean():.2f} | {int(g.evaluator_feasible.sum())} | "
+                     f"{int(g.get('twin_gpus', pd.Series(dtype=float)).fillna(0).sum())} | "
+                     f"{int(g.get('twin_starved', pd.Series(dtype=float)).fillna(0).sum())} | "
+                     f"{int(g.get('twin_oom', pd.Series(dtype=float)).fillna(0).sum())} |")
+    piv = ok.pivot_table(index=["model", "instance"], columns="solver", values="num_gpus", aggfunc="first")
+    best = "ffd-bisect"
+    if best in piv:
+        lines += ["", f"## {best} against the others (same instance, same oracle)", "",
+                  "| versus | instances | fewer GPUs | equal | more GPUs | mean reduction |",
+                  "|---|---|---|---|---|---|"]
+        for other in [c for c in piv.columns if c != best]:
+            both = piv[[best, other]].dropna()
+            if both.empty:
+                continue
+            d = both[best] - both[other]
+            red = (1 - both[best] / both[other]).mean() * 100
+            lines.append(f"| {other} | {len(both)} | {int((d < 0).sum())} | {int((d == 0).sum())} | "
+                         f"{int((d > 0).sum())} | {red:.1f} % |")
+    lines += ["", "## Solver time (s) by size (mean over instances)", "",
+              markdown(df.pivot_table(index="n", columns="solver", values="runtime_s", aggfunc="mean")
+                       .round(3)), ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    ok = df[df.status.isin(["optimal", "feasible"])]
+    piv = ok.pivot_table(index=["model", "instance", "n"], columns="solver", values="num_gpus",
+                         aggfunc="first")
+    if "greedy-paper" not in piv:
+        return
+    rel = piv.div(piv["greedy-paper"], axis=0).reset_index()
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for name in [c for c in piv.columns if c != "greedy-paper"]:
+        means = rel.groupby("n")[name].mean()
+        ax.plot(means.index, means.values, marker="o", label=name)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="greedy-paper")
+    ax.set_xscale("log")
+    ax.set_xlabel("adapters")
+    ax.set_ylabel("GPUs / greedy-paper GPUs (mean)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    args = parse()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "placement" + (f"-{args.tag}" if args.tag else "")
+    df = run(args)
+    atomic_write_text(out / f"{stem}.csv", df.to_csv(index=False))
+    atomic_write_text(out / f"{stem}-{dt.date.today():%Y-%m-%d}.md", summarise(df, args))
+    plot(df, out / f"{stem}.png")
+    print(f"wrote {out / stem}.csv, .png and the summary")
+
+
+if __name__ == "__main__":
+    main()
