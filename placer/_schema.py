@@ -37,7 +37,8 @@ def _mapping(value: Any, field: str, allowed: tuple[str, ...]) -> Mapping[str, A
         raise _err(field, "must be a mapping", value)
     for key in value:
         if key not in allowed:
-            where = f"{field}.{key}" if field else str(key)
+            name = key if isinstance(key, str) and key.isprintable() else repr(key)  # one line, always
+            where = f"{field}.{name}" if field else name
             raise _err(where, f"unknown field (allowed: {', '.join(allowed)})", key)
     return value
 

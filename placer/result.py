@@ -1,8 +1,8 @@
 """Plans: what every solver returns and what ``--out`` writes and ``placer verify`` reads.
 
 A :class:`Result` is frozen. Its JSON form (``to_dict``) is the contract of interfaces.md: ``solver``,
-``status`` (optimal | feasible | timeout | infeasible), ``num_gpus``, ``lower_bound``, ``runtime_s``, ``gpus`` (a list
-of ``{adapters, max_loras, max_cpu_loras, max_lora_rank}`` plus predictions).
+``status`` (optimal | feasible | timeout | infeasible), ``num_gpus``, ``lower_bound``, ``runtime_s``,
+``gpus`` (a list of ``{adapters, max_loras, max_cpu_loras, max_lora_rank}`` plus predictions).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ STATUSES = ("optimal", "feasible", "timeout", "infeasible")
 
 @dataclass(frozen=True)
 class GpuPlan:
-    """One GPU of a plan: the adapters it serves and its vLLM LoRA settings (plus the oracle's predictions)."""
+    """One GPU of a plan: the adapters it serves, its vLLM LoRA settings (plus the oracle's predictions)."""
 
     adapters: tuple[str, ...]
     max_loras: int
@@ -120,6 +120,27 @@ class Result:
                 predicted_starved_probability=g.get("predicted_starved_probability"),
                 offered_tok_s=g.get("offered_tok_s"),
             ))
+
+        def number(fld: str, value: Any, *, integer: bool = False, default: Any = 0) -> Any:
+            if value is None:
+                return default
+            kinds = (int,) if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not 0 <= value < float("inf"):
+                raise bad(fld, f"must be a non-negative {'integer' if integer else 'number'}", value)
+            return value
+
+        for j, g in enumerate(d["gpus"]):
+            for key in ("predicted_throughput_tok_s", "predicted_starved_probability", "offered_tok_s"):
+                v = g.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                    raise bad(f"gpus[{j}].{key}", "must be a number", v)
+        lower = number("lower_bound", d.get("lower_bound"), integer=True)
+        runtime = number("runtime_s", d.get("runtime_s"))
+        solver_bound = number("solver_bound", d.get("solver_bound"), default=None)
+        if not isinstance(d.get("extra") or {}, dict):
+            raise bad("extra", "must be an object", d.get("extra"))
+        if d.get("reason") is not None and not isinstance(d["reason"], str):
+            raise bad("reason", "must be a string", d["reason"])
         num = d["num_gpus"]
         if isinstance(num, bool) or not isinstance(num, int) or num < 0:
             raise bad("num_gpus", "must be a non-negative integer", num)
@@ -127,9 +148,9 @@ class Result:
             raise bad("num_gpus", f"does not match the {len(gpus)} GPUs listed", num)
         return cls(
             solver=str(d["solver"]), status=d["status"], num_gpus=num,
-            lower_bound=int(d.get("lower_bound") or 0), runtime_s=float(d.get("runtime_s") or 0.0),
+            lower_bound=int(lower), runtime_s=float(runtime),
             gpus=tuple(gpus), instance=str(d.get("instance", "")), model=str(d.get("model", "")),
-            gpu=str(d.get("gpu", "")), oracle=str(d.get("oracle", "")), solver_bound=d.get("solver_bound"),
+            gpu=str(d.get("gpu", "")), oracle=str(d.get("oracle", "")), solver_bound=solver_bound,
             reason=d.get("reason"), extra=dict(d.get("extra") or {}),
         )
 
