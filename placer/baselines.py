@@ -131,12 +131,18 @@ def search_gpu_count(problem: Instance, oracle: Oracle, rule: Rule, start: int, 
     return cache[hi]
 
 
+def baseline_bins(problem: Instance, oracle: Oracle, name: str, deadline: float) -> list[np.ndarray] | None:
+    """The bins of baseline ``name`` at its smallest feasible GPU count (None: none found in time)."""
+    make_rule = RULES[name]
+    rule, demand = make_rule(problem, oracle)
+    return search_gpu_count(problem, oracle, rule, max(1, math.ceil(demand - 1e-9)), deadline)
+
+
 def _make_solver(name: str, make_rule: Callable[[Instance, Oracle], tuple[Rule, float]]
                  ) -> Callable[..., Result]:
     def solve(problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result:
         start = time.perf_counter()
-        rule, demand = make_rule(problem, oracle)
-        bins = search_gpu_count(problem, oracle, rule, max(1, math.ceil(demand - 1e-9)), start + time_limit)
+        bins = baseline_bins(problem, oracle, name, start + time_limit)
         if bins is None:
             return Result(solver=name, status="timeout", num_gpus=0, lower_bound=0,
                           runtime_s=time.perf_counter() - start, gpus=(),
@@ -152,6 +158,10 @@ def _make_solver(name: str, make_rule: Callable[[Instance, Oracle], tuple[Rule, 
     return solve
 
 
+RULES: dict[str, Callable[[Instance, Oracle], tuple[Rule, float]]] = {
+    "loraserve": _loraserve_rule, "dlora": _dlora_rule, "least-loaded": _least_loaded_rule,
+    "round-robin": _round_robin_rule,
+}
 BASELINES: dict[str, Callable[..., Result]] = {
     "loraserve": _make_solver("loraserve", _loraserve_rule),
     "dlora": _make_solver("dlora", _dlora_rule),

@@ -10,7 +10,8 @@ uses more GPUs than ``greedy-paper`` under the same oracle.
 3. Local search: repeatedly pick the GPU with the least offered load and try to move all its adapters into the
    other GPUs (most loaded first; the longest fitting prefix of the remaining adapters, by bisection); if they
    all move the GPU is closed, otherwise the moves are undone and the next GPU is tried.
-4. The plan with the fewest GPUs wins (ties: the first found). Deterministic; ``seed`` only shuffles ties.
+4. The LoRAServe- and dLoRA-style placements are candidates too, so no baseline beats it under the same
+   oracle. The plan with the fewest GPUs wins (ties: the first found). ``seed`` only breaks rate ties.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from placer.solve import register_solver
 from twin.spec import Instance
 
 NAME = "ffd-bisect"
+BASELINE_CANDIDATES = ("loraserve", "dlora")  # so that ffd-bisect never needs more GPUs than these either
 
 
 def _rank_groups(problem: Instance, order_fn: Callable[[np.ndarray], np.ndarray],
@@ -173,12 +175,21 @@ def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle:
         bins = fill_bisect(problem, order, oracle, deadline)
         if bins is not None:
             candidates.append((name, bins))
+    from placer.baselines import baseline_bins  # (baselines import this module)
+
+    for name in BASELINE_CANDIDATES:
+        if time.perf_counter() > deadline:
+            break
+        bins = baseline_bins(problem, oracle, name, deadline)
+        if bins is not None:
+            candidates.append((name, bins))
     best_name, best = min(candidates, key=lambda c: len(c[1]))
     improved: list[tuple[str, list[np.ndarray]]] = []
     for name, bins in sorted(candidates, key=lambda c: len(c[1]))[:2]:  # the two best constructions
         if time.perf_counter() > deadline:
             break
-        improved.append((name + "+empty", empty_least_loaded(problem, list(bins), oracle, deadline)))
+        improved.append((name + "+empty", empty_least_loaded(problem, [np.sort(b) for b in bins], oracle,
+                                                               deadline)))
     best_name, best = min([(best_name, best), *improved], key=lambda c: len(c[1]))
     gpus = _to_plan(problem, best, oracle)
     return Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=1,
