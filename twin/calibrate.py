@@ -22,8 +22,9 @@ Two independent parts, both deterministic for a seed:
       would be extrapolated far out of range.
 
    b. *Simulation refinement* (:func:`refine_step`). Multipliers on the pre-fitted parameters — an overall
-      step-time scale and a scale of the LoRA factor — are searched with Nelder–Mead (fixed seed, common
-      random numbers) to minimise, over a fixed subsample of runs re-simulated in the twin (shorter window),
+      step-time scale and a scale of the LoRA factor — are searched by bounded 1-D minimisations in turn
+      (scale, LoRA scale, scale; fixed seed, common random numbers, ≤ 20 evaluations) to minimise, over a
+      fixed subsample of 16 runs re-simulated in the twin,
 
           J = mean_runs |log(thr_twin / thr_real)|  +  w_itl · median_runs |log(itl_twin / itl_real)|
 
@@ -225,7 +226,7 @@ class Outcome:
     wall_s: float = 0.0
 
 
-Rerun = Callable[[RunRecord, Profile, int, float], Outcome]
+Rerun = Callable[[RunRecord, Profile, int, float | None], Outcome]
 
 
 def scaled_step(step: StepModel, scale: float, lora_scale: float) -> StepModel:
@@ -270,10 +271,11 @@ class FitLog:
 
 
 def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, seed: int = 0,
-                n_runs: int = 24, window_s: float = 1200.0, max_evals: int = 30,
+                n_runs: int = 16, window_s: float | None = None, max_evals: int = 20,
                 log: FitLog | None = None) -> Profile:
-    """Stage b: Nelder–Mead over (log scale, log lora_scale) minimising :func:`objective` on a subsample."""
-    from scipy.optimize import minimize
+    """Stage b: coordinate search (bounded 1-D minimisations: step scale, LoRA scale, step scale again) of
+    :func:`objective` over a fixed subsample of runs; at most ``max_evals`` objective evaluations."""
+    from scipy.optimize import minimize_scalar
 
     sample = select_runs(runs, n_runs, seed)
     if not sample:
@@ -282,21 +284,30 @@ def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, se
     log.runs_used = len(sample)
     cache: dict[tuple[float, float], float] = {}
 
-    def f(x: np.ndarray) -> float:
-        key = (round(float(x[0]), 5), round(float(x[1]), 5))
+    def f(ls: float, ll: float) -> float:
+        key = (round(float(ls), 4), round(float(ll), 4))
         if key not in cache:
+            if len(cache) >= max_evals:
+                return math.inf
             prof = profile.replace(step=scaled_step(profile.step, math.exp(key[0]), math.exp(key[1])))
-            outs = [rerun(r, prof, seed, window_s) for r in sample]
+            outs = [rerun(r, prof, seed, window_s if window_s is not None else r.window_s) for r in sample]
             cache[key] = objective(outs, sample)
             log.evaluations.append({"log_scale": key[0], "log_lora_scale": key[1], "objective": cache[key]})
         return cache[key]
 
-    res = minimize(f, np.zeros(2), method="Nelder-Mead",
-                   options={"maxfev": max_evals, "xatol": 0.003, "fatol": 1e-4, "initial_simplex":
-                            np.array([[0.0, 0.0], [0.08, 0.0], [0.0, 0.3]])})
-    best = min(cache, key=lambda k: cache[k]) if cache else (0.0, 0.0)
-    del res
-    step = scaled_step(profile.step, math.exp(best[0]), math.exp(best[1]))
+    ls, ll = 0.0, 0.0
+    budget = max(3, max_evals // 3)
+    for which, lo, hi in (("s", -0.35, 0.35), ("l", -1.5, 1.0), ("s", -0.35, 0.35)):
+        if which == "s":
+            res = minimize_scalar(lambda v, ll=ll: f(v, ll), bounds=(lo, hi), method="bounded",
+                                  options={"maxiter": budget, "xatol": 0.004})
+        else:
+            res = minimize_scalar(lambda v, ls=ls: f(ls, v), bounds=(lo, hi), method="bounded",
+                                  options={"maxiter": budget, "xatol": 0.03})
+        best = min(cache, key=lambda k: cache[k])
+        ls, ll = best
+        del res
+    step = scaled_step(profile.step, math.exp(ls), math.exp(ll))
     step = replace(step, **{k: float(f"{getattr(step, k):.6g}") for k in PREFIT_PARAMS})
     return profile.replace(step=step)
 
@@ -323,8 +334,8 @@ class CalibrationResult:
 
 
 def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[KVRow] | None = None,
-                rerun: Rerun | None = None, seed: int = 0, n_runs: int = 24, window_s: float = 1200.0,
-                max_evals: int = 30, version: str | None = None) -> CalibrationResult:
+                rerun: Rerun | None = None, seed: int = 0, n_runs: int = 16, window_s: float | None = None,
+                max_evals: int = 20, version: str | None = None) -> CalibrationResult:
     """Fit memory and step models of ``base`` to ``runs`` (one model/GPU). ``rerun=None`` skips stage b."""
     t0 = time.perf_counter()
     runs = [r for r in runs if r.model == base.model]
@@ -350,3 +361,44 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
                         notes=f"Fitted by twin.calibrate on {len(runs)} runs ({sum(r.oom for r in runs)} "
                               f"OOM) and {len(rows)} KV-cache rows; seed {seed}.")
     return CalibrationResult(prof, ok, total, line_ok, line_total, log)
+
+
+def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path | None = None,
+              source: str | None = "auto", seed: int = 0, refine: bool = True,
+              client_cap: int | str | None = "auto", max_evals: int = 20, n_runs: int = 16,
+              version: str | None = None) -> CalibrationResult:
+    """Fit the profile of (model, gpu) to a runs CSV: the library call behind ``placer twin calibrate``.
+
+    Starts from the current profile (shipped, or derived from datasheets); ``kv_csv`` defaults to a
+    ``kv_cache.csv`` next to the runs file when there is one. ``source="auto"`` keeps the ``dt_real`` rows
+    when the file has some, else every row. ``client_cap`` emulates a client connection limit during the
+    refinement: "auto" = the calibration client's ~27 k for ``dt_real`` runs, else none.
+    """
+    import pandas as pd
+
+    from twin.profile import load_profile
+    from twin.runs import load_runs
+
+    path = Path(runs_csv)
+    if source == "auto":
+        try:
+            cols = pd.read_csv(path, usecols=lambda c: c == "source")
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read runs CSV ({exc})", source=str(path)) from None
+        source = "dt_real" if "source" in cols and (cols["source"] == "dt_real").any() else None
+    runs = load_runs(path, model=model, source=source)
+    if not runs:
+        raise InputError(f"no usable run of model {model!r}", source=str(path), field="model", value=model)
+    kv_path = Path(kv_csv) if kv_csv is not None else path.with_name("kv_cache.csv")
+    rows = load_kv_table(kv_path, model) if (kv_csv is not None or kv_path.exists()) else None
+    base = load_profile(model, gpu)
+    rerun: Rerun | None = None
+    if refine:
+        from twin.replay import DEFAULT_CLIENT_CAP, FrozenCapRerun
+        from twin.replay import rerun as plain
+
+        if client_cap == "auto":
+            client_cap = DEFAULT_CLIENT_CAP if source == "dt_real" else None
+        rerun = FrozenCapRerun(int(client_cap)) if client_cap else plain
+    return fit_profile(runs, base, kv_rows=rows, rerun=rerun, seed=seed, n_runs=n_runs, max_evals=max_evals,
+                       version=version)

@@ -161,3 +161,20 @@ def derived_profile(model: str, gpu: str, *, reference: Profile | None = None) -
                "trusting it."),
         extra={"derived": True, "reference": ref.name},
     )
+
+
+def list_profiles() -> list[dict[str, object]]:
+    """Every profile the twin can load: shipped (calibrated or not) and derivable (uncalibrated)."""
+    from twin.profile import load_profile, shipped_profiles
+
+    out: list[dict[str, object]] = []
+    pairs = list(shipped_profiles()) + [(m, g) for m in catalogue_models() for g in catalogue_gpus()
+                                        if (m, g) not in shipped_profiles()]
+    for model, gpu in pairs:
+        p = load_profile(model, gpu)
+        out.append({"model": model, "gpu": gpu, "shipped": (model, gpu) in shipped_profiles(),
+                    "calibrated": p.calibrated, "version": p.version, "max_model_len": p.max_model_len,
+                    "kv_tokens_8x16": round(p.memory.kv_base_tokens - p.memory.kv_per_slot_rank * 128
+                                            - p.memory.kv_per_slot * 8),
+                    "base_ms": p.step.base_ms, "notes": p.notes})
+    return out

@@ -1,0 +1,213 @@
+"""Calibration: run records, memory fit, step pre-fit and refinement, datasheet profiles, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from placer.cli import app
+from twin.calibrate import (
+    FitLog,
+    Outcome,
+    fit_memory,
+    kv_tokens,
+    load_kv_table,
+    memory_error,
+    oom_accuracy,
+    prefit_step,
+    refine_step,
+    scaled_step,
+    step_ms,
+)
+from twin.errors import InputError
+from twin.hardware import MODELS, derived_profile, list_profiles
+from twin.profile import StepModel, check_model_gpu, load_profile
+from twin.replay import _accept
+from twin.runs import RunRecord, format_composition, load_runs, parse_composition
+from twin.spec import Instance
+
+SHARED = Path("/work/shared/calibration")
+LLAMA = "llama-3.1-8b-instruct"
+HEADER = ("source,model,gpu,workload,status,rates_composition,ranks_composition,max_loras,max_cpu_loras,"
+          "max_lora_rank,throughput_total,starved\n")
+
+
+def _csv(tmp_path: Path, rows: list[str]) -> Path:
+    p = tmp_path / "runs.csv"
+    p.write_text(HEADER + "".join(r + "\n" for r in rows))
+    return p
+
+
+# --------------------------------------------------------------------------------------------- run records
+def test_composition_round_trip_and_errors() -> None:
+    assert parse_composition("0.025x2|0.1x1") == ((0.025, 2), (0.1, 1))
+    assert parse_composition("8x3|16x1", kind=int, field="ranks_composition") == ((8, 3), (16, 1))
+    assert format_composition([16, 8, 8, 8]) == "8x3|16x1"
+    with pytest.raises(InputError, match="rates_composition"):
+        parse_composition("0.1y3")
+
+
+def test_load_runs_filters_and_builds_exact_instances(tmp_path: Path) -> None:
+    p = _csv(tmp_path, [
+        f"dt_real,{LLAMA},NVIDIA H100 64GB (x),w,ok,0.1x2|0.05x1,8x2|16x1,2,3,16,100.0,False",
+        f"dt_real,{LLAMA},NVIDIA H100 64GB (x),w,oom,0.1x2|0.05x1,8x2|16x1,3,3,16,,",
+        f"dt_real,{LLAMA},NVIDIA H100 64GB (x),w,cancelled,0.1x2|0.05x1,8x2|16x1,1,3,16,,",
+        f"perf,{LLAMA},h100-64gb,w,ok,0.1x2|0.05x1,8x2|16x1,1,3,16,1.0,False",
+    ])
+    runs = load_runs(p)
+    assert [(r.status, r.max_loras, r.gpu) for r in runs] == [("ok", 2, "h100-64gb"), ("oom", 3, "h100-64gb")]
+    assert runs[1].oom and not runs[0].oom and not runs[0].starved
+    inst = runs[0].instance(seed=3)
+    assert isinstance(inst, Instance) and inst.n_adapters == 3
+    assert sorted(a.rate_rps for a in inst.adapters) == [0.05, 0.1, 0.1]
+    assert sorted(a.rank for a in inst.adapters) == [8, 8, 16]
+    assert inst.workload.duration_s == 3600.0
+    assert runs[0].instance(seed=3) == inst  # same seed, same pairing
+    pairings = {tuple((a.rank, a.rate_rps) for a in runs[0].instance(seed=s).adapters) for s in range(20)}
+    assert len(pairings) > 1  # rank and rate are paired at random
+
+
+def test_load_runs_rejects_inconsistent_compositions(tmp_path: Path) -> None:
+    p = _csv(tmp_path, [f"dt_real,{LLAMA},h100-64gb,w,ok,0.1x2,8x3,2,2,8,1.0,False"])
+    with pytest.raises(InputError, match="ranks_composition"):
+        load_runs(p)
+
+
+# --------------------------------------------------------------------------------------------- memory
+def test_fit_memory_recovers_a_line_and_keeps_the_table() -> None:
+    base = load_profile(LLAMA, "h100-64gb").memory
+    rows = [(s, r, int(300_000 - 40 * s * r - 50 * s)) for s in (8, 32, 128) for r in (8, 16, 32)]
+    rows.append((256, 32, None))
+    mem = fit_memory(rows, base)
+    assert mem.kv_base_tokens == pytest.approx(300_000, abs=1)
+    assert mem.kv_per_slot_rank == pytest.approx(40, abs=1e-3)
+    assert mem.kv_per_slot == pytest.approx(50, abs=1e-3)
+    assert kv_tokens(mem, 256, 32) is None  # measured failure wins over the line
+    assert kv_tokens(mem, 64, 16) == pytest.approx(300_000 - 40 * 1024 - 50 * 64, abs=2)
+    prof = load_profile(LLAMA, "h100-64gb").replace(memory=mem)
+    assert memory_error(prof, 256, 32)
+    assert not memory_error(prof, 8, 8)
+    assert memory_error(prof, 8, 8, max_model_len=400_000)
+
+
+@pytest.mark.skipif(not (SHARED / "kv_cache.csv").exists(), reason="calibration data not present")
+@pytest.mark.parametrize("model", [LLAMA, "qwen-2.5-7b-instruct"])
+def test_memory_fit_is_exact_on_the_measured_kv_table(model: str) -> None:
+    rows = load_kv_table(SHARED / "kv_cache.csv", model)
+    prof = load_profile(model, "h100-64gb")
+    prof = prof.replace(memory=fit_memory(rows, prof.memory))
+    assert oom_accuracy(prof, rows) == (len(rows), len(rows))
+    assert oom_accuracy(prof, rows, use_table=False) == (len(rows), len(rows))  # the line alone too
+
+
+# --------------------------------------------------------------------------------------------- step model
+def _synthetic_runs(true: StepModel, n: int = 30) -> list[RunRecord]:
+    rng = np.random.default_rng(0)
+    runs = []
+    for i in range(n):
+        B = float(rng.uniform(1, 600))
+        slots = int(rng.choice([8, 32, 128]))
+        rank = int(rng.choice([16, 32]))
+        tin = 10.0 * B
+        # the ITL must satisfy ITL = step(B, P = tin * ITL / 1000, ...): fixed point
+        itl = 20.0
+        for _ in range(50):
+            A = min(slots, 64 * (1 - math.exp(-B / 64)))
+            itl = float(step_ms(true, B, tin * itl / 1000, B * 420.0, A, rank))
+        runs.append(RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok",
+                              rates_composition="0.1x64", ranks_composition="8x64", max_loras=slots,
+                              max_cpu_loras=64, max_lora_rank=rank, duration_s=3600.0, tokens_in=tin * 3600,
+                              mean_running=B, mean_waiting=0.0 if i % 2 else 1.0, mean_itl_ms=itl,
+                              mean_ttft_ms=math.nan, throughput_total=2 * tin))
+    return runs
+
+
+def test_prefit_recovers_the_step_model_that_generated_the_itls() -> None:
+    true = StepModel(base_ms=14.0, per_seq_ms=0.1, per_prefill_token_ms=0.03, lora_per_adapter=0.004,
+                     lora_per_rank=0.002)
+    runs = _synthetic_runs(true)
+    start = StepModel(base_ms=20.0, per_seq_ms=0.05, per_prefill_token_ms=0.01, lora_per_adapter=0.01)
+    fitted, rms = prefit_step(runs, start)
+    assert rms < 0.01
+    for r in runs[:5]:
+        A = min(r.max_loras, 64 * (1 - math.exp(-r.mean_running / 64)))
+        P = r.tokens_in / 3600 * r.mean_itl_ms / 1000
+        pred = step_ms(fitted, r.mean_running, P, r.mean_running * 420, A, r.max_lora_rank)
+        assert pred == pytest.approx(r.mean_itl_ms, rel=0.02)
+
+
+def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
+    prof = load_profile(LLAMA, "h100-64gb")
+    runs = [RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
+                      ranks_composition="8x8", max_loras=8, max_cpu_loras=8, max_lora_rank=8,
+                      throughput_total=1000.0 * (1 + i / 10), ideal_throughput=5000.0, starved_real=1.0,
+                      mean_itl_ms=50.0, run_name=f"r{i}") for i in range(6)]
+    base_ms = prof.step.base_ms
+
+    def fake(run: RunRecord, p: object, seed: int, window: float | None) -> Outcome:
+        scale = p.step.base_ms / base_ms  # type: ignore[attr-defined]
+        thr = run.throughput_total * 1.2 / scale  # the twin is 20 % fast at scale 1: best scale is 1.2
+        return Outcome(thr, 5000.0, True, False, itl_ms=50.0 * scale / 1.2)
+
+    log = FitLog()
+    out = refine_step(prof, runs, fake, n_runs=6, max_evals=30, log=log)
+    assert out.step.base_ms / base_ms == pytest.approx(1.2, rel=0.01)
+    assert 0 < len(log.evaluations) <= 30
+    assert scaled_step(prof.step, 2.0, 1.0).per_seq_ms == pytest.approx(2 * prof.step.per_seq_ms)
+
+
+def test_client_cap_acceptance_by_hand() -> None:
+    arrivals = np.array([0.0, 1.0, 2.0, 3.0])
+    completions = np.array([2.5])
+    # cap 2: 0 and 1 are sent; at t=2 two are in flight → refused; at t=3 one finished → sent
+    assert _accept(arrivals, completions, 2).tolist() == [True, True, False, True]
+    assert _accept(arrivals, completions, 10).all()
+
+
+# --------------------------------------------------------------------------------------------- datasheets
+def test_datasheet_profiles_are_flagged_and_resolvable() -> None:
+    assert MODELS[LLAMA].kv_bytes_per_token == 131072
+    assert MODELS["qwen-2.5-7b-instruct"].kv_bytes_per_token == 57344
+    qwen = derived_profile("qwen-2.5-7b-instruct", "h100-64gb", reference=load_profile(LLAMA, "h100-64gb"))
+    assert qwen.memory.kv_per_slot_rank == pytest.approx(88.0, abs=0.5)  # measured: 88 tokens per slot·rank
+    prof = load_profile("mistral-7b-instruct-v0.3", "h100-80gb")
+    assert prof.calibrated is False and prof.notes.startswith("UNCALIBRATED")
+    assert prof.memory.kv_base_tokens > load_profile(LLAMA, "h100-64gb").memory.kv_base_tokens
+    check_model_gpu("qwen-2.5-14b-instruct", "l40s-48gb")
+    with pytest.raises(InputError, match="unknown GPU profile"):
+        check_model_gpu(LLAMA, "tpu-v5")
+    flags = {(r["model"], r["gpu"]): r["calibrated"] for r in list_profiles()}
+    assert flags[("gemma-2-9b-it", "h200-141gb")] is False
+
+
+def test_cli_profiles_and_calibrate_without_refinement(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["twin", "profiles", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert any(not r["calibrated"] and r["gpu"] == "h200-141gb" for r in rows)
+    runs = _synthetic_runs(StepModel(base_ms=14.0, per_seq_ms=0.1, per_prefill_token_ms=0.03), n=8)
+    import pandas as pd
+
+    from twin.runs import runs_frame
+
+    runs = [replace(r, run_name=f"r{i}", max_loras=8, max_lora_rank=16) for i, r in enumerate(runs)]
+    df = runs_frame(runs).drop(columns=["starved"])
+    df["source"] = "collected"
+    df.to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame({"model": [LLAMA] * 3, "max_loras": [8, 64, 512], "max_lora_rank": [16, 16, 64],
+                  "kv_cache_tokens": [300000, 250000, None]}).to_csv(tmp_path / "kv_cache.csv", index=False)
+    out = tmp_path / "p.json"
+    res = runner.invoke(app, ["twin", "calibrate", str(tmp_path / "runs.csv"), "--model", LLAMA, "--gpu",
+                              "h100-64gb", "--out", str(out), "--no-refine", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["oom_accuracy"].split("/")[0] == summary["oom_accuracy"].split("/")[1]
+    saved = json.loads(out.read_text())
+    assert saved["calibrated"] is True and saved["memory"]["table"][-1] == [512, 64, None]
