@@ -1,0 +1,210 @@
+"""The linearised placement model: GPU configuration classes with token-rate capacities from the oracle.
+
+Per-GPU capacity is not additive (it depends on the mix), so the exact solvers use a linearisation:
+
+- an adapter's **load** is its offered token rate, ``rate_rps × tokens_per_request`` (the oracle's own
+  :meth:`~placer.oracle.Oracle.tokens_per_request`: the twin's expected prompt + output tokens of the
+  instance's length law);
+- a GPU picks one **class** (max rank r, max adapter count n) and may hold at most n adapters, all of rank
+  ≤ r, of total load ≤ C(r, n);
+- **C(r, n)** is measured with the oracle on a *representative mix* of the problem's own adapters: n adapters
+  taken at evenly spaced rate quantiles among those of rank ≤ r (repeated when there are fewer, one of them
+  forced to rank r), their rates scaled by a common factor; C is the largest total load the oracle still
+  calls feasible, found by a batched geometric bisection (relative precision ``rtol``, 1e-7).
+  ``max_loras`` of the class is the oracle's best slot count at that point;
+- counts n: 1, the papers' test points, ×1.5 steps beyond 576, the number of eligible adapters, and the
+  largest count the oracle accepts at a tiny load (bisection); classes the oracle rejects even at a tiny load
+  are dropped, as are dominated classes (another class with r', n', C' all ≥).
+
+The model is exact w.r.t. itself, not w.r.t. the oracle: a GPU the model admits can still be rejected (mix
+effects), so every exact plan goes back through the one evaluator. Models are cached per (problem, oracle).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from placer.oracle import PAPER_TEST_POINTS, Oracle
+from placer.packing import BinClass, PackingModel
+from twin.errors import InfeasibleError
+from twin.spec import Adapter, Instance
+
+RESOLUTION = 1_000_000  # integer units of the largest class capacity
+_CACHE: dict[tuple[Any, ...], LinearModel] = {}
+_CACHE_SIZE = 16
+
+
+@dataclass(frozen=True, eq=False)
+class LinearModel:
+    """The packing model of a placement problem, plus what maps it back to tok/s and adapters."""
+
+    packing: PackingModel
+    loads_tok_s: np.ndarray
+    tokens_per_request: float
+    oracle: str
+    oracle_calls: int
+
+    @property
+    def classes(self) -> tuple[BinClass, ...]:
+        return self.packing.classes
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The classes as rows (rank, adapters, capacity tok/s, max_loras)."""
+        return [{"max_lora_rank": c.max_kind, "max_adapters": c.max_items,
+                 "capacity_tok_s": round(c.capacity_tok_s, 1), "max_loras": c.max_loras}
+                for c in self.classes]
+
+
+def count_points(limit: int) -> list[int]:
+    """Adapter counts at which capacities are measured, up to ``limit``."""
+    pts = {1, *[p for p in PAPER_TEST_POINTS if p <= limit], limit}
+    p = float(PAPER_TEST_POINTS[-1])
+    while p * 1.5 < limit:
+        p *= 1.5
+        pts.add(int(p))
+    return sorted(x for x in pts if 1 <= x <= limit)
+
+
+def _mix(problem: Instance, rank: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ranks, relative rates) of the representative mix of n adapters with max rank ``rank``."""
+    pool = np.flatnonzero(problem.ranks <= rank)
+    pool = pool[np.argsort(problem.rates[pool], kind="stable")]
+    pick = pool[np.round(np.linspace(0, len(pool) - 1, n)).astype(np.int64)] if n > 1 else pool[-1:]
+    ranks = problem.ranks[pick].copy()
+    rates = problem.rates[pick].astype(np.float64)
+    if not (ranks == rank).any():
+        ranks[int(np.argmax(rates))] = rank
+    return ranks, rates / rates.sum()
+
+
+class _Prober:
+    """Judges many (mix, total load) probes with one batched oracle call on a synthetic instance."""
+
+    def __init__(self, problem: Instance, oracle: Oracle) -> None:
+        self.problem, self.oracle = problem, oracle
+        self.tpr = oracle.tokens_per_request(problem)
+        self.calls = 0
+
+    def __call__(self, probes: list[tuple[tuple[np.ndarray, np.ndarray], float]]) -> list[tuple[bool, int]]:
+        adapters: list[Adapter] = []
+        sets = []
+        for (ranks, rel), load in probes:
+            rates = rel * (load / self.tpr)
+            start = len(adapters)
+            adapters.extend(Adapter(f"m{start + i}", int(r), float(max(x, 1e-12)))
+                            for i, (r, x) in enumerate(zip(ranks, rates, strict=True)))
+            sets.append(np.arange(start, len(adapters)))
+        synth = self.problem.replace(name=f"{self.problem.name}#probe", adapters=tuple(adapters))
+        self.calls += 1
+        verdicts = self.oracle.evaluate_many(synth, sets)
+        return [(v.feasible, int(v.best_max_loras or 1)) for v in verdicts]
+
+
+def _capacities(prober: _Prober, mixes: list[tuple[np.ndarray, np.ndarray]], guess: float,
+                rtol: float, probes: int = 7) -> list[tuple[float, int]]:
+    """Largest feasible total load per mix (0 when even a tiny load fails), by batched geometric search."""
+    lo = [0.0] * len(mixes)
+    hi = [math.inf] * len(mixes)
+    slots = [0] * len(mixes)
+    for _ in range(60):
+        todo = [k for k in range(len(mixes)) if hi[k] > lo[k] * (1 + rtol) and hi[k] > guess * 1e-9]
+        if not todo:
+            break
+        batch: list[tuple[tuple[np.ndarray, np.ndarray], float]] = []
+        owner: list[int] = []
+        for k in todo:
+            if math.isinf(hi[k]):  # gallop up from the guess (or from lo)
+                base = max(lo[k], guess)
+                loads = [base * 4.0 ** i for i in range(probes)]
+            elif lo[k] == 0.0:  # gallop down
+                loads = [hi[k] / 4.0 ** (i + 1) for i in range(probes)]
+            else:
+                ratio = (hi[k] / lo[k]) ** (1.0 / (probes + 1))
+                loads = [lo[k] * ratio ** (i + 1) for i in range(probes)]
+            batch.extend((mixes[k], x) for x in loads)
+            owner.extend([k] * len(loads))
+        for k, ((_, load), (ok, s)) in zip(owner, zip(batch, prober(batch), strict=True), strict=True):
+            if ok and load > lo[k] and load < hi[k]:
+                lo[k], slots[k] = load, s
+            elif not ok and load < hi[k]:
+                hi[k] = load
+        for k in todo:  # keep the bracket consistent if the oracle is not monotone
+            hi[k] = max(hi[k], lo[k])
+    return [(lo[k], slots[k]) for k in range(len(mixes))]
+
+
+def _largest_count(prober: _Prober, problem: Instance, rank: int, limit: int, tiny: float) -> int:
+    """Largest adapter count (≤ limit) the oracle accepts for the rank-r mix at a tiny load (bisection)."""
+    if prober([(_mix(problem, rank, limit), tiny * limit)])[0][0]:
+        return limit
+    lo, hi = 0, limit
+    while hi - lo > 1:
+        cands = sorted({lo + max(1, (hi - lo) * i // 8) for i in range(1, 8)} - {hi})
+        res = prober([(_mix(problem, rank, c), tiny * c) for c in cands])
+        for c, (ok, _) in zip(cands, res, strict=True):
+            if ok:
+                lo = max(lo, c)
+            else:
+                hi = min(hi, c)
+        if lo >= hi:
+            hi = lo + 1
+    return lo
+
+
+def _dominance_filter(rows: list[tuple[int, int, float, int]]) -> list[tuple[int, int, float, int]]:
+    """Drop classes another class beats on rank, count and capacity at once (ties: keep one)."""
+    uniq = {row[:3]: row for row in rows}
+    keep = [a for t, a in uniq.items()
+            if not any(u != t and u[0] >= t[0] and u[1] >= t[1] and u[2] >= t[2] for u in uniq)]
+    return sorted(keep, key=lambda c: (c[0], c[1]))
+
+
+def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol: float = 1e-7
+                       ) -> LinearModel:
+    """The linearised model of ``problem`` under ``oracle`` (default: the surrogate oracle); cached.
+
+    Raises :class:`InfeasibleError` naming an adapter that no class admits.
+    """
+    if oracle is None:
+        from placer.oracle import make_oracle
+
+        oracle = make_oracle(problem)
+    key = (problem, oracle.name, id(oracle), rtol)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    prober = _Prober(problem, oracle)
+    loads = problem.rates * prober.tpr
+    tiny = float(loads.min()) * 1e-3
+    specs: list[tuple[int, int]] = []
+    for r in sorted(set(problem.ranks.tolist())):
+        eligible = int((problem.ranks <= r).sum())
+        top = _largest_count(prober, problem, r, eligible, tiny)
+        specs.extend((r, n) for n in count_points(top) if top)
+    caps = _capacities(prober, [_mix(problem, r, n) for r, n in specs], float(np.median(loads)) * 8, rtol)
+    rows = [(r, n, c, s) for (r, n), (c, s) in zip(specs, caps, strict=True) if c > 0]
+    rows = _dominance_filter(rows)
+    if not rows:
+        raise InfeasibleError("no GPU configuration carries any load under this oracle")
+    unit = max(c for _, _, c, _ in rows) / RESOLUTION
+    classes = tuple(BinClass(capacity=int(round(c / unit)), max_items=n, max_kind=r, max_loras=s,
+                             capacity_tok_s=c) for r, n, c, s in rows)
+    # Rounded to the nearest unit (1e-6 of the largest capacity): a GPU filled exactly to a capacity the
+    # bisection approached from below still fits; the evaluator re-checks every GPU anyway.
+    weights = np.maximum(1, np.round(loads / unit)).astype(np.int64)
+    packing = PackingModel(weights, problem.ranks, classes, scale=unit, names=problem.ids)
+    bad = packing.unpackable_items()
+    if bad:
+        a = problem.adapters[bad[0]]
+        raise InfeasibleError(f"adapter {a.id!r} (rank {a.rank}, {a.rate_rps:g} req/s, {loads[bad[0]]:.0f} "
+                              f"tok/s) fits in no GPU class of the linear model"
+                              + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    model = LinearModel(packing, loads, prober.tpr, oracle.name, prober.calls)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = model
+    return model
