@@ -97,45 +97,140 @@ def _load_adapters(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, 
 
 
 @njit(cache=True)
+def _advance_running(i, nrun, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin,
+                     n_first, n_fin):
+    """Schedule running slots i, i+1, ... while budget is left, applying their outputs; stop early at a slot
+    whose KV blocks do not fit (returned ``need`` > 0) so that the caller can preempt. Kept small so that the
+    hot loop stays in registers."""
+    n_pre = 0
+    ctx = 0
+    n_itl = 0
+    while i < nrun and budget > 0:
+        ntok = s_ntok[i]
+        comp = s_comp[i]
+        new = ntok - comp
+        if new > budget:
+            new = budget
+        tot = comp + new
+        blk = s_blk[i]
+        if tot > blk * bs:
+            need = (tot + bs - 1) // bs - blk
+            if need > free:
+                return i, budget, free, n_pre, ctx, n_itl, n_first, n_fin, need
+            free -= need
+            s_blk[i] = blk + need
+        s_comp[i] = tot
+        if tot == ntok:
+            if new == 1 and ntok > s_pin[i]:
+                n_itl += 1              # a plain decode: one inter-token latency
+            else:
+                n_pre += new
+            ntok += 1
+            s_ntok[i] = ntok
+            if ntok == s_pin[i] + 1:
+                ev_first[n_first] = s_id[i]
+                n_first += 1
+            if ntok == s_end[i]:
+                ev_fin[n_fin] = i
+                n_fin += 1
+        else:
+            n_pre += new
+        ctx += tot
+        budget -= new
+        i += 1
+    return i, budget, free, n_pre, ctx, n_itl, n_first, n_fin, 0
+
+
+@njit(cache=True)
+def _active_add(a, run_cnt, act, act_pos):
+    if run_cnt[a] == 0:
+        act[0] += 1
+        act[act[0]] = a
+        act_pos[a] = act[0]
+    run_cnt[a] += 1
+
+
+@njit(cache=True)
+def _active_remove(a, run_cnt, act, act_pos):
+    run_cnt[a] -= 1
+    if run_cnt[a] == 0:
+        k = act_pos[a]
+        last = act[act[0]]
+        act[k] = last
+        act_pos[last] = k
+        act[0] -= 1
+
+
+@njit(cache=True)
+def _adapter_lists(adp, n_adapters):
+    """Counting sort by adapter: order[ad_start[a]:ad_end[a]] are adapter a's requests in arrival order."""
+    n = adp.shape[0]
+    ad_start = np.zeros(n_adapters, np.int64)
+    ad_end = np.zeros(n_adapters, np.int64)
+    for i in range(n):
+        ad_end[adp[i]] += 1
+    s = 0
+    for a in range(n_adapters):
+        c = ad_end[a]
+        ad_start[a] = s
+        s += c
+        ad_end[a] = s
+    fill = ad_start.copy()
+    order = np.empty(n, np.int64)
+    for i in range(n):
+        a = adp[i]
+        order[fill[a]] = i
+        fill[a] += 1
+    return order, ad_start, ad_end
+
+
+@njit(cache=True)
 def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora_rank, budget_max,
              max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu):
-    """Simulate [0, duration); return per-request times, counters, the ITL histogram and a time series."""
+    """Simulate [0, duration); return per-request times, counters, the ITL histogram and a time series.
+
+    The running requests live in "slots" (arrays indexed by position in the running list, in admission
+    order) so that the per-step loops read contiguous memory; a request's state is copied out on preemption.
+    """
     n = arr.shape[0]
+    bs = block_size
     status = np.zeros(n, np.int8)
     gen = np.zeros(n, np.int64)        # output tokens generated so far (kept across preemptions)
-    comp = np.zeros(n, np.int64)       # num_computed_tokens
-    blocks = np.zeros(n, np.int64)     # KV blocks held
     first_t = np.full(n, np.inf)
     fin_t = np.full(n, np.inf)
 
-    # per-adapter arrival lists: order[ad_start[a]:ad_end[a]] are a's requests in arrival order
-    order = np.argsort(adp, kind="mergesort")
-    ad_start = np.zeros(n_adapters, np.int64)
-    ad_end = np.zeros(n_adapters, np.int64)
-    cnt = np.zeros(n_adapters, np.int64)
-    for i in range(n):
-        cnt[adp[i]] += 1
-    s = 0
-    for a in range(n_adapters):
-        ad_start[a] = s
-        s += cnt[a]
-        ad_end[a] = s
+    order, ad_start, ad_end = _adapter_lists(adp, n_adapters)
     ad_ptr = ad_start.copy()           # next never-admitted request of each adapter
 
-    run = np.empty(max_seqs + 1, np.int64)
+    m = max_seqs + 1
+    s_id = np.empty(m, np.int64)       # request id
+    s_pin = np.empty(m, np.int64)      # prompt tokens
+    s_ntok = np.empty(m, np.int64)     # num_tokens = prompt + generated
+    s_end = np.empty(m, np.int64)      # prompt + max output: finished when num_tokens reaches it
+    s_comp = np.empty(m, np.int64)     # num_computed_tokens
+    s_blk = np.empty(m, np.int64)      # KV blocks held
+    s_adp = np.empty(m, np.int64)
+    ev_first = np.empty(m, np.int64)   # requests whose first token comes at the end of this step
+    ev_fin = np.empty(m, np.int64)     # slots whose request finishes at the end of this step
     nrun = 0
-    pstack = np.empty(16, np.int64)    # preempted waiting requests; the queue front is pstack[npre-1]
+    # Preempted waiting requests, most recent first: a global stack (pstack/pskey, the queue front at the top,
+    # stale entries dropped lazily) and one linked list per adapter (p_head -> p_next), keyed by pkey.
+    pstack = np.empty(n + 1, np.int64)   # (stale entries are compacted away when it is full)
+    pskey = np.empty(n + 1, np.int64)
     npre = 0
+    pkey = np.zeros(n, np.int64)
+    p_next = np.empty(n, np.int64)
+    p_head = np.full(n_adapters, -1, np.int64)
+    pcount = 0
     gptr = 0                           # first possibly-fresh request in arrival order
     narr = 0                           # requests with arrival <= t
     nfin = 0
 
-    sched = np.empty(max_seqs + 1, np.int64)
-    snew = np.empty(max_seqs + 1, np.int64)
-    sdec = np.empty(max_seqs + 1, np.bool_)
-    aset = np.empty(n_adapters, np.int64)
+    aset = np.empty(n_adapters, np.int64)   # the step's adapter set (in_set[a] == step marks members)
+    run_cnt = np.zeros(n_adapters, np.int64)  # running requests per adapter
+    act = np.zeros(n_adapters + 1, np.int64)  # act[0] = count, act[1:] = adapters with running requests
+    act_pos = np.zeros(n_adapters, np.int64)
     in_set = np.full(n_adapters, -1, np.int64)
-
     gpu_res = np.zeros(n_adapters, np.bool_)
     gpu_last = np.zeros(n_adapters, np.int64)
     cpu_res = np.zeros(n_adapters, np.bool_)
@@ -175,126 +270,156 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
             ts_i += 1
         step += 1
         budget = budget_max
-        ns = 0
         na = 0
+        n_pre_tok = 0
+        ctx = 0
+        n_itl = 0
+        n_first = 0
+        n_fin = 0
         preempted = False
-        # ---- 1. running requests ----
+        # ---- 1. running requests (outputs applied at once; nothing later in the step reads them) ----
         i = 0
-        while i < nrun and budget > 0:
-            r = run[i]
-            num_tokens = pin[r] + gen[r]
-            new = min(num_tokens - comp[r], budget)
-            ok = True
-            while True:
-                need = (comp[r] + new + block_size - 1) // block_size - blocks[r]
-                if need <= free:
-                    free -= need
-                    blocks[r] += need
-                    break
-                v = run[nrun - 1]
+        while True:
+            i, budget, free, d_pre, d_ctx, d_itl, n_first, n_fin, need = _advance_running(
+                i, nrun, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin,
+                n_first, n_fin)
+            n_pre_tok += d_pre
+            ctx += d_ctx
+            n_itl += d_itl
+            if need == 0:
+                break
+            while need > free:          # preempt the most recently admitted request
+                v = nrun - 1
+                r = s_id[v]
                 nrun -= 1
-                free += blocks[v]
-                blocks[v] = 0
-                comp[v] = 0
-                status[v] = PREEMPTED
+                free += s_blk[v]
+                gen[r] = s_ntok[v] - s_pin[v]
+                status[r] = PREEMPTED
                 if npre == pstack.shape[0]:
-                    bigger = np.empty(2 * npre, np.int64)
-                    bigger[:npre] = pstack[:npre]
-                    pstack = bigger
-                pstack[npre] = v
+                    k2 = 0
+                    for k in range(npre):
+                        c = pstack[k]
+                        if status[c] == PREEMPTED and pkey[c] == pskey[k]:
+                            pstack[k2] = c
+                            pskey[k2] = pskey[k]
+                            k2 += 1
+                    npre = k2
+                pcount += 1
+                pkey[r] = pcount
+                pstack[npre] = r
+                pskey[npre] = pcount
                 npre += 1
+                a = s_adp[v]
+                p_next[r] = p_head[a]
+                p_head[a] = r
+                _active_remove(a, run_cnt, act, act_pos)
                 stats[ST_PREEMPTIONS] += 1
                 preempted = True
-                if v == r:
-                    ok = False
+                if v == i:
                     break
-            if not ok:
+            if i >= nrun:               # the request preempted itself
                 break
-            sched[ns] = r
-            snew[ns] = new
-            sdec[ns] = gen[r] > 0 and comp[r] == num_tokens - 1
-            ns += 1
-            a = adp[r]
-            if in_set[a] != step:
+        # the step's adapter set: all running adapters, or those of the scheduled prefix if budget ran out
+        if i >= nrun:
+            for k in range(act[0]):
+                a = act[k + 1]
                 in_set[a] = step
-                aset[na] = a
-                na += 1
-            budget -= new
-            i += 1
+                aset[k] = a
+            na = act[0]
+        else:
+            for k in range(i):
+                a = s_adp[k]
+                if in_set[a] != step:
+                    in_set[a] = step
+                    aset[na] = a
+                    na += 1
+        first_new = nrun
         # ---- 2. waiting queue (FCFS with the max_loras skip) ----
         if not preempted:
-            j = npre - 1          # cursor in the preempted part
-            removed_pre = False
+            j = npre - 1          # cursor in the global preempted stack
             while budget > 0 and nrun < max_seqs:
                 r = -1
-                while j >= 0:     # preempted requests come first
-                    c = pstack[j]
-                    j -= 1
-                    if na < max_loras or in_set[adp[c]] == step:
-                        r = c
-                        break
-                if r < 0:
-                    if na < max_loras:   # unrestricted: the oldest never-admitted request
+                if na < max_loras:
+                    # unrestricted: the queue front = the most recently preempted, else the oldest arrival
+                    while j >= 0:
+                        c = pstack[j]
+                        if status[c] == PREEMPTED and pkey[c] == pskey[j]:
+                            r = c
+                            break
+                        j -= 1
+                    if r < 0:
                         while gptr < narr and status[gptr] != FRESH:
                             gptr += 1
                         if gptr < narr:
                             r = gptr
-                    else:                # restricted to the step's adapters: oldest head among them
-                        best = narr
-                        for k in range(na):
-                            a = aset[k]
+                else:
+                    # restricted to the step's adapters: their latest preempted, else their oldest arrival
+                    bestp = -1
+                    best = narr
+                    for k in range(na):
+                        a = aset[k]
+                        c = p_head[a]
+                        if c >= 0:
+                            if bestp < 0 or pkey[c] > pkey[bestp]:
+                                bestp = c
+                        elif bestp < 0:
                             q = ad_ptr[a]
                             if q < ad_end[a] and order[q] < best:
                                 best = order[q]
-                        if best < narr:
-                            r = best
+                    if bestp >= 0:
+                        r = bestp
+                    elif best < narr:
+                        r = best
                 if r < 0:
                     break
-                num_tokens = pin[r] + gen[r]
-                new = min(num_tokens, budget)
-                need = (new + block_size - 1) // block_size
+                ntok = pin[r] + gen[r]
+                new = min(ntok, budget)
+                need = (new + bs - 1) // bs
                 if need > free:
                     break
                 if status[r] == PREEMPTED:
-                    removed_pre = True
+                    p_head[adp[r]] = p_next[r]   # always the head of its adapter's list
                 else:
                     ad_ptr[adp[r]] += 1
                 status[r] = RUNNING
                 free -= need
-                blocks[r] = need
-                comp[r] = 0
-                run[nrun] = r
+                v = nrun
                 nrun += 1
-                sched[ns] = r
-                snew[ns] = new
-                sdec[ns] = False
-                ns += 1
+                s_id[v] = r
+                s_pin[v] = pin[r]
+                s_ntok[v] = ntok
+                s_end[v] = pin[r] + pout[r]
+                s_blk[v] = need
                 a = adp[r]
+                s_adp[v] = a
+                _active_add(a, run_cnt, act, act_pos)
+                n_pre_tok += new
+                ctx += new
+                s_comp[v] = new
+                if new == ntok:
+                    ntok += 1
+                    s_ntok[v] = ntok
+                    if ntok == pin[r] + 1:
+                        ev_first[n_first] = r
+                        n_first += 1
+                    if ntok == s_end[v]:
+                        ev_fin[n_fin] = v
+                        n_fin += 1
                 if in_set[a] != step:
                     in_set[a] = step
                     aset[na] = a
                     na += 1
                 budget -= new
-            if removed_pre:
-                k2 = 0
-                for k in range(npre):
-                    if status[pstack[k]] == PREEMPTED:
-                        pstack[k2] = pstack[k]
-                        k2 += 1
-                npre = k2
+            while npre > 0 and not (status[pstack[npre - 1]] == PREEMPTED
+                                    and pkey[pstack[npre - 1]] == pskey[npre - 1]):
+                npre -= 1
+        ns = i + nrun - first_new
         if ns == 0:
             if preempted:
                 continue          # the preempted requests are re-admitted in the next step
             stats[ST_STALLED] = 1  # a lone request that can never fit: stop rather than spin
             break
         # ---- 3. step time ----
-        n_pre_tok = 0
-        ctx = 0
-        for k in range(ns):
-            r = sched[k]
-            ctx += comp[r] + snew[k]
-            if not sdec[k]:
-                n_pre_tok += snew[k]
         load_ms = _load_adapters(aset, na, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_set,
                                  counts, max_loras, max_cpu, p)
         lora = 1.0 + p[4] * na + (p[5] * max_lora_rank if na > 0 else 0.0)
@@ -303,39 +428,42 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
         dt = (fwd + p[6] + p[7] * nrun + p[8] * nwait + load_ms) / 1000.0
         t_end = t + dt
         stats[ST_BUSY_S] += dt
-        # ---- 4. outputs ----
-        n_itl = 0
-        any_fin = False
-        for k in range(ns):
-            r = sched[k]
-            comp[r] += snew[k]
-            if comp[r] == pin[r] + gen[r]:
-                gen[r] += 1
-                if gen[r] == 1:
-                    first_t[r] = t_end
-                elif sdec[k]:
-                    n_itl += 1
-                if gen[r] >= pout[r]:
-                    status[r] = FINISHED
-                    fin_t[r] = t_end
-                    free += blocks[r]
-                    blocks[r] = 0
-                    nfin += 1
-                    any_fin = True
-                    if t_end <= duration:
-                        done_tokens += pin[r] + pout[r]
+        # ---- 4. outputs: first tokens and finished requests at the step's end ----
+        for k in range(n_first):
+            first_t[ev_first[k]] = t_end
+        for k in range(n_fin):
+            v = ev_fin[k]
+            r = s_id[v]
+            status[r] = FINISHED
+            fin_t[r] = t_end
+            gen[r] = s_ntok[v] - s_pin[v]
+            free += s_blk[v]
+            s_blk[v] = 0
+            _active_remove(s_adp[v], run_cnt, act, act_pos)
+            nfin += 1
+            if t_end <= duration:
+                done_tokens += s_ntok[v]
         if n_itl > 0:
             b = int((np.log10(dt) - ITL_LO) / (ITL_HI - ITL_LO) * ITL_BINS)
             b = min(max(b, 0), ITL_BINS - 1)
             itl_hist[b] += n_itl
-        if any_fin:
+        if n_fin > 0:
             k2 = 0
-            for k in range(nrun):
-                if status[run[k]] == RUNNING:
-                    run[k2] = run[k]
+            for v in range(nrun):
+                if s_blk[v] > 0:        # finished slots hold no blocks any more
+                    if k2 != v:
+                        s_id[k2] = s_id[v]
+                        s_pin[k2] = s_pin[v]
+                        s_ntok[k2] = s_ntok[v]
+                        s_end[k2] = s_end[v]
+                        s_comp[k2] = s_comp[v]
+                        s_blk[k2] = s_blk[v]
+                        s_adp[k2] = s_adp[v]
                     k2 += 1
             nrun = k2
         t = t_end
+    for v in range(nrun):
+        gen[s_id[v]] = s_ntok[v] - s_pin[v]
     stats[ST_STEPS] = step
     stats[ST_GPU_LOADS] = counts[2]
     stats[ST_DISK_LOADS] = counts[3]
