@@ -191,7 +191,7 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, 
         return base, math.nan
     pinned = prefill_cost_from_ttft(runs)
     free = np.array([not (k == "per_prefill_token_ms" and pinned is not None) for k in PREFIT_PARAMS])
-    x_all = np.array([max(getattr(base, k), 1e-4) for k in PREFIT_PARAMS]) / _PREFIT_SCALE
+    x_all = np.ones(len(PREFIT_PARAMS))  # a fixed start (10 ms, 0.05, 0.01, 0.01, 0.001): reproducible
     if pinned is not None:
         x_all[2] = pinned / _PREFIT_SCALE[2]
     weight = np.where(s["B"] > 150, 3.0, 1.0)

@@ -148,6 +148,7 @@ def shipped_profiles() -> tuple[tuple[str, str], ...]:
     return tuple(sorted(_shipped_files()))
 
 
+@cache
 def known_models() -> tuple[str, ...]:
     """Models with a shipped profile or an architecture in :mod:`twin.hardware` (uncalibrated)."""
     from twin.hardware import catalogue_models
@@ -155,6 +156,7 @@ def known_models() -> tuple[str, ...]:
     return tuple(sorted({m for m, _ in shipped_profiles()} | set(catalogue_models())))
 
 
+@cache
 def known_gpus() -> tuple[str, ...]:
     """GPUs with a shipped profile or a datasheet in :mod:`twin.hardware` (uncalibrated)."""
     from twin.hardware import catalogue_gpus
