@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +45,11 @@ class CompareRow:
 
 def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], *,
             time_limit: float = DEFAULT_TIME_LIMIT, seed: int = 0, oracle: str = "surrogate",
-            verify_twin: bool = False, oracle_options: dict[str, Any] | None = None) -> list[CompareRow]:
-    """Run every solver on every instance; judge every plan with the evaluator (and the twin if asked)."""
+            verify_twin: bool = False, oracle_options: dict[str, Any] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[CompareRow]:
+    """Run every solver on every instance; judge every plan with the evaluator (and the twin if asked).
+
+    ``progress(done, total)`` is called after each (instance, solver) run."""
     for name in solvers:
         get_solver(name)  # unknown names fail before any work
     rows = []
@@ -68,6 +71,8 @@ def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], 
                                    result.num_gpus, result.lower_bound, result.gap,
                                    round(result.runtime_s, 4), ev.feasible, "; ".join(problems),
                                    twin_ok, twin_fail))
+            if progress is not None:
+                progress(len(rows), len(instances) * len(solvers))
     return rows
 
 

@@ -59,10 +59,8 @@ def write_report(problem: Instance, result: Result, out_dir: str | Path, *, veri
     if verification is None and verify and result.gpus:
         from placer.verify import verify as twin_verify
 
-        kw: dict[str, Any] = {"seed": seed, "workers": workers, "sample": sample}
-        if progress is not None and "progress" in twin_verify.__code__.co_varnames:
-            kw["progress"] = progress
-        verification = twin_verify(problem, result, **kw)
+        verification = twin_verify(problem, result, seed=seed, workers=workers, sample=sample,
+                                   progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:

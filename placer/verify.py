@@ -9,8 +9,10 @@ error) makes the plan infeasible and is named in ``failures``.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,11 +60,12 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int]) -> dict[str, A
 
 
 def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | None = None,
-           sample: int | None = None) -> VerifyReport:
+           sample: int | None = None, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Re-simulate the GPUs of ``plan`` in the twin (``workers`` processes, default 2).
 
     ``sample``: simulate only that many GPUs, chosen with ``numpy.random.default_rng(seed)`` (the report says
-    which); None = all. Raises :class:`InputError` when the plan does not fit the problem.
+    which); None = all. ``progress(done, total)`` is called after each simulated GPU. Raises
+    :class:`InputError` when the plan does not fit the problem.
     """
     import time
 
@@ -85,11 +88,17 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
         jobs.append((sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, seed))
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
     n_workers = min(n_workers, len(jobs), os.cpu_count() or 1)
-    if n_workers > 1:
-        with ProcessPoolExecutor(max_workers=n_workers) as pool:
-            rows = list(pool.map(_simulate_gpu, jobs))
-    else:
-        rows = [_simulate_gpu(job) for job in jobs]
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        if n_workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers))
+            results = pool.map(_simulate_gpu, jobs)
+        else:
+            results = map(_simulate_gpu, jobs)
+        for row in results:
+            rows.append(row)
+            if progress is not None:
+                progress(len(rows), len(jobs))
     failures = []
     for row in rows:
         if row.get("oom"):
