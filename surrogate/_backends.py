@@ -1,0 +1,119 @@
+"""Where sweep runs execute: in-process, a local process pool, or a Ray cluster (extra ``ray``).
+
+All backends take a picklable function and an iterable of items and yield results as they finish
+(unordered); the sweep reassembles them by sample index, so the dataset does not depend on the backend.
+A worker process that dies (segfault, out of memory) does not hang the sweep: the pool is restarted and the
+unfinished items are retried; an item caught in three dead pools is handed to ``on_failure``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from twin.errors import InputError
+
+BACKENDS: tuple[str, ...] = ("local", "ray")
+MAX_ATTEMPTS = 3
+
+
+def _reraise(item: Any, exc: BaseException) -> Any:
+    raise exc
+
+
+def map_unordered(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int, backend: str = "local",
+                  on_failure: Callable[[Any, BaseException], Any] = _reraise) -> Iterator[Any]:
+    """``fn(item)`` for every item, yielded as each finishes."""
+    if backend == "local":
+        if workers <= 1:
+            for item in items:
+                yield fn(item)
+            return
+        yield from _local_pool(fn, items, workers, on_failure)
+    elif backend == "ray":
+        yield from _ray(fn, items, workers)
+    else:
+        raise InputError(f"must be one of {list(BACKENDS)}", field="backend", value=backend)
+
+
+def _context() -> Any:
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _local_pool(fn: Callable[[Any], Any], items: Iterable[Any], workers: int,
+                on_failure: Callable[[Any, BaseException], Any]) -> Iterator[Any]:
+    it = iter(items)
+    retry: list[Any] = []
+    attempts: dict[int, int] = {}
+    window = 2 * workers
+    while True:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_context())
+        running: dict[Future[Any], Any] = {}
+        broken = False
+        try:
+            while True:
+                while len(running) < window:
+                    item = retry.pop() if retry else next(it, _END)
+                    if item is _END:
+                        break
+                    running[pool.submit(fn, item)] = item
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    item = running.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as exc:
+                        broken = True
+                        n = attempts[id(item)] = attempts.get(id(item), 0) + 1
+                        if n >= MAX_ATTEMPTS:
+                            yield on_failure(item, exc)
+                        else:
+                            retry.append(item)
+                        continue
+                    yield result
+                if broken:
+                    retry.extend(running.values())  # innocent bystanders of the dead worker: run again
+                    break
+        finally:
+            pool.shutdown(wait=not broken, cancel_futures=True)
+
+
+_END = object()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError("the ray backend needs Ray: pip install 'lora-placer[ray]'", field="backend",
+                         value="ray") from None
+    return ray
+
+
+def _ray(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
+    ray = _import_ray()
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(fn)
+        pending: list[Any] = []
+        window = 4 * workers  # bounded in-flight tasks: results stream back, memory stays flat
+        for item in items:
+            pending.append(remote.remote(item))
+            if len(pending) >= window:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        if started:
+            ray.shutdown()

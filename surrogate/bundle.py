@@ -1,0 +1,167 @@
+"""The surrogate of one (model, GPU) profile: throughput regressor + starvation classifier + exact OOM rule.
+
+:class:`Surrogate` answers what placement asks — "these adapters on one GPU with this configuration: what
+throughput, starved or not, memory error or not?" — for one group (:meth:`Surrogate.predict`) or many groups
+of one instance in one vectorised call (:meth:`Surrogate.predict_groups`). OOM is never learned: it is the
+profile's memory rule, evaluated exactly. :func:`load_default` returns the models shipped in
+``surrogate/models/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.features import feature_index, features, features_for_groups
+from surrogate.model import StarvationModel, ThroughputModel
+from twin._io import atomic_write_text
+from twin.errors import InputError
+from twin.profile import check_model_gpu
+from twin.spec import Instance
+
+_KV = feature_index("kv_tokens")
+_MML = feature_index("max_model_len")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The surrogate's answer for one GPU. An OOM configuration has throughput 0 and is not starved."""
+
+    throughput_tok_s: float
+    starved: bool
+    starved_probability: float
+    oom: bool
+    offered_tok_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"throughput_tok_s": self.throughput_tok_s, "starved": self.starved,
+                "starved_probability": self.starved_probability, "oom": self.oom,
+                "offered_tok_s": self.offered_tok_s}
+
+
+@dataclass(frozen=True, eq=False)
+class BatchPrediction:
+    """Vectorised :class:`Prediction`: one entry per group (read-only numpy arrays)."""
+
+    throughput_tok_s: np.ndarray
+    starved: np.ndarray
+    starved_probability: np.ndarray
+    oom: np.ndarray
+    offered_tok_s: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.throughput_tok_s.shape[0])
+
+    def __getitem__(self, i: int) -> Prediction:
+        return Prediction(float(self.throughput_tok_s[i]), bool(self.starved[i]),
+                          float(self.starved_probability[i]), bool(self.oom[i]), float(self.offered_tok_s[i]))
+
+    @property
+    def feasible(self) -> np.ndarray:
+        """Neither starved nor OOM."""
+        return np.asarray(~self.starved & ~self.oom)
+
+
+def oom_from_features(X: np.ndarray) -> np.ndarray:
+    """The profile's OOM rule on feature rows: KV cache left below ``max_model_len`` (or measured to fail)."""
+    return np.asarray(~(X[:, _KV] >= X[:, _MML]))
+
+
+class Surrogate:
+    """Throughput + starvation models of one profile (``name`` = ``model@gpu``) with metadata."""
+
+    def __init__(self, throughput: ThroughputModel, starvation: StarvationModel, *, name: str = "",
+                 meta: dict[str, Any] | None = None) -> None:
+        self.throughput = throughput
+        self.starvation = starvation
+        self.name = name
+        self.meta = dict(meta or {})
+
+    def predict_features(self, X: np.ndarray) -> BatchPrediction:
+        """Predictions for feature rows (see :mod:`surrogate.features`)."""
+        X = np.asarray(X, dtype=np.float64)
+        oom = oom_from_features(X)
+        thr = self.throughput.predict(X)
+        p = self.starvation.predict_proba(X)
+        thr = np.where(oom, 0.0, thr)
+        p = np.where(oom, 0.0, p)
+        starved = (p >= self.starvation.threshold) & ~oom
+        offered = X[:, feature_index("offered_tok_s")].copy()
+        for a in (thr, p, starved, oom, offered):
+            a.setflags(write=False)
+        return BatchPrediction(thr, starved, p, oom, offered)
+
+    def predict(self, instance: Instance, max_loras: int, max_cpu_loras: int | None = None,
+                max_lora_rank: int | None = None) -> Prediction:
+        """All adapters of ``instance`` on one GPU with this configuration."""
+        self._check(instance)
+        X = features(instance, max_loras, max_cpu_loras, max_lora_rank)[None, :]
+        return self.predict_features(X)[0]
+
+    def predict_groups(self, instance: Instance, groups: Sequence[Sequence[int] | np.ndarray],
+                       max_loras: int | Sequence[int] | np.ndarray,
+                       max_cpu_loras: int | Sequence[int] | np.ndarray | None = None,
+                       max_lora_rank: int | Sequence[int] | np.ndarray | None = None) -> BatchPrediction:
+        """Many GPUs at once: ``groups`` of adapter positions, per-group or shared configuration values."""
+        self._check(instance)
+        return self.predict_features(features_for_groups(instance, groups, max_loras, max_cpu_loras,
+                                                         max_lora_rank))
+
+    def _check(self, instance: Instance) -> None:
+        if self.name and f"{instance.model}@{instance.gpu}" != self.name:
+            raise InputError(f"surrogate {self.name} cannot predict for {instance.model}@{instance.gpu}",
+                             field="model", value=instance.model)
+
+    # --- files ------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write ``<name>.throughput.cbm``, ``<name>.starvation.cbm`` (+ ``.json`` sidecars) and
+        ``<name>.surrogate.json`` into ``directory``."""
+        d = Path(directory)
+        self.throughput.save(d / f"{self.name}.throughput.cbm")
+        self.starvation.save(d / f"{self.name}.starvation.cbm")
+        atomic_write_text(d / f"{self.name}.surrogate.json",
+                          json.dumps({"name": self.name, **self.meta}, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str) -> Surrogate:
+        """Read what :meth:`save` wrote."""
+        d = Path(directory)
+        meta_path = d / f"{name}.surrogate.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read surrogate metadata ({exc})", source=str(meta_path)) from None
+        meta.pop("name", None)
+        return cls(ThroughputModel.load(d / f"{name}.throughput.cbm"),
+                   StarvationModel.load(d / f"{name}.starvation.cbm"), name=name, meta=meta)
+
+
+def default_models_dir() -> Path:
+    """Where the shipped default models live (package data ``surrogate/models/``)."""
+    return Path(str(resources.files("surrogate").joinpath("models")))
+
+
+@cache
+def load_default(model: str, gpu: str) -> Surrogate:
+    """The shipped surrogate for (model, gpu); :class:`InputError` if none ships."""
+    check_model_gpu(model, gpu)
+    name = f"{model}@{gpu}"
+    if not (default_models_dir() / f"{name}.surrogate.json").exists():
+        raise InputError(f"no shipped surrogate for {name} (build it with python -m surrogate.build_default)",
+                         field="model", value=model)
+    return Surrogate.load(default_models_dir(), name)
+
+
+def load_surrogate(model: str, gpu: str, models_dir: str | Path | None = None) -> Surrogate:
+    """The surrogate for (model, gpu) from ``models_dir``, or the shipped one when None."""
+    if models_dir is None:
+        return load_default(model, gpu)
+    check_model_gpu(model, gpu)
+    return Surrogate.load(models_dir, f"{model}@{gpu}")

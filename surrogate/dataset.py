@@ -1,0 +1,241 @@
+"""Sweeps: run the twin on many samples and store the results as a chunked, resumable parquet dataset.
+
+``sweep(n_samples, seed, out_dir)`` splits samples ``0..n_samples-1`` into chunks; a chunk's rows are written
+atomically to ``chunk-NNNNN.parquet`` once all its runs are done, then recorded in ``manifest.json``. A
+crashed or interrupted sweep re-run with the same arguments skips the recorded chunks and loses nothing but
+the runs of unfinished chunks. Samples are drawn per index (:func:`surrogate.sampling.draw_sample`), so the
+result does not depend on the backend, the number of workers or the interruptions.
+
+Backends: ``local`` (a process pool, forkserver/spawn start) and ``ray`` (extra ``ray``); same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from surrogate._backends import map_unordered
+from surrogate.sampling import SAMPLER_VERSION, draw_sample, sample_instance
+from twin._io import atomic_write_bytes, atomic_write_text
+from twin.errors import InputError
+
+DEFAULT_PROFILES: tuple[str, ...] = ("llama-3.1-8b-instruct@h100-64gb", "qwen-2.5-7b-instruct@h100-64gb")
+MANIFEST = "manifest.json"
+DATASET_FORMAT = 1
+Simulator = Callable[..., Any]
+
+
+def _twin_simulate(*args: Any, **kwargs: Any) -> Any:
+    from twin.simulate import simulate  # type: ignore[import-not-found,unused-ignore]
+
+    return simulate(*args, **kwargs)
+
+
+def run_sample(spec: dict[str, Any], simulate: Simulator | None = None) -> dict[str, Any]:
+    """Run one sample through the twin (or an injected simulator) and return its dataset row.
+
+    Simulator fields are prefixed ``sim_``; a run that raises an ``Exception`` gives a row with ``error`` set
+    (a ``BaseException`` such as KeyboardInterrupt propagates: the sweep stops and can be resumed).
+    """
+    sim = simulate or _twin_simulate
+    inst, kwargs = sample_instance(spec)
+    row = dict(spec)
+    row["error"] = None
+    t0 = time.perf_counter()
+    try:
+        result = sim(inst, **kwargs)
+    except Exception as exc:  # one bad run must not kill a long sweep: record it, training skips it
+        row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        row["run_s"] = time.perf_counter() - t0
+        return row
+    elapsed = time.perf_counter() - t0
+    try:
+        out = result.to_dict(per_adapter=False)
+    except TypeError:
+        out = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    for k, v in out.items():
+        if v is None or isinstance(v, (bool, int, float, str)):
+            row[f"sim_{k}"] = v
+    row["run_s"] = elapsed
+    return row
+
+
+def _run_indexed(item: tuple[int, dict[str, Any]], simulate: Simulator | None) -> tuple[int, dict[str, Any]]:
+    i, spec = item
+    return i, run_sample(spec, simulate)
+
+
+def _failed(item: tuple[int, dict[str, Any]], exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """The row of a sample whose worker process kept dying."""
+    i, spec = item
+    return i, {**spec, "error": f"worker died: {type(exc).__name__}: {exc}"[:500], "run_s": float("nan")}
+
+
+@dataclass(frozen=True)
+class SweepStats:
+    """What one call of :func:`sweep` did."""
+
+    out_dir: str
+    n_samples: int
+    runs: int
+    skipped_chunks: int
+    elapsed_s: float
+    workers: int
+    backend: str
+
+    @property
+    def runs_per_s(self) -> float:
+        return self.runs / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def runs_per_s_per_core(self) -> float:
+        return self.runs_per_s / max(self.workers, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": self.out_dir, "n_samples": self.n_samples, "runs": self.runs,
+                "skipped_chunks": self.skipped_chunks, "elapsed_s": self.elapsed_s, "workers": self.workers,
+                "backend": self.backend, "runs_per_s": self.runs_per_s,
+                "runs_per_s_per_core": self.runs_per_s_per_core}
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable sweep manifest ({exc})", source=str(path)) from None
+
+
+def _write_chunk(out: Path, chunk: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered: list[dict[str, Any]] = sorted(rows, key=lambda r: int(r["sample"]))
+    frame = pd.DataFrame(ordered)
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    data = buf.getvalue()
+    name = f"chunk-{chunk:05d}.parquet"
+    atomic_write_bytes(out / name, data)
+    return {"file": name, "rows": len(rows), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str, ...] = DEFAULT_PROFILES,
+          duration_s: float = 3600.0, workers: int = 2, backend: str = "local", chunk_size: int = 16,
+          quiet: bool = False, simulate: Simulator | None = None) -> SweepStats:
+    """Run samples ``0..n_samples-1`` of sweep ``seed`` through the twin into ``out_dir`` (resumable).
+
+    ``simulate``: the simulator (default ``twin.simulate``); a picklable top-level function for pools.
+    """
+    if n_samples < 1 or chunk_size < 1 or workers < 1:
+        raise InputError("n_samples, chunk_size and workers must be ≥ 1", field="n_samples", value=n_samples)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"seed": int(seed), "chunk_size": int(chunk_size), "profiles": list(profiles),
+              "duration_s": float(duration_s), "sampler_version": SAMPLER_VERSION}
+    manifest = _read_manifest(out) or {"format": DATASET_FORMAT, "params": params, "chunks": {},
+                                       "sessions": []}
+    if manifest.get("params") != params:
+        raise InputError(f"{out} holds a sweep with other parameters ({manifest.get('params')}); "
+                         "use another directory", source=str(out / MANIFEST), field="params", value=params)
+    n_chunks = (n_samples + chunk_size - 1) // chunk_size
+    todo: dict[int, list[int]] = {}
+    for c in range(n_chunks):
+        idx = list(range(c * chunk_size, min((c + 1) * chunk_size, n_samples)))
+        rec = manifest["chunks"].get(str(c))
+        if rec and rec.get("rows") == len(idx) and (out / rec["file"]).exists():
+            continue
+        todo[c] = idx
+    skipped = n_chunks - len(todo)
+    n_runs = sum(len(v) for v in todo.values())
+    items = ((i, draw_sample(seed, i, profiles, duration_s)) for c in sorted(todo) for i in todo[c])
+    fn = partial(_run_indexed, simulate=simulate)
+    pending: dict[int, list[dict[str, Any]]] = {c: [] for c in todo}
+    t0 = time.perf_counter()
+    with _progress(quiet, n_runs) as advance:
+        for i, row in map_unordered(fn, items, workers=workers, backend=backend,
+                                        on_failure=_failed):
+            c = i // chunk_size
+            pending[c].append(row)
+            advance()
+            if len(pending[c]) == len(todo[c]):
+                manifest["chunks"][str(c)] = _write_chunk(out, c, pending.pop(c))
+                atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    elapsed = time.perf_counter() - t0
+    stats = SweepStats(str(out), n_samples, n_runs, skipped, elapsed, workers, backend)
+    manifest["sessions"].append({k: v for k, v in stats.to_dict().items() if k != "out_dir"})
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return stats
+
+
+class _progress:
+    """Rich progress bar with ETA, or nothing in quiet mode; used as ``with _progress(q, n) as advance``."""
+
+    def __init__(self, quiet: bool, total: int) -> None:
+        self.quiet, self.total = quiet, total
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if self.quiet:
+            return lambda: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), "ETA", TimeRemainingColumn(), transient=False)
+        self.bar.__enter__()
+        task = self.bar.add_task("twin runs", total=self.total)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def chunk_files(dataset_dir: str | Path) -> list[Path]:
+    """The recorded chunk files of a sweep directory, in chunk order."""
+    out = Path(dataset_dir)
+    manifest = _read_manifest(out)
+    if manifest is None:
+        raise InputError("not a sweep directory (no manifest.json)", source=str(out))
+    return [out / manifest["chunks"][c]["file"] for c in sorted(manifest["chunks"], key=int)]
+
+
+def load_dataset(*dataset_dirs: str | Path) -> pd.DataFrame:
+    """All rows of one or more sweep directories, ordered by (directory, sample)."""
+    frames = [pd.read_parquet(f) for d in dataset_dirs for f in chunk_files(d)]
+    if not frames:
+        raise InputError("the sweep holds no finished chunk", source=str(dataset_dirs[0]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def dataset_hash(*dataset_dirs: str | Path) -> str:
+    """A content hash of the chunks of one or more sweeps (recorded in model sidecars)."""
+    h = hashlib.sha256()
+    for d in dataset_dirs:
+        for f in chunk_files(d):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def iter_rows(frame: pd.DataFrame) -> Iterator[dict[str, Any]]:
+    """Rows of a dataset frame as sample dicts (for :func:`surrogate.sampling.sample_instance`)."""
+    for raw in frame.to_dict("records"):
+        rec = {str(k): v for k, v in raw.items()}
+        rec["ranks"] = list(rec["ranks"])
+        rec["rates"] = list(rec["rates"])
+        yield rec
+

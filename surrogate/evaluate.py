@@ -1,0 +1,185 @@
+"""Surrogate accuracy and speed: against a fresh twin sweep and against the real ``dt_real`` vLLM runs.
+
+Metric definitions (mission.md): SMAPE in the papers' form ``100 · mean(|a − b| / (|a| + |b|))`` (0 when both
+are 0) and in the usual symmetric form (twice that); starvation macro-F1 (mean of the F1 of both classes);
+``predict_us_per_row`` = features + both models for a batch of groups, per row; ``predict_ms_single`` = one
+:meth:`Surrogate.predict` call (features + both models + OOM rule).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twin.errors import InputError
+
+DEFAULT_REAL_RUNS = Path(__file__).resolve().parents[2] / "shared" / "calibration" / "real_runs.csv"
+
+
+def smape(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """SMAPE in the papers' form, percent: 100 · mean(|a − b| / (|a| + |b|))."""
+    a = np.asarray(actual, dtype=np.float64)
+    b = np.asarray(predicted, dtype=np.float64)
+    den = np.abs(a) + np.abs(b)
+    terms = np.where(den > 0, np.abs(a - b) / np.where(den > 0, den, 1.0), 0.0)
+    return float(100.0 * terms.mean()) if terms.size else float("nan")
+
+
+def macro_f1(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean of the F1 scores of the two classes (a class absent from both counts as F1 = 1)."""
+    a = np.asarray(actual, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    scores = []
+    for cls in (True, False):
+        tp = int(((a == cls) & (p == cls)).sum())
+        fp = int(((a != cls) & (p == cls)).sum())
+        fn = int(((a == cls) & (p != cls)).sum())
+        scores.append(1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def score(thr_true: np.ndarray, thr_pred: np.ndarray, starved_true: np.ndarray, starved_pred: np.ndarray
+          ) -> dict[str, float]:
+    """The accuracy metrics of one set of rows."""
+    s = smape(thr_true, thr_pred)
+    return {"rows": int(np.asarray(thr_true).size), "throughput_smape_pct": s,
+            "throughput_smape_std_pct": 2 * s,
+            "starvation_macro_f1": macro_f1(starved_true, starved_pred),
+            "starved_share": float(np.mean(np.asarray(starved_true, dtype=bool))) if len(thr_true) else 0.0}
+
+
+def score_frame(surrogates: dict[str, Any], frame: Any) -> dict[str, Any]:
+    """Metrics of surrogates (by profile name) on usable rows of a sweep dataset, overall and per profile."""
+    from surrogate.train import design_matrix, usable
+
+    frame = usable(frame)
+    frame = frame[frame["profile"].isin(list(surrogates))].reset_index(drop=True)
+    if not len(frame):
+        raise InputError("no usable rows for these surrogates", field="profiles", value=list(surrogates))
+    X = design_matrix(frame)
+    thr = frame["sim_throughput_tok_s"].to_numpy(dtype=np.float64)
+    st = frame["sim_starved"].to_numpy(dtype=bool)
+    p_thr = np.empty_like(thr)
+    p_st = np.empty_like(st)
+    for name, sur in surrogates.items():
+        sel = (frame["profile"] == name).to_numpy()
+        if sel.any():
+            pred = sur.predict_features(X[sel])
+            p_thr[sel], p_st[sel] = pred.throughput_tok_s, pred.starved
+    out: dict[str, Any] = score(thr, p_thr, st, p_st)
+    out["by_profile"] = {n: score(thr[sel], p_thr[sel], st[sel], p_st[sel])
+                         for n in surrogates if (sel := (frame["profile"] == n).to_numpy()).any()}
+    return out
+
+
+def timing(surrogate: Any, instance: Any, *, n_groups: int = 2000, group_size: int = 64, repeats: int = 300,
+           seed: int = 0) -> dict[str, float]:
+    """Prediction speed on one instance: batched per row, and one single prediction (median of repeats)."""
+    rng = np.random.default_rng(seed)
+    n = instance.n_adapters
+    size = min(group_size, n)
+    groups = [rng.choice(n, size=size, replace=False) for _ in range(n_groups)]
+    slots = rng.integers(1, size + 1, n_groups)
+    surrogate.predict_groups(instance, groups[:4], slots[:4])  # compile / warm caches
+    t0 = time.perf_counter()
+    surrogate.predict_groups(instance, groups, slots)
+    batch = (time.perf_counter() - t0) / n_groups * 1e6
+    k = max(1, min(8, n))
+    surrogate.predict(instance, k)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        surrogate.predict(instance, k)
+        times.append(time.perf_counter() - t0)
+    return {"predict_us_per_row": batch, "predict_ms_single": float(np.median(times) * 1e3),
+            "timing_group_size": float(size), "timing_instance_adapters": float(n)}
+
+
+def real_records(path: str | Path = DEFAULT_REAL_RUNS) -> list[Any]:
+    """The dt_real runs (ok and OOM) as :class:`twin.runs.RunRecord`."""
+    from twin.runs import load_runs
+
+    return list(load_runs(path, source="dt_real"))
+
+
+def score_real(surrogates: dict[str, Any], path: str | Path = DEFAULT_REAL_RUNS, *, seed: int = 0
+               ) -> dict[str, Any]:
+    """Metrics of surrogates against the real dt_real runs that completed (status ok), plus OOM agreement."""
+    recs = [r for r in real_records(path) if f"{r.model}@{r.gpu}" in surrogates]
+    thr, p_thr, st, p_st, names, oom_ok = [], [], [], [], [], 0
+    for r in recs:
+        sur = surrogates[f"{r.model}@{r.gpu}"]
+        pred = sur.predict(r.instance(seed=seed), int(r.max_loras), int(r.max_cpu_loras),
+                           int(r.max_lora_rank))
+        oom_ok += int(pred.oom == r.oom)
+        if r.oom or not np.isfinite(r.throughput_total):
+            continue
+        thr.append(r.throughput_total)
+        p_thr.append(pred.throughput_tok_s)
+        st.append(r.starved)
+        p_st.append(pred.starved)
+        names.append(f"{r.model}@{r.gpu}")
+    a, b, s, q, nm = (np.asarray(v) for v in (thr, p_thr, st, p_st, names))
+    out: dict[str, Any] = score(a, b, s, q)
+    out["oom_agreement"] = oom_ok / len(recs) if recs else float("nan")
+    out["by_profile"] = {n: score(a[nm == n], b[nm == n], s[nm == n], q[nm == n]) for n in sorted(set(names))}
+    return out
+
+
+DEFAULT_EVAL_SEED = 7  # the shipped models are trained on other seeds (see surrogate.build_default)
+
+
+def timing_instance(name: str, n_adapters: int = 600, seed: int = 0) -> Any:
+    """A placement-sized instance (ranks 8–64, rates 0.01–0.2 req/s) to time predictions on."""
+    from twin.spec import Adapter, Instance
+
+    rng = np.random.default_rng(seed)
+    model, gpu = name.split("@", 1)
+    adapters = tuple(Adapter(f"a{i}", int(rng.choice([8, 16, 32, 64])), float(rng.uniform(0.01, 0.2)))
+                     for i in range(n_adapters))
+    return Instance(name="timing", model=model, gpu=gpu, adapters=adapters)
+
+
+def evaluate(models_dir: str | Path | None = None, *, n_samples: int = 300, seed: int = DEFAULT_EVAL_SEED,
+             dataset_dir: str | Path | None = None, workers: int = 2, backend: str = "local",
+             profiles: tuple[str, ...] | None = None, real_runs: str | Path | None = DEFAULT_REAL_RUNS,
+             quiet: bool = True) -> dict[str, Any]:
+    """Score surrogates (``models_dir``, default: the shipped ones) on a fresh twin sweep and on dt_real.
+
+    The sweep (``n_samples`` runs drawn with ``seed``) goes to ``dataset_dir`` (resumable) or a temporary
+    directory. Returns ``{"twin": ..., "real": ..., "speed": ..., "sweep": ...}`` with the metrics above.
+    """
+    import tempfile
+
+    from surrogate.bundle import Surrogate, default_models_dir
+    from surrogate.dataset import DEFAULT_PROFILES, load_dataset, sweep
+
+    names = profiles or DEFAULT_PROFILES
+    mdir = Path(models_dir) if models_dir is not None else default_models_dir()
+    surrogates = {n: Surrogate.load(mdir, n) for n in names}
+    with tempfile.TemporaryDirectory(prefix="surrogate-eval-") as tmp:
+        ddir = Path(dataset_dir) if dataset_dir is not None else Path(tmp)
+        stats = sweep(n_samples, seed, ddir, profiles=tuple(names), workers=workers, backend=backend,
+                      quiet=quiet)
+        twin_scores = score_frame(surrogates, load_dataset(ddir))
+    speed = timing(surrogates[names[0]], timing_instance(names[0]))
+    out: dict[str, Any] = {"twin": twin_scores, "speed": speed, "sweep": stats.to_dict(),
+                           "models": {n: s.meta for n, s in surrogates.items()}}
+    if real_runs is not None and Path(real_runs).exists():
+        out["real"] = score_real(surrogates, real_runs)
+    return out
+
+
+def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The headline figures of an :func:`evaluate` report as one flat mapping."""
+    out = {k: report["twin"][k] for k in ("throughput_smape_pct", "throughput_smape_std_pct",
+                                          "starvation_macro_f1")}
+    out.update({k: report["speed"][k] for k in ("predict_us_per_row", "predict_ms_single")})
+    if "real" in report:
+        keys = ("throughput_smape_pct", "throughput_smape_std_pct", "starvation_macro_f1", "oom_agreement")
+        out.update({f"real_{k}": report["real"][k] for k in keys})
+    out["sweep_runs_per_s_per_core"] = report["sweep"]["runs_per_s_per_core"]
+    return out

@@ -1,0 +1,83 @@
+"""Sweeps: deterministic per sample, resumable after a crash, same rows on every backend."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from surrogate_fake import CrashAfter, fake_simulate
+
+from surrogate.dataset import load_dataset, sweep
+from surrogate.sampling import draw_sample, sample_instance
+from twin.errors import InputError
+
+PROFILES = ("llama-3.1-8b-instruct@h100-64gb", "qwen-2.5-7b-instruct@h100-64gb")
+
+
+def _rows(path: Path) -> pd.DataFrame:
+    return load_dataset(path).drop(columns=["run_s"]).sort_values("sample").reset_index(drop=True)
+
+
+def test_samples_are_deterministic_and_valid() -> None:
+    a = [draw_sample(11, i, PROFILES) for i in range(30)]
+    assert a == [draw_sample(11, i, PROFILES) for i in range(30)]
+    for spec in a:
+        inst, kw = sample_instance(spec)
+        assert inst.n_adapters == spec["n_adapters"] and kw["max_loras"] >= 1
+        assert kw["max_cpu_loras"] is None or kw["max_cpu_loras"] >= kw["max_loras"]
+        assert kw["max_lora_rank"] >= int(inst.ranks.max())
+
+
+def test_resume_after_a_crash_loses_nothing(tmp_path: Path) -> None:
+    crashing = CrashAfter(limit=5)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(12, 4, tmp_path / "a", chunk_size=2, workers=1, quiet=True, simulate=crashing)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert sorted(manifest["chunks"]) == ["0", "1"]  # two full chunks were saved before the crash
+    resumed = CrashAfter(limit=None)
+    stats = sweep(12, 4, tmp_path / "a", chunk_size=2, workers=1, quiet=True, simulate=resumed)
+    assert (stats.skipped_chunks, stats.runs, resumed.calls) == (2, 8, 8)  # finished chunks not re-run
+    sweep(12, 4, tmp_path / "b", chunk_size=2, workers=1, quiet=True, simulate=fake_simulate)
+    pd.testing.assert_frame_equal(_rows(tmp_path / "a"), _rows(tmp_path / "b"))
+    again = sweep(12, 4, tmp_path / "a", chunk_size=2, workers=1, quiet=True, simulate=fake_simulate)
+    assert again.runs == 0 and again.skipped_chunks == 6
+
+
+def test_other_parameters_in_the_same_directory_are_refused(tmp_path: Path) -> None:
+    sweep(2, 4, tmp_path, chunk_size=2, workers=1, quiet=True, simulate=fake_simulate)
+    with pytest.raises(InputError, match="other parameters"):
+        sweep(2, 5, tmp_path, chunk_size=2, workers=1, quiet=True, simulate=fake_simulate)
+
+
+def _raise_on_sample_3(instance, **kwargs):  # type: ignore[no-untyped-def]
+    if instance.name == "sample-3":
+        raise ValueError("boom")
+    return fake_simulate(instance, **kwargs)
+
+
+def test_a_failing_run_is_recorded_not_fatal(tmp_path: Path) -> None:
+    sweep(6, 4, tmp_path, chunk_size=3, workers=1, quiet=True, simulate=_raise_on_sample_3)
+    rows = load_dataset(tmp_path).set_index("sample")
+    assert rows.loc[3, "error"] == "ValueError: boom"
+    assert rows["error"].drop(index=3).isna().all()
+
+
+def test_process_pool_gives_the_same_rows(tmp_path: Path) -> None:
+    sweep(8, 9, tmp_path / "pool", chunk_size=3, workers=2, quiet=True, simulate=fake_simulate)
+    sweep(8, 9, tmp_path / "inline", chunk_size=3, workers=1, quiet=True, simulate=fake_simulate)
+    pd.testing.assert_frame_equal(_rows(tmp_path / "pool"), _rows(tmp_path / "inline"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (extra 'ray')")
+def test_ray_backend_gives_the_same_rows(tmp_path: Path) -> None:
+    sweep(6, 9, tmp_path / "ray", chunk_size=3, workers=2, backend="ray", quiet=True, simulate=fake_simulate)
+    sweep(6, 9, tmp_path / "local", chunk_size=3, workers=1, quiet=True, simulate=fake_simulate)
+    pd.testing.assert_frame_equal(_rows(tmp_path / "ray"), _rows(tmp_path / "local"))
+
+
+def test_unknown_backend_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        sweep(2, 1, tmp_path, workers=2, backend="slurm", quiet=True, simulate=fake_simulate)

@@ -1,0 +1,114 @@
+"""Estimators and the bundle: exported trees == CatBoost, save/load round trip, OOM is the exact rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from surrogate_fake import fake_simulate
+
+from surrogate import Surrogate, features, features_for_groups, sweep, train
+from surrogate._trees import export_trees
+from surrogate.dataset import load_dataset
+from surrogate.model import StarvationModel, ThroughputModel
+from surrogate.train import design_matrix, usable
+from twin.errors import InputError
+from twin.spec import Adapter, Instance
+
+LLAMA = "llama-3.1-8b-instruct@h100-64gb"
+
+
+@pytest.fixture(scope="module")
+def fake_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sweep")
+    sweep(80, 3, out, workers=1, quiet=True, simulate=fake_simulate)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_models(fake_sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models")
+    train(fake_sweep, out, iterations=30, depth=4)
+    return out
+
+
+def test_exported_trees_equal_catboost() -> None:
+    from catboost import CatBoostClassifier, CatBoostRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = X[:, 0] + np.sin(3 * X[:, 1])
+    Xt = rng.normal(size=(200, 5))
+    reg = CatBoostRegressor(iterations=40, depth=4, verbose=0, thread_count=1).fit(X, y)
+    np.testing.assert_allclose(export_trees(reg).raw(Xt), reg.predict(Xt), rtol=1e-9, atol=1e-9)
+    clf = CatBoostClassifier(iterations=40, depth=4, verbose=0, thread_count=1).fit(X, y > 0)
+    raw = clf.predict(Xt, prediction_type="RawFormulaVal")
+    np.testing.assert_allclose(export_trees(clf).raw(Xt), raw, rtol=1e-9, atol=1e-9)
+
+
+def test_fit_returns_self_and_learns_the_fake(fake_sweep: Path) -> None:
+    frame = usable(load_dataset(fake_sweep))
+    X = design_matrix(frame)
+    y = frame["sim_throughput_tok_s"].to_numpy()
+    model = ThroughputModel(iterations=200, depth=4)
+    assert model.fit(X, y) is model
+    pred = model.predict(X)
+    assert np.median(np.abs(pred - y) / y) < 0.05  # in-sample: it learned something
+    clf = StarvationModel(iterations=30, depth=4)
+    assert clf.fit(X, frame["sim_starved"].to_numpy()) is clf
+    assert set(np.unique(clf.predict(X))) <= {True, False}
+
+
+def test_save_load_round_trip_predicts_identically(tiny_models: Path, tmp_path: Path) -> None:
+    a = Surrogate.load(tiny_models, LLAMA)
+    a.save(tmp_path)
+    b = Surrogate.load(tmp_path, LLAMA)
+    rng = np.random.default_rng(5)
+    inst = Instance("t", "llama-3.1-8b-instruct", "h100-64gb",
+                    tuple(Adapter(f"a{i}", int(rng.choice([8, 16, 32])), float(rng.uniform(0.01, 1)))
+                          for i in range(50)))
+    groups = [rng.choice(50, size=int(rng.integers(1, 50)), replace=False) for _ in range(40)]
+    pa, pb = a.predict_groups(inst, groups, 8), b.predict_groups(inst, groups, 8)
+    np.testing.assert_array_equal(pa.throughput_tok_s, pb.throughput_tok_s)
+    np.testing.assert_array_equal(pa.starved_probability, pb.starved_probability)
+    assert a.predict(inst, 16) == b.predict(inst, 16)
+    meta = json.loads((tmp_path / f"{LLAMA}.throughput.cbm.json").read_text())
+    assert meta["feature_schema"]["version"] == 1 and meta["meta"]["dataset_hash"]
+    assert meta["meta"]["profile_version"]
+
+
+def test_single_equals_batched(tiny_models: Path) -> None:
+    s = Surrogate.load(tiny_models, LLAMA)
+    inst = Instance("t", "llama-3.1-8b-instruct", "h100-64gb",
+                    tuple(Adapter(f"a{i}", 16, 0.1 * (i + 1)) for i in range(6)))
+    one = s.predict(inst, 4)
+    many = s.predict_groups(inst, [np.arange(6)], [4])[0]
+    assert one == many
+
+
+def test_oom_is_the_exact_rule_not_learned(tiny_models: Path) -> None:
+    s = Surrogate.load(tiny_models, LLAMA)
+    inst = Instance("t", "llama-3.1-8b-instruct", "h100-64gb", (Adapter("a", 64, 0.1),))
+    big = s.predict(inst, 400, max_cpu_loras=400)  # 400 slots × rank 64 cannot fit next to a 131k context
+    assert big.oom and big.throughput_tok_s == 0.0 and not big.starved
+    assert not s.predict(inst, 1).oom
+
+
+def test_refuses_a_model_of_another_feature_schema(tiny_models: Path, tmp_path: Path) -> None:
+    Surrogate.load(tiny_models, LLAMA).save(tmp_path)
+    side = tmp_path / f"{LLAMA}.throughput.cbm.json"
+    doc = json.loads(side.read_text())
+    doc["feature_schema"]["version"] = 999
+    side.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match="feature schema"):
+        Surrogate.load(tmp_path, LLAMA)
+
+
+def test_wrong_profile_is_an_input_error(tiny_models: Path) -> None:
+    s = Surrogate.load(tiny_models, LLAMA)
+    qwen = Instance("t", "qwen-2.5-7b-instruct", "h100-64gb", (Adapter("a", 8, 0.1),))
+    with pytest.raises(InputError):
+        s.predict(qwen, 1)
+    assert features(qwen, 1).shape == features_for_groups(qwen, [[0]], 1)[0].shape
