@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from placer.greedy import pack_order, paper_order, plan_gpu, zigzag
+from placer.localsearch import empty_least_loaded
 from placer.oracle import GpuVerdict, Oracle
 from placer.result import GpuPlan, Result
 from placer.solve import register_solver
@@ -119,83 +120,60 @@ def fill_bisect(problem: Instance, order: np.ndarray, oracle: Oracle,
     return bins
 
 
-def empty_least_loaded(problem: Instance, bins: list[np.ndarray], oracle: Oracle, deadline: float,
-                       max_failures: int = 4) -> list[np.ndarray]:
-    """Close GPUs by moving all adapters of a lightly loaded GPU into the others (oracle-checked)."""
-    failures: set[int] = set()  # ids of victim bins that could not be emptied since the last success
-    while len(bins) > 1 and len(failures) < max_failures and time.perf_counter() < deadline:
-        loads = np.array([problem.rates[b].sum() for b in bins])
-        victims = [j for j in np.argsort(loads, kind="stable") if id(bins[j]) not in failures]
-        if not victims:
-            break
-        v = int(victims[0])
-        moved = _try_empty(problem, bins, v, loads, oracle, deadline)
-        if moved is None:
-            failures.add(id(bins[v]))
-        else:
-            bins = moved
-            failures.clear()
-    return bins
-
-
-def _try_empty(problem: Instance, bins: list[np.ndarray], v: int, loads: np.ndarray, oracle: Oracle,
-               deadline: float) -> list[np.ndarray] | None:
-    rest = bins[v][np.argsort(-problem.rates[bins[v]], kind="stable")]  # hottest first
-    new = {j: bins[j] for j in range(len(bins)) if j != v}
-    for t in sorted(new, key=lambda j: -loads[j]):  # most loaded first: best fit
-        if rest.size == 0 or time.perf_counter() > deadline:
-            break
-        k, _ = largest_prefix(problem, rest, oracle, 1, base=new[t])
-        if k:
-            new[t] = np.sort(np.concatenate([new[t], rest[:k]]))
-            rest = rest[k:]
-    if rest.size:
-        return None
-    return [new[j] for j in sorted(new)]
-
-
 def _to_plan(problem: Instance, bins: list[np.ndarray], oracle: Oracle) -> list[GpuPlan]:
     verdicts = oracle.evaluate_many(problem, bins)
     return [_plan_from_verdict(problem, b, oracle, v) for b, v in zip(bins, verdicts, strict=True)]
 
 
+def time_budget(n_adapters: int, time_limit: float) -> float:
+    """Seconds ffd-bisect spends on optional candidates: about 1 s per 1,000 adapters, ≥ 1 s, ≤ 90 % of the
+    time limit. The published greedy and one bisection filling always run."""
+    return min(0.9 * time_limit, max(1.0, n_adapters / 1000.0))
+
+
 def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result:
     """Our best heuristic (see the module docstring)."""
+    from placer.baselines import baseline_bins  # (baselines import this module)
+
     start = time.perf_counter()
-    deadline = start + 0.9 * time_limit
-    candidates: list[tuple[str, list[np.ndarray]]] = []
+    deadline = start + time_budget(problem.n_adapters, time_limit)
+    hard = start + 0.9 * time_limit
     paper = pack_order(problem, paper_order(problem), oracle)
     if paper is None:
         return Result(solver=NAME, status="infeasible", num_gpus=0, lower_bound=0,
                       runtime_s=time.perf_counter() - start, gpus=(),
                       reason="an adapter fits on no GPU even alone")
-    candidates.append(("greedy-paper", [np.sort(np.array([problem.index[a] for a in g.adapters]))
-                                        for g in paper]))
-    for name, order in candidate_orders(problem, seed):
-        bins = fill_bisect(problem, order, oracle, deadline)
-        if bins is not None:
-            candidates.append((name, bins))
-    from placer.baselines import baseline_bins  # (baselines import this module)
-
-    for name in BASELINE_CANDIDATES:
-        if time.perf_counter() > deadline:
+    candidates: list[tuple[str, list[np.ndarray]]] = [
+        ("greedy-paper", [np.sort(np.array([problem.index[a] for a in g.adapters])) for g in paper])]
+    orders = candidate_orders(problem, seed)
+    steps: list[tuple[str, Callable[[float], list[np.ndarray] | None]]] = [
+        (orders[0][0], lambda d: fill_bisect(problem, orders[0][1], oracle, d)),
+        ("loraserve", lambda d: baseline_bins(problem, oracle, "loraserve", d)),
+        ("dlora", lambda d: baseline_bins(problem, oracle, "dlora", d)),
+        *((name, lambda d, o=order: fill_bisect(problem, o, oracle, d)) for name, order in orders[1:]),
+    ]
+    for k, (name, build) in enumerate(steps):
+        if k > 0 and time.perf_counter() > deadline:
             break
-        bins = baseline_bins(problem, oracle, name, deadline)
+        bins = build(hard if k == 0 else deadline)
         if bins is not None:
             candidates.append((name, bins))
+        if k == 0:  # improve the best so far before trying more constructions
+            candidates.append(_improved(problem, candidates, oracle, deadline))
+    candidates.append(_improved(problem, candidates, oracle, deadline))
     best_name, best = min(candidates, key=lambda c: len(c[1]))
-    improved: list[tuple[str, list[np.ndarray]]] = []
-    for name, bins in sorted(candidates, key=lambda c: len(c[1]))[:2]:  # the two best constructions
-        if time.perf_counter() > deadline:
-            break
-        improved.append((name + "+empty", empty_least_loaded(problem, [np.sort(b) for b in bins], oracle,
-                                                               deadline)))
-    best_name, best = min([(best_name, best), *improved], key=lambda c: len(c[1]))
     gpus = _to_plan(problem, best, oracle)
     return Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=1,
                   runtime_s=time.perf_counter() - start, gpus=tuple(gpus),
-                  extra={"construction": best_name,
-                         "candidates": {name: len(b) for name, b in candidates + improved}})
+                  extra={"construction": best_name, "candidates": {name: len(b) for name, b in candidates}})
+
+
+def _improved(problem: Instance, candidates: list[tuple[str, list[np.ndarray]]], oracle: Oracle,
+              deadline: float) -> tuple[str, list[np.ndarray]]:
+    name, bins = min(candidates, key=lambda c: len(c[1]))
+    if name.endswith("+empty"):
+        return name, bins
+    return name + "+empty", empty_least_loaded(problem, [np.sort(b) for b in bins], oracle, deadline)
 
 
 register_solver(NAME, solve_ffd_bisect)
