@@ -85,7 +85,7 @@ def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duratio
 def _config(n: int, ranks: np.ndarray, max_loras: Any, max_cpu_loras: Any, max_lora_rank: Any
             ) -> tuple[int, int, int]:
     k = _check_int("max_loras", max_loras)
-    m = n if max_cpu_loras is None else _check_int("max_cpu_loras", max_cpu_loras)
+    m = max(n, k) if max_cpu_loras is None else _check_int("max_cpu_loras", max_cpu_loras)
     if m < k:
         raise InputError(f"must be ≥ max_loras = {k}, as vLLM requires (got {m})", field="max_cpu_loras",
                          value=m)

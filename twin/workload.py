@@ -26,6 +26,7 @@ when the arrivals come from the same trace, else pairs drawn uniformly).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 
@@ -84,10 +85,12 @@ class Requests:
 
 
 # ---------------------------------------------------------------- lengths
-def _ndtr(x: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr
+_ERFC = np.frompyfunc(math.erfc, 1, 1)
 
-    return np.asarray(ndtr(x))
+
+def _ndtr(x: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (elementwise, via math.erfc: for the small arrays of the fit and the tables)."""
+    return np.asarray(0.5 * _ERFC(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0)), dtype=np.float64)
 
 
 def _ndtri(x: np.ndarray) -> np.ndarray:
@@ -122,9 +125,26 @@ def _fit_tln(mean: float, cv: float, lo: float, hi: np.ndarray | float) -> tuple
     return float(sol[0]), float(np.exp(sol[1]))
 
 
-@cache
+# sharegpt_fit(model) for the shipped models, stored to spare every process the solve (a test re-fits them)
+_SHAREGPT_FITTED: dict[str, tuple[float, float, float, float]] = {
+    "llama-3.1-8b-instruct": (5.076932753060164, 1.329723856988206, 4.907588670277593, 0.8873199795447795),
+    "qwen-2.5-7b-instruct": (5.076932753060164, 1.329723856988206, 4.9247715107220635, 0.890148799957173),
+    "": (5.076932753060164, 1.329723856988206, 4.916221577904532, 0.8887229635192047),
+}
+
+
 def sharegpt_params(model: str = "") -> tuple[float, float, float, float]:
-    """(mu_in, sigma_in, mu_out, sigma_out) of the ShareGPT-like length law.
+    """(mu_in, sigma_in, mu_out, sigma_out) of the ShareGPT-like length law for ``model`` (see
+    :func:`sharegpt_fit`; stored values for the shipped models and the default)."""
+    key = model if model in SHAREGPT_OUTPUT_MEAN else ""
+    if key in _SHAREGPT_FITTED:
+        return _SHAREGPT_FITTED[key]
+    return sharegpt_fit(key)
+
+
+@cache
+def sharegpt_fit(model: str = "") -> tuple[float, float, float, float]:
+    """(mu_in, sigma_in, mu_out, sigma_out) of the ShareGPT-like length law, solved from the moments.
 
     The fit: prompt ~ log-normal truncated to [3.5, 1024.5) and rounded (so 4–1024 tokens), with mean 222.7
     and standard deviation = mean; output ~ log-normal truncated to [0.5, 2048 − prompt + 0.5) and rounded,
@@ -234,7 +254,8 @@ def _clipped_normal_mean(m: float, s: float) -> float:
 
 
 # ---------------------------------------------------------------- arrivals
-def _poisson(rng: np.random.Generator, rates: np.ndarray, duration: float) -> tuple[np.ndarray, np.ndarray]:
+def _poisson(rng: np.random.Generator, rates: np.ndarray, duration: float, arng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray]:
     total = float(rates.sum())
     if total <= 0:
         return np.empty(0), np.empty(0, np.int64)
@@ -249,7 +270,7 @@ def _poisson(rng: np.random.Generator, rates: np.ndarray, duration: float) -> tu
         t0 = float(times[-1])
     times = np.concatenate(chunks)
     times = times[times < duration]
-    return times, _draw(np.cumsum(rates), rng.random(times.size), _NO_CAP)
+    return times, _draw(np.cumsum(rates), arng.random(times.size), _NO_CAP)
 
 
 def _renewal(rng: np.random.Generator, rates: np.ndarray, t0: float, t1: float, warmup: bool,
@@ -314,7 +335,7 @@ def _unpredictable(rng: np.random.Generator, rates: np.ndarray, duration: float
     return np.concatenate(times), np.concatenate(ads)
 
 
-def _trace(rng: np.random.Generator, rates: np.ndarray, duration: float, name: str
+def _trace(arng: np.random.Generator, rates: np.ndarray, duration: float, name: str
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Trace arrival times rescaled to the total rate and tiled; returns (times, adapter, trace row)."""
     from twin.traces import load_trace
@@ -330,7 +351,7 @@ def _trace(rng: np.random.Generator, rates: np.ndarray, duration: float, name: s
     rows = np.tile(np.arange(tr.n_requests), reps)
     keep = times < duration
     times, rows = times[keep], rows[keep]
-    return times, _draw(np.cumsum(rates), rng.random(times.size), _NO_CAP), rows
+    return times, _draw(np.cumsum(rates), arng.random(times.size), _NO_CAP), rows
 
 
 def generate_requests(instance: Instance, seed: int = 0, *, workload: Workload | None = None,
@@ -342,10 +363,11 @@ def generate_requests(instance: Instance, seed: int = 0, *, workload: Workload |
     wl = workload if workload is not None else instance.workload
     r = np.asarray(instance.rates if rates is None else rates, dtype=np.float64)
     rng = np.random.default_rng(seed)
+    arng = np.random.default_rng([seed, 2])  # adapter draws: their own stream (common random numbers)
     T = float(wl.duration_s)
     rows = None
     if wl.arrival == "poisson":
-        times, adapter = _poisson(rng, r, T)
+        times, adapter = _poisson(rng, r, T, arng)
     elif wl.arrival == "gamma":
         assert wl.cv is not None
         times, adapter = _gamma(rng, r, T, float(wl.cv))
@@ -353,7 +375,7 @@ def generate_requests(instance: Instance, seed: int = 0, *, workload: Workload |
         times, adapter = _unpredictable(rng, r, T)
     else:
         assert wl.trace is not None
-        times, adapter, rows = _trace(rng, r, T, wl.trace)
+        times, adapter, rows = _trace(arng, r, T, wl.trace)
     lrng = np.random.default_rng([seed, 1])  # lengths from their own stream: same lengths for any rates
     if wl.lengths.kind == "trace" and rows is not None and wl.lengths.trace == wl.trace:
         from twin.traces import load_trace
