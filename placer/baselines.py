@@ -103,7 +103,7 @@ def _bins(assign: np.ndarray, g: int) -> list[np.ndarray]:
     return [b for b in (np.flatnonzero(assign == j) for j in range(g)) if b.size]
 
 
-def search_gpu_count(problem: Instance, oracle: Oracle, rule: Rule, start: int, deadline: float
+def search_gpu_count(problem: Instance, oracle: Oracle, rule: Rule, start: int, stop: Callable[[], bool]
                      ) -> list[np.ndarray] | None:
     """The bins of the smallest feasible GPU count found (galloping up from ``start``, then bisection)."""
     n = problem.n_adapters
@@ -117,12 +117,12 @@ def search_gpu_count(problem: Instance, oracle: Oracle, rule: Rule, start: int, 
 
     lo, g, step = max(1, start) - 1, max(1, min(start, n)), 1
     while feasible(g) is None:
-        if time.perf_counter() > deadline or g >= n:
+        if stop() or g >= n:
             return None
         lo, g = g, min(n, g + step)
         step = step * 2 if g - start > 4 else 1
     hi = g
-    while hi - lo > 1 and time.perf_counter() < deadline:
+    while hi - lo > 1 and not stop():
         mid = (lo + hi) // 2
         if feasible(mid) is not None:
             hi = mid
@@ -131,18 +131,19 @@ def search_gpu_count(problem: Instance, oracle: Oracle, rule: Rule, start: int, 
     return cache[hi]
 
 
-def baseline_bins(problem: Instance, oracle: Oracle, name: str, deadline: float) -> list[np.ndarray] | None:
+def baseline_bins(problem: Instance, oracle: Oracle, name: str,
+                  stop: Callable[[], bool]) -> list[np.ndarray] | None:
     """The bins of baseline ``name`` at its smallest feasible GPU count (None: none found in time)."""
     make_rule = RULES[name]
     rule, demand = make_rule(problem, oracle)
-    return search_gpu_count(problem, oracle, rule, max(1, math.ceil(demand - 1e-9)), deadline)
+    return search_gpu_count(problem, oracle, rule, max(1, math.ceil(demand - 1e-9)), stop)
 
 
 def _make_solver(name: str, make_rule: Callable[[Instance, Oracle], tuple[Rule, float]]
                  ) -> Callable[..., Result]:
     def solve(problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result:
         start = time.perf_counter()
-        bins = baseline_bins(problem, oracle, name, start + time_limit)
+        bins = baseline_bins(problem, oracle, name, lambda: time.perf_counter() > start + time_limit)
         if bins is None:
             return Result(solver=name, status="timeout", num_gpus=0, lower_bound=0,
                           runtime_s=time.perf_counter() - start, gpus=(),

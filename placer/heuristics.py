@@ -29,6 +29,8 @@ from placer.solve import register_solver
 from twin.spec import Instance
 
 NAME = "ffd-bisect"
+CALLS_MIN = 150          # backend-call budget of the optional phases: max(CALLS_MIN, n / ADAPTERS_PER_CALL)
+ADAPTERS_PER_CALL = 5
 BASELINE_CANDIDATES = ("loraserve", "dlora")  # so that ffd-bisect never needs more GPUs than these either
 
 
@@ -104,12 +106,12 @@ def _plan_from_verdict(problem: Instance, idx: np.ndarray, oracle: Oracle, verdi
 
 
 def fill_bisect(problem: Instance, order: np.ndarray, oracle: Oracle,
-                deadline: float) -> list[np.ndarray] | None:
+                stop: Callable[[], bool]) -> list[np.ndarray] | None:
     """Pack ``order`` GPU by GPU, each taking the largest feasible prefix; None if an adapter never fits."""
     bins: list[np.ndarray] = []
     pos, guess = 0, 8
     while pos < len(order):
-        if time.perf_counter() > deadline:
+        if stop():
             return None
         k, _ = largest_prefix(problem, order[pos:], oracle, guess)
         if k == 0:
@@ -125,10 +127,22 @@ def _to_plan(problem: Instance, bins: list[np.ndarray], oracle: Oracle) -> list[
     return [_plan_from_verdict(problem, b, oracle, v) for b, v in zip(bins, verdicts, strict=True)]
 
 
-def time_budget(n_adapters: int, time_limit: float) -> float:
-    """Seconds ffd-bisect spends on optional candidates: about 1 s per 1,000 adapters, ≥ 1 s, ≤ 90 % of the
-    time limit. The published greedy and one bisection filling always run."""
-    return min(0.9 * time_limit, max(1.0, n_adapters / 1000.0))
+class Budget:
+    """When ffd-bisect stops optional work: after ``max_calls`` backend calls of its oracle (deterministic:
+    same seed, same plan) or, as a safety net, at a wall-clock deadline."""
+
+    def __init__(self, oracle: Oracle, max_calls: int, deadline: float) -> None:
+        self.oracle, self.max_calls, self.deadline = oracle, max_calls, deadline
+        self.start_calls = oracle.calls
+
+    def __call__(self) -> bool:
+        return self.oracle.calls - self.start_calls >= self.max_calls or time.perf_counter() > self.deadline
+
+
+def call_budget(n_adapters: int) -> int:
+    """Backend calls ffd-bisect may spend beyond the published greedy and its first bisection filling
+    (about 1 s per 1,000 adapters with the shipped surrogates)."""
+    return max(CALLS_MIN, n_adapters // ADAPTERS_PER_CALL)
 
 
 def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result:
@@ -136,8 +150,11 @@ def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle:
     from placer.baselines import baseline_bins  # (baselines import this module)
 
     start = time.perf_counter()
-    deadline = start + time_budget(problem.n_adapters, time_limit)
     hard = start + 0.9 * time_limit
+
+    def past_hard() -> bool:
+        return time.perf_counter() > hard
+
     paper = pack_order(problem, paper_order(problem), oracle)
     if paper is None:
         return Result(solver=NAME, status="infeasible", num_gpus=0, lower_bound=0,
@@ -146,34 +163,35 @@ def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle:
     candidates: list[tuple[str, list[np.ndarray]]] = [
         ("greedy-paper", [np.sort(np.array([problem.index[a] for a in g.adapters])) for g in paper])]
     orders = candidate_orders(problem, seed)
-    steps: list[tuple[str, Callable[[float], list[np.ndarray] | None]]] = [
-        (orders[0][0], lambda d: fill_bisect(problem, orders[0][1], oracle, d)),
-        ("loraserve", lambda d: baseline_bins(problem, oracle, "loraserve", d)),
-        ("dlora", lambda d: baseline_bins(problem, oracle, "dlora", d)),
-        *((name, lambda d, o=order: fill_bisect(problem, o, oracle, d)) for name, order in orders[1:]),
-    ]
-    for k, (name, build) in enumerate(steps):
-        if k > 0 and time.perf_counter() > deadline:
-            break
-        bins = build(hard if k == 0 else deadline)
+    # always: our first bisection filling and the baselines we promise never to lose to
+    for name, bins in [(orders[0][0], fill_bisect(problem, orders[0][1], oracle, past_hard)),
+                       *((b, baseline_bins(problem, oracle, b, past_hard)) for b in BASELINE_CANDIDATES)]:
         if bins is not None:
             candidates.append((name, bins))
-        if k == 0:  # improve the best so far before trying more constructions
-            candidates.append(_improved(problem, candidates, oracle, deadline))
-    candidates.append(_improved(problem, candidates, oracle, deadline))
+    # then, within the call budget: local search on the best, the other orders, local search again
+    budget = Budget(oracle, call_budget(problem.n_adapters), hard)
+    candidates.append(_improved(problem, candidates, oracle, budget))
+    for name, order in orders[1:]:
+        if budget():
+            break
+        bins = fill_bisect(problem, order, oracle, budget)
+        if bins is not None:
+            candidates.append((name, bins))
+    candidates.append(_improved(problem, candidates, oracle, budget))
     best_name, best = min(candidates, key=lambda c: len(c[1]))
     gpus = _to_plan(problem, best, oracle)
     return Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=1,
                   runtime_s=time.perf_counter() - start, gpus=tuple(gpus),
-                  extra={"construction": best_name, "candidates": {name: len(b) for name, b in candidates}})
+                  extra={"construction": best_name, "candidates": {name: len(b) for name, b in candidates},
+                         "oracle_calls": oracle.calls - budget.start_calls, "call_budget": budget.max_calls})
 
 
 def _improved(problem: Instance, candidates: list[tuple[str, list[np.ndarray]]], oracle: Oracle,
-              deadline: float) -> tuple[str, list[np.ndarray]]:
+              stop: Callable[[], bool]) -> tuple[str, list[np.ndarray]]:
     name, bins = min(candidates, key=lambda c: len(c[1]))
     if name.endswith("+empty"):
         return name, bins
-    return name + "+empty", empty_least_loaded(problem, [np.sort(b) for b in bins], oracle, deadline)
+    return name + "+empty", empty_least_loaded(problem, [np.sort(b) for b in bins], oracle, stop)
 
 
 register_solver(NAME, solve_ffd_bisect)

@@ -9,7 +9,7 @@ GPU is one the oracle called feasible, so the plan stays feasible at every step.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -17,18 +17,18 @@ from placer.oracle import Oracle
 from twin.spec import Instance
 
 
-def empty_least_loaded(problem: Instance, bins: list[np.ndarray], oracle: Oracle, deadline: float, *,
+def empty_least_loaded(problem: Instance, bins: list[np.ndarray], oracle: Oracle, stop: Callable[[], bool], *,
                        max_failures: int = 3, width: int = 12, chunks: int = 4) -> list[np.ndarray]:
     """Repeatedly close a GPU by moving its adapters into others; stop after ``max_failures`` failed victims
-    in a row, or at ``deadline`` (a ``time.perf_counter`` value)."""
+    in a row, or when ``stop()`` says so."""
     failed: set[bytes] = set()
-    while len(bins) > 1 and len(failed) < max_failures and time.perf_counter() < deadline:
+    while len(bins) > 1 and len(failed) < max_failures and not stop():
         loads = np.array([problem.rates[b].sum() for b in bins])
         victims = [int(j) for j in np.argsort(loads, kind="stable") if bins[j].tobytes() not in failed]
         if not victims:
             break
         v = victims[0]
-        moved = try_empty(problem, bins, v, oracle, deadline, width=width, chunks=chunks)
+        moved = try_empty(problem, bins, v, oracle, stop, width=width, chunks=chunks)
         if moved is None:
             failed.add(bins[v].tobytes())
         else:
@@ -37,7 +37,7 @@ def empty_least_loaded(problem: Instance, bins: list[np.ndarray], oracle: Oracle
     return bins
 
 
-def try_empty(problem: Instance, bins: list[np.ndarray], v: int, oracle: Oracle, deadline: float, *,
+def try_empty(problem: Instance, bins: list[np.ndarray], v: int, oracle: Oracle, stop: Callable[[], bool], *,
               width: int = 12, chunks: int = 4) -> list[np.ndarray] | None:
     """The bins without bin ``v``, its adapters moved into the others; None if some adapter fits nowhere."""
     rates = problem.rates
@@ -47,7 +47,7 @@ def try_empty(problem: Instance, bins: list[np.ndarray], v: int, oracle: Oracle,
     size = max(1, -(-len(rest) // chunks))
     queue = [rest[i:i + size] for i in range(0, len(rest), size)]
     while queue:
-        if time.perf_counter() > deadline:
+        if stop():
             return None
         chunk = queue.pop(0)
         targets = np.argsort(load, kind="stable")[:width]

@@ -82,13 +82,19 @@ def test_plan_round_trips_through_a_file(problem: Instance, tmp_path) -> None:
     assert evaluate(problem, again, AnalyticOracle(capacity_rps=7)).feasible
 
 
-def test_memory_rule_is_the_twins() -> None:
-    p = Instance(name="m", model="llama-3.1-8b-instruct", gpu="h100-64gb", adapters=(Adapter("a", 8, 1.0),))
-    # 307,500 − 44·s·r − 48.6·s ≥ 131,072 (calibration.md linear fit, max_model_len 131,072)
-    assert max_slots(p, 8, 10_000) == 440 and max_slots(p, 64, 10_000) == 61 and max_slots(p, 512, 100) == 7
-    assert memory_fits(p, 440, 8) and not memory_fits(p, 441, 8)
-    q = p.replace(model="qwen-2.5-7b-instruct")
-    assert max_slots(q, 8, 10_000) == 950  # 702,000 − 88·s·r ≥ 32,768
+@pytest.mark.parametrize("model", ["llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"])
+def test_memory_rule_is_the_twins(model: str) -> None:
+    from twin.engine import is_oom, kv_capacity_tokens
+    from twin.profile import load_profile
+
+    p = Instance(name="m", model=model, gpu="h100-64gb", adapters=(Adapter("a", 8, 1.0),))
+    prof = load_profile(model, "h100-64gb")
+    for rank in (8, 64, 512):
+        s = max_slots(p, rank, 10_000)
+        assert 1 <= s < 10_000 and memory_fits(p, s, rank) and not memory_fits(p, s + 1, rank)
+        assert not is_oom(kv_capacity_tokens(prof, s, rank, 0.9), prof.max_model_len)
+        assert is_oom(kv_capacity_tokens(prof, s + 1, rank, 0.9), prof.max_model_len)
+    assert max_slots(p, 8, 10_000) > max_slots(p, 64, 10_000) > max_slots(p, 512, 10_000)
 
 
 def test_oracle_picks_the_best_slot_count_and_caches(problem: Instance) -> None:
