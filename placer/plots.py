@@ -104,17 +104,20 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
     bottom_l, bottom_c = np.zeros(n), np.zeros(n)
     for r, rank in enumerate(ranks):
         color = _RANK_COLORS.get(rank, "#888888")
-        ax_load.bar(x, load[r], bottom=bottom_l, color=color, width=0.8, label=f"rank {rank}")
-        ax_count.bar(x, count[r], bottom=bottom_c, color=color, width=0.8)
+        width = 0.8 if n <= 100 else 1.0
+        ax_load.bar(x, load[r], bottom=bottom_l, color=color, width=width, label=f"rank {rank}", lw=0)
+        ax_count.bar(x, count[r], bottom=bottom_c, color=color, width=width, lw=0)
         bottom_l += load[r]
         bottom_c += count[r]
     pred = np.array([np.nan if g.predicted_throughput_tok_s is None else g.predicted_throughput_tok_s
                      for g in result.gpus], dtype=float)
-    ms = 7 if n <= 60 else 4
+    many = n > 60  # then lines instead of one marker per bar
+    ms = 7 if not many else 3
     if np.isfinite(pred).any():
-        ax_load.plot(x, pred, "D", color=_INK, ms=ms, label="predicted throughput", zorder=5)
-    ax_load.plot(x, STARVED_FRACTION * bottom_l, "_", color=_BAD, ms=2 * ms + 6, mew=2,
-                 label="starvation line (0.9 × offered)", zorder=4)
+        ax_load.plot(x, pred, "-" if many else "D", color=_INK, ms=ms, lw=1, label="predicted throughput",
+                     zorder=5, drawstyle="steps-mid")
+    ax_load.plot(x, STARVED_FRACTION * bottom_l, "-" if many else "_", color=_BAD, ms=2 * ms + 6, mew=2, lw=1,
+                 label="starvation line (0.9 × offered)", zorder=4, drawstyle="steps-mid")
     if verification is not None:
         rows = {int(row["gpu"]): row for row in verification.gpus}
         for ok in (True, False):
@@ -131,13 +134,15 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
     ax_load.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax_load.grid(axis="y", alpha=0.3)
     slots = np.array([g.max_loras for g in result.gpus], dtype=float)
-    ax_count.plot(x, slots, "_", color=_INK, ms=2 * ms + 6, mew=2.5, label="max_loras (GPU slots)")
+    ax_count.plot(x, slots, "-" if many else "_", color=_INK, ms=2 * ms + 6, mew=2.5, lw=1.5,
+                  label="max_loras (GPU slots)", drawstyle="steps-mid")
     if n <= 40:
         for j, g in enumerate(result.gpus):
             ax_count.annotate(f"{g.max_loras}", (j, max(slots[j], bottom_c[j])), textcoords="offset points",
                               xytext=(0, 3), ha="center", fontsize=7)
     ax_count.set_ylabel("adapters")
-    ax_count.set_title("adapters by rank and max_loras (number above the bar)", fontsize=10)
+    ax_count.set_title("adapters by rank and max_loras" + (" (number above the bar)" if n <= 40 else ""),
+                       fontsize=10)
     ax_count.set_xlabel("GPU")
     ax_count.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax_count.grid(axis="y", alpha=0.3)
