@@ -20,12 +20,12 @@ DEFAULT_REAL_RUNS = Path(__file__).resolve().parents[2] / "shared" / "calibratio
 
 
 def smape(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """SMAPE in the papers' form, percent: 100 · mean(|a − b| / (|a| + |b|))."""
-    a = np.asarray(actual, dtype=np.float64)
-    b = np.asarray(predicted, dtype=np.float64)
-    den = np.abs(a) + np.abs(b)
-    terms = np.where(den > 0, np.abs(a - b) / np.where(den > 0, den, 1.0), 0.0)
-    return float(100.0 * terms.mean()) if terms.size else float("nan")
+    """SMAPE in the papers' form, percent: 100 · mean(|a − b| / (|a| + |b|)).
+
+    The twin's definition (:func:`twin.metrics.smape_paper`); NaN for no rows."""
+    from twin.metrics import smape_paper
+
+    return smape_paper(actual, predicted) if np.asarray(actual).size else float("nan")
 
 
 def macro_f1(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -51,8 +51,10 @@ def score(thr_true: np.ndarray, thr_pred: np.ndarray, starved_true: np.ndarray, 
             "starved_share": float(np.mean(np.asarray(starved_true, dtype=bool))) if len(thr_true) else 0.0}
 
 
-def score_frame(surrogates: dict[str, Any], frame: Any) -> dict[str, Any]:
-    """Metrics of surrogates (by profile name) on usable rows of a sweep dataset, overall and per profile."""
+def predictions_frame(surrogates: dict[str, Any], frame: Any) -> Any:
+    """One row per usable sweep row: the twin's throughput/starvation next to the surrogate's."""
+    import pandas as pd
+
     from surrogate.train import design_matrix, usable
 
     frame = usable(frame)
@@ -60,19 +62,39 @@ def score_frame(surrogates: dict[str, Any], frame: Any) -> dict[str, Any]:
     if not len(frame):
         raise InputError("no usable rows for these surrogates", field="profiles", value=list(surrogates))
     X = design_matrix(frame)
-    thr = frame["sim_throughput_tok_s"].to_numpy(dtype=np.float64)
-    st = frame["sim_starved"].to_numpy(dtype=bool)
-    p_thr = np.empty_like(thr)
-    p_st = np.empty_like(st)
+    p_thr = np.zeros(len(frame))
+    p_prob = np.zeros(len(frame))
+    p_st = np.zeros(len(frame), dtype=bool)
     for name, sur in surrogates.items():
         sel = (frame["profile"] == name).to_numpy()
         if sel.any():
             pred = sur.predict_features(X[sel])
-            p_thr[sel], p_st[sel] = pred.throughput_tok_s, pred.starved
-    out: dict[str, Any] = score(thr, p_thr, st, p_st)
-    out["by_profile"] = {n: score(thr[sel], p_thr[sel], st[sel], p_st[sel])
-                         for n in surrogates if (sel := (frame["profile"] == n).to_numpy()).any()}
+            p_thr[sel], p_prob[sel], p_st[sel] = pred.throughput_tok_s, pred.starved_probability, pred.starved
+    cols = ["sample", "profile", "n_adapters", "max_loras", "max_cpu_loras", "max_lora_rank", "arrival",
+            "lengths", "target_load", "sim_expected_offered_tok_s", "run_s"]
+    out = frame[[c for c in cols if c in frame]].copy()
+    out["throughput_tok_s"] = frame["sim_throughput_tok_s"].to_numpy(dtype=np.float64)
+    out["pred_throughput_tok_s"] = p_thr
+    out["starved"] = frame["sim_starved"].to_numpy(dtype=bool)
+    out["pred_starved"] = p_st
+    out["pred_starved_probability"] = p_prob
+    return pd.DataFrame(out)
+
+
+def score_predictions(rows: Any) -> dict[str, Any]:
+    """Metrics of a :func:`predictions_frame` (or real-run frame), overall and per profile."""
+    def sc(r: Any) -> dict[str, float]:
+        return score(r["throughput_tok_s"].to_numpy(), r["pred_throughput_tok_s"].to_numpy(),
+                     r["starved"].to_numpy(), r["pred_starved"].to_numpy())
+
+    out: dict[str, Any] = sc(rows)
+    out["by_profile"] = {str(n): sc(g) for n, g in rows.groupby("profile")}
     return out
+
+
+def score_frame(surrogates: dict[str, Any], frame: Any) -> dict[str, Any]:
+    """Metrics of surrogates (by profile name) on usable rows of a sweep dataset, overall and per profile."""
+    return score_predictions(predictions_frame(surrogates, frame))
 
 
 def timing(surrogate: Any, instance: Any, *, n_groups: int = 2000, group_size: int = 64, repeats: int = 300,
@@ -105,27 +127,34 @@ def real_records(path: str | Path = DEFAULT_REAL_RUNS) -> list[Any]:
     return list(load_runs(path, source="dt_real"))
 
 
+def real_predictions_frame(surrogates: dict[str, Any], path: str | Path = DEFAULT_REAL_RUNS, *,
+                           seed: int = 0) -> Any:
+    """One row per dt_real run (ok or OOM) of the surrogates' profiles: measured vs predicted."""
+    import pandas as pd
+
+    rows = []
+    for r in real_records(path):
+        name = f"{r.model}@{r.gpu}"
+        if name not in surrogates:
+            continue
+        pred = surrogates[name].predict(r.instance(seed=seed), int(r.max_loras), int(r.max_cpu_loras),
+                                        int(r.max_lora_rank))
+        rows.append({"run": r.key, "profile": name, "n_adapters": r.n_adapters, "max_loras": r.max_loras,
+                     "max_cpu_loras": r.max_cpu_loras, "max_lora_rank": r.max_lora_rank, "oom": r.oom,
+                     "pred_oom": pred.oom, "throughput_tok_s": r.throughput_total,
+                     "pred_throughput_tok_s": pred.throughput_tok_s, "starved": bool(r.starved),
+                     "pred_starved": pred.starved, "pred_starved_probability": pred.starved_probability,
+                     "offered_tok_s": r.ideal_throughput, "twin_published_tok_s": r.dt_throughput})
+    return pd.DataFrame(rows)
+
+
 def score_real(surrogates: dict[str, Any], path: str | Path = DEFAULT_REAL_RUNS, *, seed: int = 0
                ) -> dict[str, Any]:
     """Metrics of surrogates against the real dt_real runs that completed (status ok), plus OOM agreement."""
-    recs = [r for r in real_records(path) if f"{r.model}@{r.gpu}" in surrogates]
-    thr, p_thr, st, p_st, names, oom_ok = [], [], [], [], [], 0
-    for r in recs:
-        sur = surrogates[f"{r.model}@{r.gpu}"]
-        pred = sur.predict(r.instance(seed=seed), int(r.max_loras), int(r.max_cpu_loras),
-                           int(r.max_lora_rank))
-        oom_ok += int(pred.oom == r.oom)
-        if r.oom or not np.isfinite(r.throughput_total):
-            continue
-        thr.append(r.throughput_total)
-        p_thr.append(pred.throughput_tok_s)
-        st.append(r.starved)
-        p_st.append(pred.starved)
-        names.append(f"{r.model}@{r.gpu}")
-    a, b, s, q, nm = (np.asarray(v) for v in (thr, p_thr, st, p_st, names))
-    out: dict[str, Any] = score(a, b, s, q)
-    out["oom_agreement"] = oom_ok / len(recs) if recs else float("nan")
-    out["by_profile"] = {n: score(a[nm == n], b[nm == n], s[nm == n], q[nm == n]) for n in sorted(set(names))}
+    rows = real_predictions_frame(surrogates, path, seed=seed)
+    ok = rows[~rows["oom"] & np.isfinite(rows["throughput_tok_s"].astype(float))]
+    out = score_predictions(ok)
+    out["oom_agreement"] = float((rows["oom"] == rows["pred_oom"]).mean()) if len(rows) else float("nan")
     return out
 
 
@@ -146,11 +175,12 @@ def timing_instance(name: str, n_adapters: int = 600, seed: int = 0) -> Any:
 def evaluate(models_dir: str | Path | None = None, *, n_samples: int = 300, seed: int = DEFAULT_EVAL_SEED,
              dataset_dir: str | Path | None = None, workers: int = 2, backend: str = "local",
              profiles: tuple[str, ...] | None = None, real_runs: str | Path | None = DEFAULT_REAL_RUNS,
-             quiet: bool = True) -> dict[str, Any]:
+             quiet: bool = True, keep_rows: bool = False) -> dict[str, Any]:
     """Score surrogates (``models_dir``, default: the shipped ones) on a fresh twin sweep and on dt_real.
 
     The sweep (``n_samples`` runs drawn with ``seed``) goes to ``dataset_dir`` (resumable) or a temporary
-    directory. Returns ``{"twin": ..., "real": ..., "speed": ..., "sweep": ...}`` with the metrics above.
+    directory. Returns ``{"twin": ..., "real": ..., "speed": ..., "sweep": ...}`` with the metrics above (and
+    the per-run prediction frames under ``twin_rows``/``real_rows`` with ``keep_rows``).
     """
     import tempfile
 
@@ -164,12 +194,19 @@ def evaluate(models_dir: str | Path | None = None, *, n_samples: int = 300, seed
         ddir = Path(dataset_dir) if dataset_dir is not None else Path(tmp)
         stats = sweep(n_samples, seed, ddir, profiles=tuple(names), workers=workers, backend=backend,
                       quiet=quiet)
-        twin_scores = score_frame(surrogates, load_dataset(ddir))
+        twin_rows = predictions_frame(surrogates, load_dataset(ddir))
     speed = timing(surrogates[names[0]], timing_instance(names[0]))
-    out: dict[str, Any] = {"twin": twin_scores, "speed": speed, "sweep": stats.to_dict(),
+    out: dict[str, Any] = {"twin": score_predictions(twin_rows), "speed": speed, "sweep": stats.to_dict(),
                            "models": {n: s.meta for n, s in surrogates.items()}}
+    if keep_rows:
+        out["twin_rows"] = twin_rows
     if real_runs is not None and Path(real_runs).exists():
-        out["real"] = score_real(surrogates, real_runs)
+        real_rows = real_predictions_frame(surrogates, real_runs)
+        ok = real_rows[~real_rows["oom"] & np.isfinite(real_rows["throughput_tok_s"].astype(float))]
+        out["real"] = score_predictions(ok)
+        out["real"]["oom_agreement"] = float((real_rows["oom"] == real_rows["pred_oom"]).mean())
+        if keep_rows:
+            out["real_rows"] = real_rows
     return out
 
 

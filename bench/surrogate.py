@@ -1,0 +1,129 @@
+"""Surrogate benchmark: accuracy against a fresh twin sweep and against real dt_real runs, speed, sweep rate.
+
+Protocol: bench/surrogate.md. Usage (from the repository root):
+
+    python bench/surrogate.py [--models DIR] [--samples 300] [--seed 7] [--workers 2] [--dataset DIR]
+                              [--training-sweep DIR] [--out-dir bench/results]
+
+Writes ``bench/results/surrogate_runs_<date>.csv`` (one row per scored run: source twin|dt_real, measured and
+predicted throughput and starvation) and ``surrogate_summary_<date>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from surrogate.evaluate import evaluate, flat_metrics, smape  # noqa: E402
+
+TARGETS = {  # metric: (comparison, target) — issue 5
+    "throughput_smape_pct": ("<=", 2.5),
+    "starvation_macro_f1": (">=", 0.98),
+    "real_throughput_smape_pct": ("<=", 3.5),
+    "predict_us_per_row": ("<=", 20.0),
+    "predict_ms_single": ("<=", 0.3),
+}
+
+
+def _verdict(name: str, value: float) -> str:
+    if name not in TARGETS:
+        return ""
+    op, target = TARGETS[name]
+    ok = value <= target if op == "<=" else value >= target
+    return f"{op} {target}: {'met' if ok else 'NOT met'}"
+
+
+def _buckets(rows: pd.DataFrame) -> list[str]:
+    """SMAPE by served fraction and by adapters per GPU (where the error lives)."""
+    lines = ["| slice | runs | SMAPE (papers', %) | starved share |", "|---|---|---|---|"]
+    frac = rows["throughput_tok_s"] / rows["sim_expected_offered_tok_s"]
+    for label, sel in (("served ≥ 0.9", frac >= 0.9), ("0.5 ≤ served < 0.9", (frac >= 0.5) & (frac < 0.9)),
+                       ("served < 0.5", frac < 0.5), ("≤ 16 adapters", rows["n_adapters"] <= 16),
+                       ("17–128 adapters", rows["n_adapters"].between(17, 128)),
+                       ("> 128 adapters", rows["n_adapters"] > 128)):
+        r = rows[sel]
+        if len(r):
+            err = smape(r["throughput_tok_s"], r["pred_throughput_tok_s"])
+            lines.append(f"| {label} | {len(r)} | {err:.2f} | {r['starved'].mean():.2f} |")
+    return lines
+
+
+def _training_sweep(path: Path | None) -> dict[str, Any]:
+    if path is None or not (path / "manifest.json").exists():
+        return {}
+    m = json.loads((path / "manifest.json").read_text())
+    sessions = m.get("sessions", [])
+    runs = sum(s["runs"] for s in sessions)
+    core_s = sum(s["elapsed_s"] * s["workers"] for s in sessions)
+    return {"training_sweep_runs": runs, "training_sweep_elapsed_s": sum(s["elapsed_s"] for s in sessions),
+            "training_sweep_runs_per_s_per_core": runs / core_s if core_s else float("nan")}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, default=None, help="model directory (default: shipped)")
+    p.add_argument("--samples", type=int, default=300)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--dataset", type=Path, default=None, help="keep the fresh sweep here (resumable)")
+    p.add_argument("--training-sweep", type=Path, default=None, help="training sweep (its run rate)")
+    p.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument("--tag", default="")
+    args = p.parse_args()
+
+    report = evaluate(args.models, n_samples=args.samples, seed=args.seed, dataset_dir=args.dataset,
+                      workers=args.workers, quiet=False, keep_rows=True)
+    flat = {**flat_metrics(report), **_training_sweep(args.training_sweep)}
+    day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    tag = f"_{args.tag}" if args.tag else ""
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    twin_rows = report["twin_rows"].assign(source="twin")
+    real_rows = report.get("real_rows", pd.DataFrame()).assign(source="dt_real")
+    runs = pd.concat([twin_rows, real_rows], ignore_index=True)
+    runs.to_csv(args.out_dir / f"surrogate_runs{tag}_{day}.csv", index=False)
+
+    meta = next(iter(report["models"].values()))
+    lines = [f"# Surrogate benchmark — {day} (UTC {dt.datetime.now(dt.UTC):%H:%M})", "",
+             "Protocol: bench/surrogate.md. Command: `python " + " ".join(sys.argv) + "`", "",
+             f"Models: {args.models or 'shipped (surrogate/models/)'}; trained "
+             f"{meta.get('trained_utc', '?')} on {meta.get('rows', '?')} rows per profile "
+             f"(dataset {meta.get('dataset_hash', '?')}); recipe `{meta.get('recipe', '')}`.", "",
+             f"Fresh twin sweep: {args.samples} runs, seed {args.seed}; "
+             f"{report['twin']['rows']} usable (not OOM, no error).", "",
+             "| metric | value | target |", "|---|---|---|"]
+    for k, v in flat.items():
+        lines.append(f"| {k} | {v:.4g} | {_verdict(k, v)} |")
+    lines += ["", "## Per profile (fresh twin sweep)", "",
+              "| profile | runs | SMAPE % | macro-F1 | starved |", "|---|---|---|---|---|"]
+    for name, s in report["twin"]["by_profile"].items():
+        lines.append(f"| {name} | {s['rows']} | {s['throughput_smape_pct']:.2f} "
+                     f"| {s['starvation_macro_f1']:.3f} | {s['starved_share']:.2f} |")
+    if "real" in report:
+        lines += ["", "## Per profile (dt_real, status ok)", "", "| profile | runs | SMAPE % | macro-F1 |",
+                  "|---|---|---|---|"]
+        for name, s in report["real"]["by_profile"].items():
+            lines.append(f"| {name} | {s['rows']} | {s['throughput_smape_pct']:.2f} "
+                         f"| {s['starvation_macro_f1']:.3f} |")
+        ok = real_rows[~real_rows["oom"].astype(bool)]
+        pub = ok[np.isfinite(ok["twin_published_tok_s"].astype(float))]
+        if len(pub):
+            err = smape(pub["throughput_tok_s"], pub["twin_published_tok_s"])
+            lines.append(f"\nPublished twin on the same {len(pub)} runs: SMAPE {err:.2f} % (papers' form).")
+    lines += ["", "## Where the error is (fresh twin sweep)", "", *_buckets(report["twin_rows"])]
+    (args.out_dir / f"surrogate_summary{tag}_{day}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
