@@ -79,8 +79,12 @@ def test_collect_against_loopback_server_writes_a_calibration_record(tmp_path: P
     assert len(runs) == 2 and runs[0].max_loras == 2 and runs[0].instance().n_adapters == 3
 
 
-def test_collect_refuses_a_server_without_the_adapters() -> None:
-    with FakeVllm(["other"], max_seconds=10).running_at() as url, pytest.raises(InputError, match="a0"):
+def test_collect_refuses_a_server_without_the_adapters_or_with_other_slots() -> None:
+    with FakeVllm(["other"], max_loras=2, max_seconds=10).running_at() as url, \
+            pytest.raises(InputError, match="a0"):
+        collect(Collect(_instance(), max_loras=2), url=url)
+    with FakeVllm(["a0", "a1", "a2"], max_loras=8, max_seconds=10).running_at() as url, \
+            pytest.raises(InputError, match="max_lora 8"):
         collect(Collect(_instance(), max_loras=2), url=url)
 
 

@@ -193,10 +193,6 @@ def summarize(c: Collect, log: Mapping[str, Any], scrapes: Sequence[Mapping[str,
         row["preemptions"] = float(pre[-1] - pre[0])
     if kv.size:
         row["kv_cache_tokens"] = float(kv[-1])
-    max_lora = col("max_lora")
-    if max_lora.size and int(max_lora[-1]) != c.max_loras:
-        raise InputError(f"the server runs with max_lora {int(max_lora[-1])}, not the given max_loras",
-                         field="max_loras", value=c.max_loras)
     return row
 
 
@@ -215,9 +211,17 @@ def write_records(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
     atomic_write_text(p, new[cols].to_csv(index=False))
 
 
-async def _check_adapters(url: str, ids: Sequence[str]) -> None:
+async def _check_server(url: str, ids: Sequence[str], max_loras: int) -> None:
+    """Every adapter must be served, and the server's max_lora (when it reports one) must be ``max_loras``."""
     import json
 
+    from twin._http import parse_prometheus
+
+    samples = parse_prometheus(await get_text(url, "/metrics"))
+    reported = [lab.get("max_lora") for n, lab, _ in samples if n == "vllm:lora_requests_info"]
+    if reported and reported[-1] and int(float(reported[-1])) != max_loras:
+        raise InputError(f"the server runs with max_lora {reported[-1]}, not {max_loras}", field="max_loras",
+                         value=max_loras)
     models = json.loads(await get_text(url, "/v1/models"))
     served = {m.get("id") for m in models.get("data", [])}
     missing = [a for a in ids if a not in served]
@@ -243,7 +247,7 @@ def collect(c: Collect, *, url: str | None = None, gpu: str = "", model_path: st
                 text = Path(log_path).read_text(errors="replace")
                 return summarize(c, {}, [], gpu=gpu, status="oom" if looks_oom(text) else "failed")
             raise InputError("no OpenAI-compatible server answers", field="url", value=url)
-        asyncio.run(_check_adapters(url, c.instance.ids))
+        asyncio.run(_check_server(url, c.instance.ids, c.max_loras))
         log, scrapes = asyncio.run(drive(url, c))
         return summarize(c, log, scrapes, gpu=gpu)
     finally:
