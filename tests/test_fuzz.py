@@ -148,6 +148,25 @@ def test_random_adapter_csv_files_are_read_or_rejected(tmp_path_factory: pytest.
     _read_or_input_error(d / "x.yaml")
 
 
+_CELLS = st.sampled_from(["0", "1.5", "-1", "nan", "inf", "", "x", "1e9", "3"])
+_TRACE_HEADERS = ["arrived_at,num_prefill_tokens,num_decode_tokens", "arrived_at,num_prefill_tokens", "x", ""]
+
+
+@pytest.mark.filterwarnings("ignore:loadtxt")
+@FUZZ
+@given(rows=st.lists(st.lists(_CELLS, min_size=2, max_size=4), max_size=6),
+       header=st.sampled_from(_TRACE_HEADERS))
+def test_random_trace_files_are_read_or_rejected(tmp_path_factory: pytest.TempPathFactory,
+                                                 rows: list[list[str]], header: str) -> None:
+    from twin.traces import load_trace
+
+    path = tmp_path_factory.mktemp("trace") / "t.csv"
+    path.write_text(header + "\n" + "\n".join(",".join(r) for r in rows) + "\n")
+    with contextlib.suppress(InputError):
+        tr = load_trace(path)
+        assert tr.arrival_s.size >= 2
+
+
 # --- the plan reader ------------------------------------------------------------------------------------
 @FUZZ
 @given(doc=values | mutated(_plan_doc()))
