@@ -32,6 +32,9 @@ _OP_ADAPTERS = 2048  # size of the homogeneous probe instance behind an operatin
 
 def operating_points(problem: Instance, oracle: Oracle) -> dict[int, float]:
     """Request rate (req/s) one GPU carries when it serves only rank-r adapters of the rank's mean rate."""
+    memo = oracle.memo(problem)
+    if ("operating_points",) in memo:
+        return dict(memo[("operating_points",)])
     out: dict[int, float] = {}
     ranks = problem.ranks
     for r in sorted(set(ranks.tolist())):
@@ -40,6 +43,7 @@ def operating_points(problem: Instance, oracle: Oracle) -> dict[int, float]:
             Adapter(f"op{i}", r, mean_rate) for i in range(_OP_ADAPTERS)))
         k, _ = largest_prefix(probe, np.arange(_OP_ADAPTERS), oracle, 64)
         out[r] = max(k, 1) * mean_rate
+    memo[("operating_points",)] = dict(out)
     return out
 
 

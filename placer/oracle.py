@@ -141,6 +141,11 @@ class Oracle(abc.ABC):
             self._caches[id(problem)] = entry
         return entry[1], entry[2]
 
+    def memo(self, problem: Instance) -> dict[Any, Any]:
+        """A per-problem dict (dropped with the oracle's cache) where solvers keep values derived from this
+        oracle, e.g. operating points."""
+        return self._state(problem)[0]
+
     def tokens_per_request(self, problem: Instance) -> float:
         """Mean prompt + expected output tokens per request of this problem."""
         return self._state(problem)[1]

@@ -116,3 +116,28 @@ def test_registry_rejects_unknown_and_duplicate_names() -> None:
         solve(make([1.0]), "no-such-solver", oracle=AnalyticOracle())
     with pytest.raises(ValueError, match="already registered"):
         register_solver("greedy-paper", lambda *a, **k: None)
+
+
+class _SlowOracle(AnalyticOracle):
+    """The analytic double, 1 ms per backend call: lets a test see whether solvers watch the clock."""
+
+    def _predict(self, problem, queries):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(0.001)
+        return super()._predict(problem, queries)
+
+
+@pytest.mark.parametrize("solver", ["ffd-bisect", pytest.param("loraserve", marks=pytest.mark.slow),
+                                    pytest.param("dlora", marks=pytest.mark.slow)])
+def test_time_limit_is_respected(solver: str) -> None:
+    problem = generate("zipf", 120, 0)
+    kw = {"capacity_rps": 4.0, "min_slot_fraction": 0.3}
+    greedy = _SlowOracle(**kw)
+    greedy.tokens_per_request(problem)  # one-time length-table set-up, not the solvers' time
+    t_greedy = solve(problem, "greedy-paper", time_limit=60, oracle=greedy).runtime_s
+    result = solve(problem, solver, time_limit=0.3, oracle=_SlowOracle(**kw))
+    # ffd-bisect always runs the greedy pass, one filling and two baselines; nothing else past the limit
+    assert result.runtime_s < 0.3 + 3 * t_greedy + 0.5
+    if result.gpus:
+        assert evaluate(problem, result, AnalyticOracle(**kw)).feasible
