@@ -39,6 +39,14 @@ _RANK_COLORS = {1: "#bab0ac", 8: "#4e79a7", 16: "#59a14f", 32: "#f28e2b", 64: "#
 _OK, _BAD, _INK = "#2e7d32", "#c62828", "#222222"
 
 
+def check_path(path: str | Path) -> Path:
+    """``path`` if it names a chart file this module can write (.png or .svg); :class:`InputError` otherwise.
+
+    Commands call it before any long computation, so a typo fails at once."""
+    _format_of(path)
+    return Path(path)
+
+
 def _format_of(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 MARKER = ".placer-report"
 
 
-def _target(out_dir: str | Path) -> Path:
+def check_target(out_dir: str | Path) -> Path:
+    """``out_dir`` if a report may be written there (absent, empty, or an earlier report); else InputError."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError("exists and is not a folder", field="--report", value=str(out))
@@ -51,7 +52,7 @@ def write_report(problem: Instance, result: Result, out_dir: str | Path, *, veri
     of the worst simulated GPU. Raises :class:`InputError` when the plan does not fit the problem (unknown
     adapters, violated constraints) or ``out_dir`` is a folder that is not a report.
     """
-    out = _target(out_dir)
+    out = check_target(out_dir)
     structural = [e for e in check_plan(problem, result) if "memory error" not in e] if result.gpus else []
     if structural:
         raise InputError(f"plan does not fit the instance: {structural[0]}", field="gpus",
