@@ -149,11 +149,21 @@ def model_bounds(model: PackingModel, *, lp: bool = True) -> BoundReport:
     return BoundReport(l1=l1, count=cnt, l2=l2, lp=lpv, best=best)
 
 
+FULL_MODEL_MAX_ADAPTERS = 300  # above this, lower_bound() uses the light model unless the full one is cached
+
+
 def lower_bound(problem: Any, oracle: Any = None) -> int:
     """A lower bound on the GPUs of ``problem`` under the linearised model built from ``oracle``.
 
-    Raises :class:`twin.errors.InfeasibleError` when an adapter fits on no GPU configuration.
+    Uses the full class model for problems of up to :data:`FULL_MODEL_MAX_ADAPTERS` adapters (or when an
+    exact solver has already built it), else the light one-class-per-rank relaxation, which needs only a
+    handful of oracle calls. Raises :class:`twin.errors.InfeasibleError` when an adapter fits on no GPU.
     """
-    from placer.linear import build_linear_model
+    from placer.linear import build_linear_model, cached_linear_model
 
-    return model_bounds(build_linear_model(problem, oracle).packing).best
+    full = cached_linear_model(problem, oracle)
+    if full is None and problem.n_adapters <= FULL_MODEL_MAX_ADAPTERS:
+        full = build_linear_model(problem, oracle)
+    if full is not None:
+        return model_bounds(full.packing).best
+    return model_bounds(build_linear_model(problem, oracle, light=True).packing).best

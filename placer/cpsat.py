@@ -38,14 +38,24 @@ def _sorted_view(model: PackingModel) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cpsat_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limit: float = 60.0,
-               seed: int = 0, workers: int = 2, hints: tuple[Packing, ...] = ()) -> PackOutcome:
-    """Minimise the bins of ``model`` with CP-SAT, warm-started from the feasible packing ``start``."""
+               seed: int = 0, workers: int = 2, hints: tuple[Packing, ...] = (),
+               formulation: str = "auto") -> PackOutcome:
+    """Minimise the bins of ``model`` with CP-SAT, warm-started from the feasible packing ``start``.
+
+    ``formulation``: ``assignment`` (the model above), ``arcflow`` (:mod:`placer.arcflow`) or ``auto``
+    (arc-flow for single-class models where it applies, i.e. classic bin packing; assignment otherwise).
+    """
     t0 = time.perf_counter()
     best_start = min((start, *[h for h in hints if h.is_valid(model)]), key=lambda p: p.num_bins)
     ub = best_start.num_bins
     if lower >= ub:
         return PackOutcome(best_start, "optimal", float(lower), time.perf_counter() - t0,
                            detail="warm start meets the lower bound", solver_status="BOUND")
+    from placer.arcflow import arcflow_applicable, arcflow_cpsat
+
+    if formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model)):
+        return arcflow_cpsat(model, best_start, lower=lower, time_limit=time_limit, workers=workers,
+                             seed=seed, t0=t0)
     n, n_cls = model.n_items, len(model.classes)
     if n * ub > MAX_ASSIGNMENT_VARS:
         return PackOutcome(best_start, "feasible", float(lower), time.perf_counter() - t0,

@@ -6,7 +6,7 @@
 3. Solve the model with the given core (CP-SAT or CBC), time-limited.
 4. Every GPU of the model's optimum goes back to the oracle (:meth:`Oracle.evaluate_many`, the same judgement
    the one evaluator applies). A GPU the oracle rejects is reported (``extra.oracle_rejected``) and repaired
-   by splitting it with the heuristic's bisection filling; the status is then ``feasible``, never
+   by splitting it with first fit with oracle checks; the status is then ``feasible``, never
    ``optimal``, and ``reason`` says why.
 
 ``status`` ``optimal`` means optimal w.r.t. the linearised model (``extra.optimal_wrt``).
@@ -49,16 +49,18 @@ def heuristic_packing(problem: Instance, model: PackingModel, oracle: Oracle, ti
     return Packing.from_bins(model, bins), res.num_gpus
 
 
-def _repair(problem: Instance, idx: np.ndarray, oracle: Oracle, deadline: float) -> list[np.ndarray]:
-    """Split a rejected GPU into oracle-feasible ones (the heuristic's bisection filling, hottest first)."""
-    order = idx[np.argsort(-problem.rates[idx], kind="stable")]
-    try:
-        from placer.heuristics import fill_bisect
-
-        bins = fill_bisect(problem, order, oracle, max(deadline, time.perf_counter() + 5.0))
-    except ImportError:  # pragma: no cover
-        bins = None
-    return bins if bins is not None else [np.array([i]) for i in order]
+def _repair(problem: Instance, idx: np.ndarray, oracle: Oracle) -> list[np.ndarray]:
+    """Split a rejected GPU into oracle-feasible ones: first fit, hottest adapter first, oracle-checked."""
+    parts: list[list[int]] = []
+    for i in idx[np.argsort(-problem.rates[idx], kind="stable")].tolist():
+        trials = [p + [i] for p in parts]
+        ok = oracle.feasible_many(problem, trials) if trials else np.zeros(0, dtype=bool)
+        hit = np.flatnonzero(ok)
+        if hit.size:
+            parts[int(hit[0])].append(i)
+        else:
+            parts.append([i])
+    return [np.array(sorted(p), dtype=np.int64) for p in parts]
 
 
 def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Oracle, name: str,
@@ -84,12 +86,11 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
     verdicts = oracle.evaluate_many(problem, bins)
     rejected = [j for j, v in enumerate(verdicts) if not v.feasible]
     gpus: list[GpuPlan] = []
-    deadline = t0 + time_limit
     for b, v in zip(bins, verdicts, strict=True):
         if v.feasible:
             gpus.append(v.gpu_plan([problem.ids[i] for i in b]))
             continue
-        for part in _repair(problem, b, oracle, deadline):
+        for part in _repair(problem, b, oracle):
             pv = oracle.evaluate(problem, part)
             gpus.append(pv.gpu_plan([problem.ids[i] for i in np.sort(part)]))
     model_lb = max(report.best, int(math.ceil(out.bound - 1e-6)) if math.isfinite(out.bound) else 0)
@@ -97,7 +98,7 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
     if rejected:
         status = "feasible"
         reason = (f"the oracle rejected {len(rejected)} of the linear model's {len(bins)} GPUs "
-                  f"({', '.join(map(str, rejected[:5]))}); they were split by the heuristic into "
+                  f"({', '.join(map(str, rejected[:5]))}); they were split (first fit, oracle-checked) into "
                   f"{len(gpus) - len(bins) + len(rejected)} GPUs")
     extra = {
         "optimal_wrt": "linear model",

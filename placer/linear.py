@@ -12,9 +12,10 @@ Per-GPU capacity is not additive (it depends on the mix), so the exact solvers u
   forced to rank r), their rates scaled by a common factor; C is the largest total load the oracle still
   calls feasible, found by a batched geometric bisection (relative precision ``rtol``, 1e-7).
   ``max_loras`` of the class is the oracle's best slot count at that point;
-- counts n: 1, the papers' test points, ×1.5 steps beyond 576, the number of eligible adapters, and the
-  largest count the oracle accepts at a tiny load (bisection); classes the oracle rejects even at a tiny load
-  are dropped, as are dominated classes (another class with r', n', C' all ≥).
+- counts n: 1, the papers' test points and doublings beyond 576, up to the largest count the oracle accepts
+  at a tiny load (bisection), itself capped by the number of eligible adapters and by how many of the
+  lightest ones fit the single-adapter capacity C(r, 1); classes with C = 0 are dropped, as are dominated
+  classes (another class with r', n', C' all ≥).
 
 The model is exact w.r.t. itself, not w.r.t. the oracle: a GPU the model admits can still be rejected (mix
 effects), so every exact plan goes back through the one evaluator. Models are cached per (problem, oracle).
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from placer.bounds import max_items_that_fit
 from placer.oracle import PAPER_TEST_POINTS, Oracle
 from placer.packing import BinClass, PackingModel
 from twin.errors import InfeasibleError
@@ -63,8 +65,8 @@ def count_points(limit: int) -> list[int]:
     """Adapter counts at which capacities are measured, up to ``limit``."""
     pts = {1, *[p for p in PAPER_TEST_POINTS if p <= limit], limit}
     p = float(PAPER_TEST_POINTS[-1])
-    while p * 1.5 < limit:
-        p *= 1.5
+    while p * 2 < limit:
+        p *= 2
         pts.add(int(p))
     return sorted(x for x in pts if 1 <= x <= limit)
 
@@ -81,6 +83,16 @@ def _mix(problem: Instance, rank: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ranks, rates / rates.sum()
 
 
+def _adapter(aid: str, rank: int, rate: float) -> Adapter:
+    """An Adapter built without re-validation (rank from a validated instance, rate > 0): probing builds
+    hundreds of thousands of them."""
+    a = object.__new__(Adapter)
+    object.__setattr__(a, "id", aid)
+    object.__setattr__(a, "rank", rank)
+    object.__setattr__(a, "rate_rps", rate)
+    return a
+
+
 class _Prober:
     """Judges many (mix, total load) probes with one batched oracle call on a synthetic instance."""
 
@@ -95,8 +107,8 @@ class _Prober:
         for (ranks, rel), load in probes:
             rates = rel * (load / self.tpr)
             start = len(adapters)
-            adapters.extend(Adapter(f"m{start + i}", int(r), float(max(x, 1e-12)))
-                            for i, (r, x) in enumerate(zip(ranks, rates, strict=True)))
+            adapters.extend(_adapter(f"m{start + i}", int(r), float(max(x, 1e-12)))
+                            for i, (r, x) in enumerate(zip(ranks.tolist(), rates.tolist(), strict=True)))
             sets.append(np.arange(start, len(adapters)))
         synth = self.problem.replace(name=f"{self.problem.name}#probe", adapters=tuple(adapters))
         self.calls += 1
@@ -104,31 +116,40 @@ class _Prober:
         return [(v.feasible, int(v.best_max_loras or 1)) for v in verdicts]
 
 
-def _capacities(prober: _Prober, mixes: list[tuple[np.ndarray, np.ndarray]], guess: float,
-                rtol: float, probes: int = 7) -> list[tuple[float, int]]:
-    """Largest feasible total load per mix (0 when even a tiny load fails), by batched geometric search."""
+def _capacities(prober: _Prober, mixes: list[tuple[np.ndarray, np.ndarray]], guesses: list[float],
+                rtol: float) -> list[tuple[float, int]]:
+    """Largest feasible total load per mix (0 when even a tiny load fails), by batched geometric search.
+
+    Each round judges several loads per mix in one oracle call (more for small mixes, which are cheap):
+    galloping by ×4 from the guess until a bracket is found, then geometric splits of the bracket. Mixes
+    of more than 64 adapters stop at relative precision 1e-4 (costly to probe), smaller ones at ``rtol``.
+    """
     lo = [0.0] * len(mixes)
     hi = [math.inf] * len(mixes)
     slots = [0] * len(mixes)
+    tol = [rtol if len(m[0]) <= 64 else max(rtol, 1e-4) for m in mixes]
+    probes = [int(min(15, max(3, 2048 // len(m[0])))) for m in mixes]
     for _ in range(60):
-        todo = [k for k in range(len(mixes)) if hi[k] > lo[k] * (1 + rtol) and hi[k] > guess * 1e-9]
+        todo = [k for k in range(len(mixes)) if hi[k] > lo[k] * (1 + tol[k]) and hi[k] > guesses[k] * 1e-9]
         if not todo:
             break
         batch: list[tuple[tuple[np.ndarray, np.ndarray], float]] = []
         owner: list[int] = []
         for k in todo:
-            if math.isinf(hi[k]):  # gallop up from the guess (or from lo)
-                base = max(lo[k], guess)
-                loads = [base * 4.0 ** i for i in range(probes)]
+            p = probes[k]
+            if math.isinf(hi[k]) and lo[k] == 0.0:  # first round: a ×4 window around the guess
+                loads = [guesses[k] * 4.0 ** (i / (p - 1) - 0.75) for i in range(p)]
+            elif math.isinf(hi[k]):  # gallop up
+                loads = [lo[k] * 4.0 ** (i + 1) for i in range(p)]
             elif lo[k] == 0.0:  # gallop down
-                loads = [hi[k] / 4.0 ** (i + 1) for i in range(probes)]
+                loads = [hi[k] / 4.0 ** (i + 1) for i in range(p)]
             else:
-                ratio = (hi[k] / lo[k]) ** (1.0 / (probes + 1))
-                loads = [lo[k] * ratio ** (i + 1) for i in range(probes)]
+                ratio = (hi[k] / lo[k]) ** (1.0 / (p + 1))
+                loads = [lo[k] * ratio ** (i + 1) for i in range(p)]
             batch.extend((mixes[k], x) for x in loads)
             owner.extend([k] * len(loads))
         for k, ((_, load), (ok, s)) in zip(owner, zip(batch, prober(batch), strict=True), strict=True):
-            if ok and load > lo[k] and load < hi[k]:
+            if ok and lo[k] < load < hi[k]:
                 lo[k], slots[k] = load, s
             elif not ok and load < hi[k]:
                 hi[k] = load
@@ -163,30 +184,47 @@ def _dominance_filter(rows: list[tuple[int, int, float, int]]) -> list[tuple[int
     return sorted(keep, key=lambda c: (c[0], c[1]))
 
 
-def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol: float = 1e-7
-                       ) -> LinearModel:
+def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol: float = 1e-7,
+                       light: bool = False) -> LinearModel:
     """The linearised model of ``problem`` under ``oracle`` (default: the surrogate oracle); cached.
 
+    ``light``: only one class per rank, (r, largest count, single-adapter capacity C(r, 1)) — a relaxation of
+    the full model (capacities are assumed not to grow with the adapter count), cheap to build: what
+    :func:`placer.bounds.lower_bound` uses on large problems.
     Raises :class:`InfeasibleError` naming an adapter that no class admits.
     """
     if oracle is None:
         from placer.oracle import make_oracle
 
         oracle = make_oracle(problem)
-    key = (problem, oracle.name, id(oracle), rtol)
+    key = (problem, oracle.name, id(oracle), rtol, light)
     hit = _CACHE.get(key)
     if hit is not None:
         return hit
     prober = _Prober(problem, oracle)
     loads = problem.rates * prober.tpr
     tiny = float(loads.min()) * 1e-3
+    ranks = sorted(set(problem.ranks.tolist()))
+    singles = _capacities(prober, [_mix(problem, r, 1) for r in ranks], [float(loads.max())] * len(ranks),
+                          rtol)
     specs: list[tuple[int, int]] = []
-    for r in sorted(set(problem.ranks.tolist())):
-        eligible = int((problem.ranks <= r).sum())
-        top = _largest_count(prober, problem, r, eligible, tiny)
-        specs.extend((r, n) for n in count_points(top) if top)
-    caps = _capacities(prober, [_mix(problem, r, n) for r, n in specs], float(np.median(loads)) * 8, rtol)
-    rows = [(r, n, c, s) for (r, n), (c, s) in zip(specs, caps, strict=True) if c > 0]
+    guesses: list[float] = []
+    rows = [(r, 1, c, s) for r, (c, s) in zip(ranks, singles, strict=True) if c > 0]
+    for r, (c1, _) in zip(ranks, singles, strict=True):
+        if c1 <= 0:
+            continue
+        eligible = loads[problem.ranks <= r]
+        # A GPU cannot hold more adapters than the lightest ones that fit the single-adapter capacity
+        # (capacities are assumed not to grow with the adapter count).
+        limit = max_items_that_fit(np.round(eligible / c1 * 1e9), int(1e9) + 1000) if c1 > 0 else 0
+        top = _largest_count(prober, problem, r, min(len(eligible), limit), tiny) if limit > 1 else 0
+        if light:
+            rows.append((r, max(1, top), c1, 0))
+            continue
+        specs.extend((r, n) for n in count_points(top) if n > 1)
+        guesses.extend(c1 for n in count_points(top) if n > 1)
+    caps = _capacities(prober, [_mix(problem, r, n) for r, n in specs], guesses, rtol)
+    rows += [(r, n, c, s) for (r, n), (c, s) in zip(specs, caps, strict=True) if c > 0]
     rows = _dominance_filter(rows)
     if not rows:
         raise InfeasibleError("no GPU configuration carries any load under this oracle")
@@ -208,3 +246,11 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = model
     return model
+
+
+def cached_linear_model(problem: Instance, oracle: Oracle | None, *,
+                        rtol: float = 1e-7) -> LinearModel | None:
+    """The full model of (problem, oracle) if it was already built in this process, else None."""
+    if oracle is None:
+        return None
+    return _CACHE.get((problem, oracle.name, id(oracle), rtol, False))

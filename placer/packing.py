@@ -84,7 +84,10 @@ class PackingModel:
 
     def unpackable_items(self) -> list[int]:
         """Items that fit in no class even alone."""
-        return [i for i in range(self.n_items) if self.class_for([i]) is None]
+        cap, cnt, knd = self.class_arrays
+        ok = ((self.weights[:, None] <= cap[None, :]) & (cnt[None, :] >= 1)
+              & (self.kinds[:, None] <= knd[None, :])).any(axis=1)
+        return np.flatnonzero(~ok).tolist()
 
 
 @dataclass(frozen=True)

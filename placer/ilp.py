@@ -1,0 +1,149 @@
+"""Exact packing as a MILP through PuLP + CBC, and the ``ilp`` placement solver.
+
+The same assignment model as :mod:`placer.cpsat` (x[i,j] only for j ≤ i over items sorted by weight,
+class choice z[j,k], y[j] = Σ_k z[j,k], y[j] ≥ y[j+1], capacity, count and rank constraints, Σ y ≥ the
+lower bound), given to CBC with the warm start as a MIP start. Single-class problems whose count limit
+cannot bind (classic bin packing) use the arc-flow formulation instead (:mod:`placer.arcflow`).
+
+Honesty about CBC: PuLP reports "Optimal" (status 1) for a run that stopped on its time limit with a
+solution; we read ``sol_status`` (1 = proven optimal, 2 = integer feasible only) and CBC's own log
+("Result - ...", "Lower bound: ...") for the status and the best bound, and fall back to the model bound.
+Only PuLP's bundled CBC is used (never highspy: it breaks ortools in the same process).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import time
+from typing import Any
+
+from placer.packing import Packing, PackingModel, PackOutcome, canonical
+from placer.solve import register_solver
+
+NAME = "ilp"
+MAX_ASSIGNMENT_VARS = 200_000
+
+
+def run_cbc(prob: Any, time_limit: float, workers: int, warm: bool) -> tuple[int, float | None, str]:
+    """Solve a PuLP problem with CBC: (sol_status, CBC's lower bound or None, CBC's result line)."""
+    import pulp
+
+    fd, log = tempfile.mkstemp(prefix="placer-cbc-", suffix=".log")
+    os.close(fd)
+    try:
+        cmd = pulp.PULP_CBC_CMD(timeLimit=max(1.0, float(time_limit)), threads=max(1, int(workers)),
+                                msg=False, warmStart=warm, logPath=log)
+        prob.solve(cmd)
+        with open(log, errors="replace") as f:
+            text = f.read()
+    finally:
+        os.unlink(log)
+    result = next((ln.strip() for ln in text.splitlines() if ln.startswith("Result - ")), "")
+    bound = None
+    m = re.search(r"^Lower bound:\s+(-?[\d.eE+-]+)", text, re.MULTILINE)
+    if m:
+        bound = float(m.group(1))
+    return int(prob.sol_status), bound, result
+
+
+def ilp_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limit: float = 60.0, seed: int = 0,
+             workers: int = 2, hints: tuple[Packing, ...] = (), formulation: str = "auto") -> PackOutcome:
+    """Minimise the bins of ``model`` with CBC, warm-started from the feasible packing ``start``."""
+    t0 = time.perf_counter()
+    best = min((start, *[h for h in hints if h.is_valid(model)]), key=lambda p: p.num_bins)
+    ub = best.num_bins
+    if lower >= ub:
+        return PackOutcome(best, "optimal", float(lower), time.perf_counter() - t0,
+                           detail="warm start meets the lower bound", solver_status="BOUND")
+    from placer.arcflow import arcflow_applicable
+
+    if formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model)):
+        from placer.arcflow import arcflow_ilp
+
+        return arcflow_ilp(model, best, lower=lower, time_limit=time_limit, workers=workers, t0=t0)
+    n, n_cls = model.n_items, len(model.classes)
+    if n * ub > MAX_ASSIGNMENT_VARS:
+        return PackOutcome(best, "feasible", float(lower), time.perf_counter() - t0,
+                           detail=f"model too large for CBC ({n} items x {ub} bins); warm start returned",
+                           solver_status="SKIPPED")
+    import pulp
+
+    from placer.cpsat import _sorted_view
+
+    order, inv = _sorted_view(model)
+    w, kinds = model.weights[order], model.kinds[order]
+    cap, cnt, knd = model.class_arrays
+    prob = pulp.LpProblem("placement", pulp.LpMinimize)
+    x = {(i, j): pulp.LpVariable(f"x_{i}_{j}", cat="Binary")
+         for i in range(n) for j in range(min(i, ub - 1) + 1)}
+    y = [pulp.LpVariable(f"y_{j}", cat="Binary") for j in range(ub)]
+    z = [[pulp.LpVariable(f"z_{j}_{k}", cat="Binary") for k in range(n_cls)] for j in range(ub)]
+    prob += pulp.lpSum(y)
+    for i in range(n):
+        prob += pulp.lpSum(x[i, j] for j in range(min(i, ub - 1) + 1)) == 1
+    for j in range(ub):
+        members = range(j, n)
+        prob += pulp.lpSum(z[j]) == y[j]
+        prob += pulp.lpSum(int(w[i]) * x[i, j] for i in members) <= pulp.lpSum(
+            int(cap[k]) * z[j][k] for k in range(n_cls))
+        prob += pulp.lpSum(x[i, j] for i in members) <= pulp.lpSum(
+            int(cnt[k]) * z[j][k] for k in range(n_cls))
+        for i in members:
+            allowed = [z[j][k] for k in range(n_cls) if knd[k] >= kinds[i]]
+            prob += x[i, j] <= pulp.lpSum(allowed)
+        if j + 1 < ub:
+            prob += y[j + 1] <= y[j]
+    prob += pulp.lpSum(y) >= max(1, lower)
+    hint = canonical(Packing(tuple(tuple(int(inv[i]) for i in b) for b in best.bins), best.classes))
+    where = {i: j for j, b in enumerate(hint.bins) for i in b}
+    for (i, j), v in x.items():
+        v.setInitialValue(1 if where[i] == j else 0)
+    for j in range(ub):
+        y[j].setInitialValue(1 if j < hint.num_bins else 0)
+        for k in range(n_cls):
+            z[j][k].setInitialValue(1 if j < hint.num_bins and hint.classes[j] == k else 0)
+    remaining = time_limit - (time.perf_counter() - t0)
+    sol_status, cbc_bound, result = run_cbc(prob, remaining, workers, warm=True)
+    runtime = time.perf_counter() - t0
+    if sol_status not in (1, 2):
+        status = "infeasible" if sol_status == -1 else "timeout"
+        return PackOutcome(best, status, float(lower), runtime,
+                           detail=f"CBC: {result or pulp.LpSolution[sol_status]}; warm start returned",
+                           solver_status=str(pulp.LpSolution[sol_status]))
+    bins: list[list[int]] = [[] for _ in range(ub)]
+    for (i, j), v in x.items():
+        if (v.value() or 0) > 0.5:
+            bins[j].append(int(order[i]))
+    packing = Packing.from_bins(model, [b for b in bins if b])
+    if packing is None or not packing.is_valid(model) or packing.num_bins > best.num_bins:
+        packing = best
+    return finish(packing, lower, sol_status, cbc_bound, result, runtime)
+
+
+def finish(packing: Packing, lower: int, sol_status: int, cbc_bound: float | None, result: str,
+           runtime: float) -> PackOutcome:
+    """Honest status from CBC's sol_status, its log line and the bounds."""
+    bound = max(float(lower), cbc_bound if cbc_bound is not None else -math.inf)
+    proven = (sol_status == 1 and "Optimal" in (result or "Optimal")) or \
+        math.ceil(bound - 1e-6) >= packing.num_bins
+    status = "optimal" if proven else "timeout"
+    if proven:
+        bound = float(packing.num_bins)
+    return PackOutcome(packing, status, bound, runtime,
+                       detail=f"CBC: {result or 'no result line'}; objective {packing.num_bins}, "
+                              f"bound {bound:g}",
+                       solver_status={1: "Optimal", 2: "IntegerFeasible"}.get(sol_status, str(sol_status)))
+
+
+def solve_ilp(problem: Any, *, time_limit: float, seed: int, oracle: Any) -> Any:
+    """``ilp``: the linearised placement model (:mod:`placer.linear`) solved as a MILP by CBC."""
+    from placer.exact import solve_exact
+
+    return solve_exact(problem, time_limit=time_limit, seed=seed, oracle=oracle, name=NAME, core=ilp_pack,
+                       workers=2)
+
+
+register_solver(NAME, solve_ilp)
