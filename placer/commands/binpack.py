@@ -1,4 +1,4 @@
-"""``placer binpack FILE``: classic 1-D bin packing (BPPLIB text format) with the exact placement machinery."""
+"""``placer binpack FILE``: classic 1-D bin packing (BPPLIB text format) with the exact machinery."""
 
 from __future__ import annotations
 
