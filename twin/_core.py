@@ -142,6 +142,41 @@ def _advance_running(i, nrun, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_co
 
 
 @njit(cache=True)
+def _all_running(nrun, budget, free, bs, bshift, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin):
+    """Schedule every running slot with all its new tokens if the budget and the free KV blocks allow it (then
+    no request is preempted and the order does not matter); otherwise change nothing and return i = 0."""
+    demand = 0
+    need = 0
+    for v in range(nrun):
+        ntok = s_ntok[v]
+        demand += ntok - s_comp[v]
+        extra = ((ntok + bs - 1) >> bshift) - s_blk[v]
+        need += max(extra, 0)
+    if demand > budget or need > free:
+        return 0, budget, free, 0, 0, 0, 0, 0
+    n_itl = 0
+    ctx = 0
+    n_first = 0
+    n_fin = 0
+    for v in range(nrun):
+        ntok = s_ntok[v]
+        new = ntok - s_comp[v]
+        n_itl += 1 if (new == 1 and ntok > s_pin[v]) else 0
+        ctx += ntok
+        s_blk[v] = max(s_blk[v], (ntok + bs - 1) >> bshift)
+        s_comp[v] = ntok
+        ntok += 1
+        s_ntok[v] = ntok
+        if ntok == s_pin[v] + 1:
+            ev_first[n_first] = s_id[v]
+            n_first += 1
+        if ntok == s_end[v]:
+            ev_fin[n_fin] = v
+            n_fin += 1
+    return nrun, budget - demand, free - need, demand - n_itl, ctx, n_itl, n_first, n_fin
+
+
+@njit(cache=True)
 def _active_add(a, run_cnt, act, act_pos):
     if run_cnt[a] == 0:
         act[0] += 1
@@ -194,6 +229,10 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     """
     n = arr.shape[0]
     bs = block_size
+    bshift = -1                        # log2(block_size) if a power of two (enables the fast path)
+    for k in range(31):
+        if (1 << k) == bs:
+            bshift = k
     status = np.zeros(n, np.int8)
     gen = np.zeros(n, np.int64)        # output tokens generated so far (kept across preemptions)
     first_t = np.full(n, np.inf)
@@ -279,7 +318,12 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
         preempted = False
         # ---- 1. running requests (outputs applied at once; nothing later in the step reads them) ----
         i = 0
-        while True:
+        if bshift >= 0 and nrun > 0:
+            # fast path: when every running request gets all its new tokens and all their KV blocks fit,
+            # vLLM's in-order pass schedules them all and preempts nothing; two tight passes do the same
+            i, budget, free, n_pre_tok, ctx, n_itl, n_first, n_fin = _all_running(
+                nrun, budget, free, bs, bshift, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin)
+        while i < nrun or nrun == 0:
             i, budget, free, d_pre, d_ctx, d_itl, n_first, n_fin, need = _advance_running(
                 i, nrun, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin,
                 n_first, n_fin)

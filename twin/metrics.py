@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from twin import _core
 
@@ -128,48 +129,68 @@ def itl_percentile(hist: np.ndarray, q: float) -> float:
     return float(10 ** (_core.ITL_LO + (k + 0.5) * width))
 
 
-def _per_adapter(values: np.ndarray, adapter: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    return np.bincount(adapter[mask], weights=values[mask], minlength=n)
+@njit(cache=True)
+def _sums(arrival_s, adapter, input_tokens, output_tokens, first_token_s, finish_s, T, n_adapters):
+    """One pass over the requests: totals, the TTFTs of completed requests and per-adapter sums."""
+    n = arrival_s.shape[0]
+    tot = np.zeros(6)   # completed tokens, arrived tokens, completed output tokens, ITL time, ITL count, TTFT
+    ad = np.zeros((5, n_adapters))  # arrived tokens, completed tokens, completed, TTFT sum, arrived
+    ttft = np.empty(n)
+    k = 0
+    for i in range(n):
+        if arrival_s[i] >= T:
+            continue
+        a = adapter[i]
+        tokens = input_tokens[i] + output_tokens[i]
+        tot[1] += tokens
+        ad[0, a] += tokens
+        ad[4, a] += 1
+        if finish_s[i] <= T:
+            x = first_token_s[i] - arrival_s[i]
+            ttft[k] = x
+            k += 1
+            tot[0] += tokens
+            tot[2] += output_tokens[i]
+            tot[5] += x
+            if output_tokens[i] > 1:
+                tot[3] += finish_s[i] - first_token_s[i]
+                tot[4] += output_tokens[i] - 1
+            ad[1, a] += tokens
+            ad[2, a] += 1
+            ad[3, a] += x
+    return tot, ad, ttft[:k]
 
 
 def request_metrics(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndarray,
                     output_tokens: np.ndarray, first_token_s: np.ndarray, finish_s: np.ndarray,
                     duration_s: float, n_adapters: int) -> dict[str, Any]:
-    """Window metrics from per-request outcomes (inf = never happened)."""
+    """Window metrics from per-request outcomes (inf = never happened); formulas in the module docstring."""
     T = float(duration_s)
-    arrived = arrival_s < T
-    done = finish_s <= T
-    tokens = (input_tokens + output_tokens).astype(np.float64)
-    thr = float(tokens[done].sum()) / T
-    offered = float(tokens[arrived].sum()) / T
-    ttft = first_token_s[done] - arrival_s[done]
-    multi = done & (output_tokens > 1)
-    itl_den = float((output_tokens[multi] - 1).sum())
-    itl_mean = float((finish_s[multi] - first_token_s[multi]).sum()) / itl_den if itl_den > 0 else math.nan
-    ones = np.ones_like(tokens)
-    ad_off = _per_adapter(tokens, adapter, arrived, n_adapters)
-    ad_thr = _per_adapter(tokens, adapter, done, n_adapters)
-    ad_n = _per_adapter(ones, adapter, done, n_adapters)
-    ad_ttft = _per_adapter(first_token_s - arrival_s, adapter, done, n_adapters)
+    tot, ad, ttft = _sums(arrival_s, adapter, input_tokens, output_tokens, first_token_s, finish_s, T,
+                          int(n_adapters))
+    thr = float(tot[0]) / T
+    offered = float(tot[1]) / T
+    completed = int(ttft.size)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ad_frac = ad_thr / ad_off
-        ad_ttft_mean = ad_ttft / ad_n
+        ad_frac = ad[1] / ad[0]
+        ad_ttft_mean = ad[3] / ad[2]
+    p50, p99 = (float(x) for x in np.percentile(ttft, [50, 99])) if completed else (math.nan, math.nan)
     return {
         "throughput_tok_s": thr,
         "offered_tok_s": offered,
-        "throughput_out_tok_s": float(output_tokens[done].sum()) / T,
+        "throughput_out_tok_s": float(tot[2]) / T,
         "served_fraction": thr / offered if offered > 0 else math.nan,
         "starved": is_starved(thr, offered),
-        "completed": int(done.sum()),
-        "arrived": int(arrived.sum()),
-        "ttft_mean_s": float(ttft.mean()) if ttft.size else math.nan,
-        "ttft_p50_s": float(np.percentile(ttft, 50)) if ttft.size else math.nan,
-        "ttft_p99_s": float(np.percentile(ttft, 99)) if ttft.size else math.nan,
-        "itl_mean_s": itl_mean,
+        "completed": completed,
+        "arrived": int(ad[4].sum()),
+        "ttft_mean_s": float(tot[5]) / completed if completed else math.nan,
+        "ttft_p50_s": p50,
+        "ttft_p99_s": p99,
+        "itl_mean_s": float(tot[3]) / float(tot[4]) if tot[4] > 0 else math.nan,
         "adapter_served_fraction": ad_frac,
         "adapter_ttft_mean_s": ad_ttft_mean,
-        "adapter_completed": ad_n.astype(np.int64),
-        "adapter_arrived": np.bincount(adapter[arrived], minlength=n_adapters).astype(np.int64),
+        "adapter_completed": ad[2].astype(np.int64),
+        "adapter_arrived": ad[4].astype(np.int64),
     }
 
 

@@ -116,9 +116,10 @@ def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_r
             adapter_ttft_mean_s=np.full(n_ad, nan), adapter_completed=zeros, adapter_arrived=zeros,
             **common,  # type: ignore[arg-type]
         )
-    keep = reqs.arrival_s < duration_s
-    arr, adp = reqs.arrival_s[keep], reqs.adapter[keep]
-    pin, pout = reqs.input_tokens[keep], reqs.output_tokens[keep]
+    arr, adp, pin, pout = reqs.arrival_s, reqs.adapter, reqs.input_tokens, reqs.output_tokens
+    if arr.size and arr[-1] >= duration_s:  # sorted: keep the arrivals inside the window
+        k = int(np.searchsorted(arr, duration_s, side="left"))
+        arr, adp, pin, pout = arr[:k], adp[:k], pin[:k], pout[:k]
     max_len = server.max_model_len or profile.max_model_len
     if pin.size and (pin.max() >= max_len or (pin + pout).max() > max_len):  # vLLM's length limit
         pin = np.minimum(pin, max_len - 1)
