@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twin.spec import Adapter, Instance, Lengths, Workload
-from twin.traces import load_trace
-from twin.workload import (
+from twin.lengths import (
     SHAREGPT_OUTPUT_MEAN,
     SHAREGPT_PROMPT_MEAN,
     _tln_moments,
-    generate_requests,
     sample_lengths,
     sharegpt_fit,
     sharegpt_params,
 )
+from twin.spec import Adapter, Instance, Lengths, Workload
+from twin.traces import load_trace
+from twin.workload import generate_requests
 
 LLAMA = "llama-3.1-8b-instruct"
 
