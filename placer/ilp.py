@@ -13,11 +13,14 @@ Only PuLP's bundled CBC is used (never highspy: it breaks ortools in the same pr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from placer.packing import Packing, PackingModel, PackOutcome, canonical
@@ -25,6 +28,14 @@ from placer.solve import register_solver
 
 NAME = "ilp"
 MAX_ASSIGNMENT_VARS = 200_000
+
+
+@contextlib.contextmanager
+def quiet_pulp() -> Iterator[None]:
+    """Silence PuLP 3's deprecation notices about its (still supported) 2.x modelling API."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def run_cbc(prob: Any, time_limit: float, workers: int, warm: bool) -> tuple[int, float | None, str]:
@@ -51,7 +62,17 @@ def run_cbc(prob: Any, time_limit: float, workers: int, warm: bool) -> tuple[int
 
 def ilp_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limit: float = 60.0, seed: int = 0,
              workers: int = 2, hints: tuple[Packing, ...] = (), formulation: str = "auto") -> PackOutcome:
-    """Minimise the bins of ``model`` with CBC, warm-started from the feasible packing ``start``."""
+    """Minimise the bins of ``model`` with CBC, warm-started from the feasible packing ``start``.
+
+    ``formulation``: ``assignment``, ``arcflow`` or ``auto`` (arc-flow where it applies).
+    """
+    with quiet_pulp():
+        return _ilp_pack(model, start, lower=lower, time_limit=time_limit, workers=workers, hints=hints,
+                         formulation=formulation)
+
+
+def _ilp_pack(model: PackingModel, start: Packing, *, lower: int, time_limit: float, workers: int,
+              hints: tuple[Packing, ...], formulation: str) -> PackOutcome:
     t0 = time.perf_counter()
     best = min((start, *[h for h in hints if h.is_valid(model)]), key=lambda p: p.num_bins)
     ub = best.num_bins

@@ -12,7 +12,7 @@ Per-GPU capacity is not additive (it depends on the mix), so the exact solvers u
   forced to rank r), their rates scaled by a common factor; C is the largest total load the oracle still
   calls feasible, found by a batched geometric bisection (relative precision ``rtol``, 1e-7).
   ``max_loras`` of the class is the oracle's best slot count at that point;
-- counts n: 1, the papers' test points and doublings beyond 576, up to the largest count the oracle accepts
+- counts n: 1..8, the papers' test points and doublings beyond 576, up to the largest count the oracle accepts
   at a tiny load (bisection), itself capped by the number of eligible adapters and by how many of the
   lightest ones fit the single-adapter capacity C(r, 1); classes with C = 0 are dropped, as are dominated
   classes (another class with r', n', C' all ≥).
@@ -63,7 +63,7 @@ class LinearModel:
 
 def count_points(limit: int) -> list[int]:
     """Adapter counts at which capacities are measured, up to ``limit``."""
-    pts = {1, *[p for p in PAPER_TEST_POINTS if p <= limit], limit}
+    pts = {*range(1, 9), *[p for p in PAPER_TEST_POINTS if p <= limit], limit}
     p = float(PAPER_TEST_POINTS[-1])
     while p * 2 < limit:
         p *= 2

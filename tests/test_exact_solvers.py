@@ -1,0 +1,138 @@
+"""Exact placement solvers (cpsat, ilp): tiny instances with hand-known optima, cross-solver invariants.
+
+The oracle is the deterministic analytic test double (:class:`placer.oracle.AnalyticOracle`): a GPU carries
+``capacity_rps`` requests per second and needs ``ceil(min_slot_fraction · n)`` slots; memory is the twin's
+exact rule (at most 7 slots of rank 512 on Llama / H100). With ``slot_cost`` 0 its capacity does not depend on
+the mix, so the linearised model is exact and a proven optimum is a true optimum.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from placer.bounds import lower_bound
+from placer.evaluate import evaluate
+from placer.linear import build_linear_model
+from placer.oracle import AnalyticOracle
+from placer.solve import SOLVERS, solve
+from twin.spec import Adapter, Instance
+
+EXACT = ("cpsat", "ilp")
+HEURISTICS = ("greedy-paper", "ffd-bisect", "loraserve", "dlora", "least-loaded", "round-robin")
+
+
+def make(rates: list[float], ranks: list[int] | int = 8, name: str = "tiny") -> Instance:
+    rk = [ranks] * len(rates) if isinstance(ranks, int) else ranks
+    return Instance(name=name, model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                    adapters=tuple(Adapter(f"a{i}", int(r), float(x))
+                                   for i, (r, x) in enumerate(zip(rk, rates, strict=True))))
+
+
+CASES = [
+    # (rates, ranks, oracle options, optimum, why)
+    ([6, 5, 4, 3, 2, 1], 8, {"capacity_rps": 10}, 3, "21 req/s on 10-req/s GPUs; {6,4} {5,3,2} {1}"),
+    ([4, 4, 4, 4, 3], 8, {"capacity_rps": 10}, 3, "two 4s per GPU at most, then 3 does not fit: L1 = 2 < 3"),
+    ([0.01] * 14, 512, {"capacity_rps": 100, "min_slot_fraction": 1.0}, 2, "7 rank-512 slots per GPU"),
+    ([1.0] * 5, [8, 8, 512, 512, 8], {"capacity_rps": 100, "min_slot_fraction": 1.0}, 1, "5 slots fit"),
+]
+
+
+@pytest.mark.parametrize("solver", EXACT)
+@pytest.mark.parametrize("rates,ranks,opts,optimum,why", CASES)
+def test_hand_known_optima(solver: str, rates: list[float], ranks: list[int] | int, opts: dict,
+                           optimum: int, why: str) -> None:
+    problem = make(rates, ranks)
+    result = solve(problem, solver, time_limit=20, seed=0, oracle=AnalyticOracle(**opts))
+    assert result.status == "optimal", (why, result.reason, result.extra.get("detail"))
+    assert result.num_gpus == optimum == result.lower_bound, why
+    verdict = evaluate(problem, result, AnalyticOracle(**opts))
+    assert verdict.feasible, verdict.errors
+
+
+@pytest.mark.parametrize("rates,ranks,opts,optimum,why", CASES)
+def test_no_heuristic_beats_the_proven_optimum(rates: list[float], ranks: list[int] | int, opts: dict,
+                                               optimum: int, why: str) -> None:
+    problem = make(rates, ranks)
+    for name in HEURISTICS:
+        result = solve(problem, name, time_limit=20, seed=0, oracle=AnalyticOracle(**opts))
+        assert result.num_gpus >= optimum, (name, why)
+
+
+def random_instance(seed: int, n: int, slot_cost: float) -> tuple[Instance, dict]:
+    rng = np.random.default_rng(seed)
+    rates = np.round(rng.uniform(1.0, 5.5, n), 2).tolist()
+    ranks = rng.choice([8, 16, 512], size=n, p=[0.45, 0.35, 0.2]).tolist()
+    opts = {"capacity_rps": 10, "min_slot_fraction": 0.5, "slot_cost": slot_cost}
+    return make(rates, ranks, name=f"rand{seed}"), opts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cross_solver_invariants_when_the_model_is_exact(seed: int) -> None:
+    # slot_cost 0: capacity does not depend on the mix, so proven optima are true optima under the oracle
+    problem, opts = random_instance(seed, 14, 0.0)
+    results = {name: solve(problem, name, time_limit=20, seed=0, oracle=AnalyticOracle(**opts))
+               for name in (*EXACT, "ffd-bisect", "greedy-paper")}
+    lb = lower_bound(problem, AnalyticOracle(**opts))
+    for name, r in results.items():
+        assert evaluate(problem, r, AnalyticOracle(**opts)).feasible, name  # the evaluator agrees
+        assert lb <= r.lower_bound <= r.num_gpus, name  # bounds are below every feasible plan
+    cp, ilp = results["cpsat"], results["ilp"]
+    assert cp.status == ilp.status == "optimal" and cp.num_gpus == ilp.num_gpus
+    for name in ("ffd-bisect", "greedy-paper"):
+        assert results[name].num_gpus >= cp.num_gpus, name  # no heuristic beats a proven optimum
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cpsat_and_ilp_agree_on_the_multi_class_model(seed: int) -> None:
+    # slot_cost > 0: capacity falls with the adapter count, so the model has several classes (assignment
+    # formulation, not arc-flow); both solvers must prove the same optimum of that model
+    problem, opts = random_instance(seed, 12, 0.03)
+    model = build_linear_model(problem, AnalyticOracle(**opts))
+    assert len(model.classes) > 1
+    cp = solve(problem, "cpsat", time_limit=20, seed=0, oracle=AnalyticOracle(**opts))
+    ilp = solve(problem, "ilp", time_limit=20, seed=0, oracle=AnalyticOracle(**opts))
+    assert cp.status == ilp.status == "optimal", (cp.extra["detail"], ilp.extra["detail"])
+    assert cp.extra["model_objective"] == ilp.extra["model_objective"]
+    assert not cp.extra["oracle_rejected"] and not ilp.extra["oracle_rejected"]
+
+
+def test_linear_model_classes_follow_the_oracle() -> None:
+    # rank 512 on Llama/H100: at most 7 slots; with one slot per adapter no class holds more than 7
+    problem = make([0.5] * 10 + [0.2] * 4, [8] * 10 + [512] * 4)
+    model = build_linear_model(problem, AnalyticOracle(capacity_rps=10, min_slot_fraction=1.0))
+    top = {c.max_kind: c.max_items for c in model.classes}
+    assert top[512] == 7
+    assert all(c.capacity_tok_s == pytest.approx(10 * model.tokens_per_request, rel=1e-6)
+               for c in model.classes)
+
+
+def triplet_problem(n_triplets: int, seed: int) -> Instance:
+    """Rates in triplets that fill a 10-req/s GPU exactly: optimum = n_triplets, hard to prove."""
+    rng = np.random.default_rng(seed)
+    rates: list[float] = []
+    for _ in range(n_triplets):
+        a = float(rng.integers(380, 491))
+        b = float(rng.integers(251, int((1000 - a) // 2) + 1))
+        rates += [a / 100, b / 100, (1000 - a - b) / 100]
+    return make(list(rng.permutation(rates)), 8, name="triplets")
+
+
+@pytest.mark.parametrize("solver", EXACT)
+def test_time_limit_is_respected(solver: str) -> None:
+    problem = triplet_problem(15, 0)
+    oracle = AnalyticOracle(capacity_rps=10)
+    build_linear_model(problem, oracle)  # the model's oracle probes are not the solver's search time
+    start = time.perf_counter()
+    result = solve(problem, solver, time_limit=1, seed=0, oracle=oracle)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0, elapsed
+    assert result.status in ("optimal", "timeout", "feasible")
+    assert result.num_gpus >= 15 and result.lower_bound == 15
+    assert evaluate(problem, result, AnalyticOracle(capacity_rps=10)).feasible
+
+
+def test_solvers_are_registered() -> None:
+    assert set(EXACT) <= set(SOLVERS)
