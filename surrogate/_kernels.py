@@ -167,3 +167,28 @@ def eval_trees(X: np.ndarray, feat: np.ndarray, border: np.ndarray, leaf: np.nda
             s += leaf[leaf_off[t] + li]
         out[i] = scale * s + bias
     return out
+
+
+@njit(cache=True)
+def eval_trees_columns(XT: np.ndarray, feat: np.ndarray, border: np.ndarray, leaf: np.ndarray,
+                       depth: np.ndarray, split_off: np.ndarray, leaf_off: np.ndarray, scale: float,
+                       bias: float) -> np.ndarray:
+    """:func:`eval_trees` for many rows, tree-major over a feature-major array ``XT`` (features × rows):
+    the inner loops run over contiguous rows and vectorise."""
+    n = XT.shape[1]
+    out = np.zeros(n)
+    li = np.empty(n, dtype=np.int64)
+    for t in range(depth.shape[0]):
+        li[:] = 0
+        o = split_off[t]
+        for d in range(depth[t]):
+            col = XT[feat[o + d]]
+            b = border[o + d]
+            for i in range(n):
+                li[i] |= np.int64(col[i] > b) << d
+        base = leaf_off[t]
+        for i in range(n):
+            out[i] += leaf[base + li[i]]
+    for i in range(n):
+        out[i] = scale * out[i] + bias
+    return out

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from surrogate._kernels import eval_trees
+from surrogate._kernels import eval_trees, eval_trees_columns
+
+
+_COLUMN_MIN_ROWS = 32  # from this many rows on, the tree-major (vectorised) kernel is faster
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +40,9 @@ class Trees:
         X = np.ascontiguousarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] < self.n_features:
             raise ValueError(f"expected a 2-D array with {self.n_features} columns, got shape {X.shape}")
+        if X.shape[0] >= _COLUMN_MIN_ROWS:
+            return eval_trees_columns(np.ascontiguousarray(X.T), self.feat, self.border, self.leaf, self.depth,
+                                      self.split_off, self.leaf_off, self.scale, self.bias)
         return eval_trees(X, self.feat, self.border, self.leaf, self.depth, self.split_off, self.leaf_off,
                           self.scale, self.bias)
 

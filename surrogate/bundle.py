@@ -120,14 +120,19 @@ class Surrogate:
                              field="model", value=instance.model)
 
     # --- files ------------------------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> None:
-        """Write ``<name>.throughput.cbm``, ``<name>.starvation.cbm`` (+ ``.json`` sidecars) and
-        ``<name>.surrogate.json`` into ``directory``."""
+    def save(self, directory: str | Path, *, models_prefix: str | None = None, write_models: bool = True
+             ) -> None:
+        """Write ``<prefix>.throughput.cbm``, ``<prefix>.starvation.cbm`` (+ ``.json`` sidecars; prefix = the
+        name unless ``models_prefix`` is given, e.g. one model shared by several profiles) and
+        ``<name>.surrogate.json``, which names the model files, into ``directory``."""
         d = Path(directory)
-        self.throughput.save(d / f"{self.name}.throughput.cbm")
-        self.starvation.save(d / f"{self.name}.starvation.cbm")
-        atomic_write_text(d / f"{self.name}.surrogate.json",
-                          json.dumps({"name": self.name, **self.meta}, indent=2, sort_keys=True) + "\n")
+        prefix = models_prefix or self.name
+        files = {"throughput_file": f"{prefix}.throughput.cbm", "starvation_file": f"{prefix}.starvation.cbm"}
+        if write_models:
+            self.throughput.save(d / files["throughput_file"])
+            self.starvation.save(d / files["starvation_file"])
+        doc = {**self.meta, "name": self.name, **files}
+        atomic_write_text(d / f"{self.name}.surrogate.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path, name: str) -> Surrogate:
@@ -139,8 +144,24 @@ class Surrogate:
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read surrogate metadata ({exc})", source=str(meta_path)) from None
         meta.pop("name", None)
-        return cls(ThroughputModel.load(d / f"{name}.throughput.cbm"),
-                   StarvationModel.load(d / f"{name}.starvation.cbm"), name=name, meta=meta)
+        thr = meta.pop("throughput_file", f"{name}.throughput.cbm")
+        st = meta.pop("starvation_file", f"{name}.starvation.cbm")
+        return cls(_load_cached(ThroughputModel, d / thr), _load_cached(StarvationModel, d / st), name=name,
+                   meta=meta)
+
+
+_MODEL_CACHE: dict[tuple[type, str, float], Any] = {}
+
+
+def _load_cached(kind: type, path: Path) -> Any:
+    """Estimators shared by several profiles are read once (keyed by path and modification time)."""
+    try:
+        key = (kind, str(path.resolve()), path.stat().st_mtime)
+    except OSError:
+        return kind.load(path)  # type: ignore[attr-defined]  # raises the InputError
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = kind.load(path)  # type: ignore[attr-defined]
+    return _MODEL_CACHE[key]
 
 
 def default_models_dir() -> Path:

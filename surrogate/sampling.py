@@ -23,7 +23,7 @@ from twin.profile import load_profile
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import shipped_traces
 
-SAMPLER_VERSION = 2
+SAMPLER_VERSION = 3
 RANKS: tuple[int, ...] = (8, 16, 32, 64)
 SLOT_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576,
                               640)
@@ -87,12 +87,12 @@ def _workload(rng: np.random.Generator, duration_s: float) -> Workload:
     else:
         lengths = Lengths(kind="trace", trace=str(rng.choice(traces)))
     u = rng.uniform()
-    if u < 0.55:
+    if u < 0.6:
         return Workload(duration_s=duration_s, lengths=lengths)
-    if u < 0.75:
-        return Workload(duration_s=duration_s, arrival="gamma", cv=round(_loguniform(rng, 0.5, 4.0), 3),
+    if u < 0.77:
+        return Workload(duration_s=duration_s, arrival="gamma", cv=round(_loguniform(rng, 0.5, 3.0), 3),
                         lengths=lengths)
-    if u < 0.875:
+    if u < 0.85:
         return Workload(duration_s=duration_s, arrival="unpredictable", lengths=lengths)
     return Workload(duration_s=duration_s, arrival="trace", trace=str(rng.choice(traces)), lengths=lengths)
 

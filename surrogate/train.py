@@ -64,40 +64,65 @@ def fit_pair(X: np.ndarray, thr: np.ndarray, starved: np.ndarray, *, iterations:
 def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | None = None, *,
           profiles: tuple[str, ...] | None = None, iterations: int = 1000, depth: int = 6,
           learning_rate: float = 0.08, target: str = "log_fraction", seed: int = 0, thread_count: int = 1,
-          holdout: float = 0.2, recipe: str = "") -> dict[str, Surrogate]:
-    """Train one surrogate per profile found in the datasets; save them into ``out_dir`` when given."""
+          holdout: float = 0.2, joint: bool = True, recipe: str = "") -> dict[str, Surrogate]:
+    """Train surrogates for the profiles found in the datasets; save them into ``out_dir`` when given.
+
+    ``joint``: one throughput and one starvation model on the rows of all profiles (the profile's memory and
+    step constants are features), shared by every profile's surrogate and stored once (``joint.*.cbm``);
+    otherwise one pair per profile on its own rows. Validation: a random ``holdout`` share of the rows.
+    """
     dirs = [dataset_dirs] if isinstance(dataset_dirs, (str, Path)) else list(dataset_dirs)
     frame = usable(load_dataset(*dirs))
     names = profiles or tuple(sorted(frame["profile"].unique()))
+    frame = frame[frame["profile"].isin(list(names))].reset_index(drop=True)
     d_hash = dataset_hash(*dirs)
     X_all = design_matrix(frame)
-    out: dict[str, Surrogate] = {}
-    for name in names:
-        sel = np.asarray((frame["profile"] == name).to_numpy(), dtype=bool)
+    thr_all = frame["sim_throughput_tok_s"].to_numpy(dtype=np.float64)
+    st_all = frame["sim_starved"].to_numpy(dtype=bool)
+    prof_all = frame["profile"].to_numpy()
+    test_all = np.random.default_rng(seed).random(len(frame)) < holdout
+    params = {"iterations": iterations, "depth": depth, "learning_rate": learning_rate, "target": target,
+              "seed": seed, "thread_count": thread_count}
+    groups = {"joint": np.ones(len(frame), dtype=bool)} if joint else {n: prof_all == n for n in names}
+    fitted: dict[str, tuple[ThroughputModel, StarvationModel]] = {}
+    val: dict[str, dict[str, float]] = {}
+    for key, sel in groups.items():
         if sel.sum() < 20:
-            raise InputError(f"only {int(sel.sum())} usable rows for {name}; sweep more samples",
-                             field="profiles", value=name)
-        X = X_all[sel]
-        thr = frame.loc[sel, "sim_throughput_tok_s"].to_numpy(dtype=np.float64)
-        starved = frame.loc[sel, "sim_starved"].to_numpy(dtype=bool)
-        rng = np.random.default_rng(seed)
-        test = rng.random(X.shape[0]) < holdout
-        params = {"iterations": iterations, "depth": depth, "learning_rate": learning_rate,
-                  "target": target, "seed": seed, "thread_count": thread_count}
-        tm, sm = fit_pair(X[~test], thr[~test], starved[~test], **params)  # type: ignore[arg-type]
-        val = {"rows": int(test.sum()), "throughput_smape_pct": smape(thr[test], tm.predict(X[test])),
-               "starvation_macro_f1": macro_f1(starved[test], sm.predict(X[test]))}
-        tm, sm = fit_pair(X, thr, starved, **params)  # type: ignore[arg-type]
-        oom_mismatch = int(oom_from_features(X).sum())  # rows the twin ran but the exact rule calls OOM
+            raise InputError(f"only {int(sel.sum())} usable rows for {key}; sweep more samples",
+                             field="profiles", value=key)
+        train_rows, test_rows = sel & ~test_all, sel & test_all
+        tm, sm = fit_pair(X_all[train_rows], thr_all[train_rows], st_all[train_rows], **params)  # type: ignore
+        for name in names:
+            t = test_rows & (prof_all == name)
+            if t.any():
+                val[name] = {"rows": int(t.sum()),
+                             "throughput_smape_pct": smape(thr_all[t], tm.predict(X_all[t])),
+                             "starvation_macro_f1": macro_f1(st_all[t], sm.predict(X_all[t]))}
+        fitted[key] = fit_pair(X_all[sel], thr_all[sel], st_all[sel], **params)  # type: ignore[arg-type]
+    out: dict[str, Surrogate] = {}
+    for i, name in enumerate(names):
+        key = "joint" if joint else name
+        tm, sm = fitted[key]
+        sel = groups[key]
+        mine = prof_all == name
         meta = {
             "feature_schema_version": FEATURE_SCHEMA_VERSION, "dataset_hash": d_hash,
-            "datasets": [str(Path(d).name) for d in dirs], "rows": int(X.shape[0]),
-            "starved_share": float(starved.mean()), "validation": val, "oom_rule_mismatches": oom_mismatch,
-            "params": params, "recipe": recipe, **profile_fingerprint(name),
+            "datasets": [str(Path(d).name) for d in dirs], "rows": int(sel.sum()),
+            "profile_rows": int(mine.sum()),
+            "joint": joint, "starved_share": float(st_all[mine].mean()) if mine.any() else float("nan"),
+            "validation": val.get(name, {}), "params": params, "recipe": recipe,
+            "oom_rule_mismatches": int(oom_from_features(X_all[mine]).sum()),  # twin ran, rule says OOM
+            **profile_fingerprint(name),
             "trained_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        tm.meta_ = sm.meta_ = meta
+        if joint:
+            per_profile = ("validation", "profile_rows", "starved_share", "profile_version", "profile_sha256")
+            tm.meta_ = sm.meta_ = {k: v for k, v in meta.items() if k not in per_profile}
+            tm.meta_["profiles"] = {n: profile_fingerprint(n) for n in names}
+            tm.meta_["validation"] = val
+        else:
+            tm.meta_ = sm.meta_ = meta
         out[name] = Surrogate(tm, sm, name=name, meta=meta)
         if out_dir is not None:
-            out[name].save(out_dir)
+            out[name].save(out_dir, models_prefix=key, write_models=not joint or i == 0)
     return out

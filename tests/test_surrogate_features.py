@@ -98,3 +98,20 @@ def test_oom_rule_matches_the_twin(model: str) -> None:
         kv = [kv_capacity_tokens(prof, int(s), rank, 0.9) for s in slots]
         np.testing.assert_allclose(X[:, feature_index("kv_tokens")],
                                    [np.nan if v is None else v for v in kv], rtol=1e-12)
+
+
+@pytest.mark.parametrize("lengths", [
+    {"kind": "sharegpt"},
+    {"kind": "normal", "input_mean": 300.0, "input_std": 250.0, "output_mean": 80.0, "output_std": 100.0},
+    {"kind": "trace", "trace": "azure_code_2023"},
+])
+def test_offered_load_is_the_twins_expected_offered_load(lengths: dict[str, object]) -> None:
+    from twin.simulate import simulate
+    from twin.spec import Lengths, Workload
+
+    wl = Workload(duration_s=20.0, lengths=Lengths(**lengths))  # type: ignore[arg-type]
+    for model in (LLAMA, QWEN):
+        inst = _inst([(8, 0.5), (16, 0.25)], model).replace(workload=wl)
+        sim = simulate(inst, max_loras=2, seed=0)
+        assert features(inst, 2)[feature_index("offered_tok_s")] == pytest.approx(sim.expected_offered_tok_s,
+                                                                                  rel=1e-9)

@@ -74,9 +74,10 @@ def test_save_load_round_trip_predicts_identically(tiny_models: Path, tmp_path: 
     np.testing.assert_array_equal(pa.throughput_tok_s, pb.throughput_tok_s)
     np.testing.assert_array_equal(pa.starved_probability, pb.starved_probability)
     assert a.predict(inst, 16) == b.predict(inst, 16)
-    meta = json.loads((tmp_path / f"{LLAMA}.throughput.cbm.json").read_text())
-    assert meta["feature_schema"]["version"] == 1 and meta["meta"]["dataset_hash"]
-    assert meta["meta"]["profile_version"]
+    side = json.loads((tmp_path / f"{LLAMA}.throughput.cbm.json").read_text())
+    assert side["feature_schema"]["version"] == 1 and side["meta"]["dataset_hash"]
+    bundle = json.loads((tmp_path / f"{LLAMA}.surrogate.json").read_text())
+    assert bundle["profile_version"] and bundle["dataset_hash"] == side["meta"]["dataset_hash"]
 
 
 def test_single_equals_batched(tiny_models: Path) -> None:
