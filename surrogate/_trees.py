@@ -17,7 +17,6 @@ import numpy as np
 
 from surrogate._kernels import eval_trees, eval_trees_columns
 
-
 _COLUMN_MIN_ROWS = 32  # from this many rows on, the tree-major (vectorised) kernel is faster
 
 
@@ -41,8 +40,9 @@ class Trees:
         if X.ndim != 2 or X.shape[1] < self.n_features:
             raise ValueError(f"expected a 2-D array with {self.n_features} columns, got shape {X.shape}")
         if X.shape[0] >= _COLUMN_MIN_ROWS:
-            return eval_trees_columns(np.ascontiguousarray(X.T), self.feat, self.border, self.leaf, self.depth,
-                                      self.split_off, self.leaf_off, self.scale, self.bias)
+            XT = np.ascontiguousarray(X.T)
+            return eval_trees_columns(XT, self.feat, self.border, self.leaf, self.depth, self.split_off,
+                                      self.leaf_off, self.scale, self.bias)
         return eval_trees(X, self.feat, self.border, self.leaf, self.depth, self.split_off, self.leaf_off,
                           self.scale, self.bias)
 
