@@ -114,9 +114,9 @@ def summary_markdown(problem: Instance, result: Result, verification: VerifyRepo
         f"*{problem.n_adapters:,} LoRA adapters of `{problem.model}` on `{problem.gpu}` GPUs; "
         f"written by placer on {when}.*", "",
         "## Verdict", "",
-        f"**{result.num_gpus} GPUs** (solver `{result.solver}`, status {result.status}, lower bound "
-        f"{result.lower_bound}, gap {gap}, solved in {result.runtime_s:.2f} s with the `{result.oracle}` "
-        "oracle).", "",
+        (f"**{result.num_gpus} GPUs** " if result.gpus else "**No plan** ")
+        + f"(solver `{result.solver}`, status {result.status}, lower bound {result.lower_bound}, gap {gap}, "
+        f"solved in {result.runtime_s:.2f} s with the `{result.oracle}` oracle).", "",
         _verdict(verification, result), "",
     ]
     if result.extra.get("bound_warning"):
