@@ -271,6 +271,7 @@ def _get(row: Any, key: str) -> Any:
 def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solvers compared") -> Path:
     """GPUs (bars; hatched = not feasible for the evaluator) and wall time per solver, grouped by instance,
     with each instance's best lower bound as a dashed line. ``rows``: CompareRow objects or their dicts."""
+    from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
     _format_of(path)
@@ -301,8 +302,8 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
             if h:
                 b.set_hatch("///")
                 b.set_edgecolor(_BAD)
-            ax_g.annotate(str(g), (b.get_x() + b.get_width() / 2, g), textcoords="offset points",
-                          xytext=(0, 2), ha="center", fontsize=7)
+            ax_g.annotate(str(g) if g else "no\nplan", (b.get_x() + b.get_width() / 2, g),
+                          textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
         ax_t.bar(xs, times, width=width * 0.95, color=color, label=solver)
     for i_i, inst in enumerate(instances):
         lbs = [int(_get(r, "lower_bound") or 0) for r in rows if str(_get(r, "instance")) == inst]
@@ -317,8 +318,11 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
     ax_g.set_ylabel("GPUs (fewer is better)")
     ax_g.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_g.set_title("GPUs per solver (hatched: plan not feasible)", fontsize=10)
-    ax_g.set_ylim(0, ax_g.get_ylim()[1] * 1.25)
-    ax_g.legend(fontsize=8, frameon=False, loc="upper right", ncol=2)
+    top = max(max(int(_get(r, "num_gpus") or 0), int(_get(r, "lower_bound") or 0)) for r in rows)
+    ax_g.set_ylim(0, max(1, top) * 1.3)
+    handles = [Patch(facecolor=cmap[i % len(cmap)], label=s) for i, s in enumerate(solvers)]
+    handles += [h for h in ax_g.get_legend_handles_labels()[0] if h.get_label() == "lower bound"]
+    ax_g.legend(handles=handles, fontsize=8, frameon=False, loc="upper right", ncol=2)
     ax_t.set_yscale("log")
     ax_t.set_ylabel("wall time (s, log scale)")
     ax_t.set_title("solver wall time", fontsize=10)
