@@ -181,6 +181,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="only the first N runs per model (smoke test)")
+    ap.add_argument("--no-insample", action="store_true", help="skip the in-sample re-simulation")
+    ap.add_argument("--merge", nargs="*", default=[], help="runs CSVs of earlier parts to summarise with")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
     modes = args.modes.split(",")
@@ -199,19 +201,25 @@ def main() -> None:
         ok = sum(memory_error(prof, s, r) == (k is None or k < prof.max_model_len) for s, r, k in kv_rows)
         kv_lines.append(f"| {m} | {prof.version} | {ok}/{len(kv_rows)} |")
         print(f"{m}: {len(runs)} runs, profile {prof.version}", flush=True)
-        rows += simulate_all(runs, prof, "in-sample", modes, args.seed, args.workers)
+        if not args.no_insample:
+            rows += simulate_all(runs, prof, "in-sample", modes, args.seed, args.workers)
         if args.lowo:
             for w, (p, _) in lowo_profiles(runs, prof, kv_rows, args.seed, args.lowo_runs,
                                            args.lowo_evals).items():
                 rows += simulate_all([r for r in runs if r.workload == w], p, "LOWO", modes, args.seed,
                                      args.workers)
-    df = pd.DataFrame(rows)
+    df = pd.concat([pd.read_csv(p) for p in args.merge] + [pd.DataFrame(rows)], ignore_index=True)
     df.to_csv(out_dir / f"twin_fidelity_runs_{stamp}.csv", index=False)
+    import subprocess
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
     by_model, by_wl = summarize(df)
     plot(df, out_dir / f"twin_fidelity_{stamp}.png")
     text = [f"# Twin fidelity on dt_real — {stamp}", "",
             f"Command: `python bench/twin_fidelity.py {' '.join(sys.argv[1:])}` "
-            f"({time.perf_counter() - t_all:.0f} s wall). Protocol: bench/twin_fidelity.md.", "",
+            f"({time.perf_counter() - t_all:.0f} s wall for this part; commit {commit}). "
+            "Protocol: bench/twin_fidelity.md.", "",
             "Modes: `plain` = `twin.simulate` as users call it; `cap` = the same engine with the calibration "
             f"client's {DEFAULT_CLIENT_CAP} in-flight limit emulated (twin.replay). `published_*` = the "
             "published twin's `dt_throughput` column on the same runs. SMAPE in the papers' form "
