@@ -176,7 +176,11 @@ def test_datasheet_profiles_are_flagged_and_resolvable() -> None:
     assert MODELS["qwen-2.5-7b-instruct"].kv_bytes_per_token == 57344
     qwen = derived_profile("qwen-2.5-7b-instruct", "h100-64gb", reference=load_profile(LLAMA, "h100-64gb"))
     assert qwen.memory.kv_per_slot_rank == pytest.approx(88.0, abs=0.5)  # measured: 88 tokens per slot·rank
-    prof = load_profile("mistral-7b-instruct-v0.3", "h100-80gb")
+    from twin.profile import UncalibratedProfileWarning
+
+    load_profile.cache_clear()  # the warning is emitted once per process and pair
+    with pytest.warns(UncalibratedProfileWarning, match="UNCALIBRATED"):
+        prof = load_profile("mistral-7b-instruct-v0.3", "h100-80gb")
     assert prof.calibrated is False and prof.notes.startswith("UNCALIBRATED")
     assert prof.memory.kv_base_tokens > load_profile(LLAMA, "h100-64gb").memory.kv_base_tokens
     check_model_gpu("qwen-2.5-14b-instruct", "l40s-48gb")

@@ -20,6 +20,7 @@ before trusting it.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 from twin.errors import InputError
@@ -171,7 +172,9 @@ def list_profiles() -> list[dict[str, object]]:
     pairs = list(shipped_profiles()) + [(m, g) for m in catalogue_models() for g in catalogue_gpus()
                                         if (m, g) not in shipped_profiles()]
     for model, gpu in pairs:
-        p = load_profile(model, gpu)
+        with warnings.catch_warnings():  # the listing shows the flag itself
+            warnings.simplefilter("ignore")
+            p = load_profile(model, gpu)
         out.append({"model": model, "gpu": gpu, "shipped": (model, gpu) in shipped_profiles(),
                     "calibrated": p.calibrated, "version": p.version, "max_model_len": p.max_model_len,
                     "kv_tokens_8x16": round(p.memory.kv_base_tokens - p.memory.kv_per_slot_rank * 128

@@ -204,6 +204,15 @@ def load_profile(model: str, gpu: str) -> Profile:
     check_model_gpu(model, gpu)
     if (model, gpu) in shipped_profiles():
         return load_shipped_profile(model, gpu)
+    import warnings
+
     from twin.hardware import derived_profile
 
+    warnings.warn(f"{model}@{gpu}: UNCALIBRATED profile derived from architecture and datasheet; its "
+                  "predictions are unvalidated (fit it with `placer twin calibrate`)",
+                  UncalibratedProfileWarning, stacklevel=2)
     return derived_profile(model, gpu)
+
+
+class UncalibratedProfileWarning(UserWarning):
+    """Emitted (once per process and pair) when a profile is derived from datasheets rather than fitted."""
