@@ -12,10 +12,10 @@ Per-GPU capacity is not additive (it depends on the mix), so the exact solvers u
   forced to rank r), their rates scaled by a common factor; C is the largest total load the oracle still
   calls feasible, found by a batched geometric bisection (relative precision ``rtol``, 1e-7).
   ``max_loras`` of the class is the oracle's best slot count at that point;
-- counts n: 1..8, the papers' test points and doublings beyond 576, up to the largest count the oracle accepts
-  at a tiny load (bisection), itself capped by the number of eligible adapters and by how many of the
-  lightest ones fit the single-adapter capacity C(r, 1); classes with C = 0 are dropped, as are dominated
-  classes (another class with r', n', C' all ≥).
+- counts n: 1..8, 16, 32, 64 first; then the papers' test points and doublings beyond 576 up to the
+  largest count the oracle accepts at a tiny load (bisection), itself capped by the eligible adapters and by
+  how many of the lightest ones fit twice the largest capacity seen on the small mixes. Classes with C = 0
+  are dropped, as are dominated classes (another class with r', n', C' all ≥).
 
 The model is exact w.r.t. itself, not w.r.t. the oracle: a GPU the model admits can still be rejected (mix
 effects), so every exact plan goes back through the one evaluator. Models are cached per (problem, oracle).
@@ -36,6 +36,7 @@ from twin.errors import InfeasibleError
 from twin.spec import Adapter, Instance
 
 RESOLUTION = 1_000_000  # integer units of the largest class capacity
+SMALL_COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)
 _CACHE: dict[tuple[Any, ...], LinearModel] = {}
 _CACHE_SIZE = 16
 
@@ -117,8 +118,9 @@ class _Prober:
 
 
 def _capacities(prober: _Prober, mixes: list[tuple[np.ndarray, np.ndarray]], guesses: list[float],
-                rtol: float) -> list[tuple[float, int]]:
-    """Largest feasible total load per mix (0 when even a tiny load fails), by batched geometric search.
+                rtol: float) -> list[tuple[float, float, int]]:
+    """Per mix: (largest feasible total load, smallest infeasible one seen, slots at the former), by a
+    batched geometric search (the former is 0 when even a tiny load fails).
 
     Each round judges several loads per mix in one oracle call (more for small mixes, which are cheap):
     galloping by ×4 from the guess until a bracket is found, then geometric splits of the bracket. Mixes
@@ -155,7 +157,7 @@ def _capacities(prober: _Prober, mixes: list[tuple[np.ndarray, np.ndarray]], gue
                 hi[k] = load
         for k in todo:  # keep the bracket consistent if the oracle is not monotone
             hi[k] = max(hi[k], lo[k])
-    return [(lo[k], slots[k]) for k in range(len(mixes))]
+    return [(lo[k], hi[k], slots[k]) for k in range(len(mixes))]
 
 
 def _largest_count(prober: _Prober, problem: Instance, rank: int, limit: int, tiny: float) -> int:
@@ -188,9 +190,9 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
                        light: bool = False) -> LinearModel:
     """The linearised model of ``problem`` under ``oracle`` (default: the surrogate oracle); cached.
 
-    ``light``: only one class per rank, (r, largest count, single-adapter capacity C(r, 1)) — a relaxation of
-    the full model (capacities are assumed not to grow with the adapter count), cheap to build: what
-    :func:`placer.bounds.lower_bound` uses on large problems.
+    ``light``: only one class per rank, (r, largest count, the largest capacity measured on mixes of at most
+    64 adapters, rounded up) — a relaxation of the full model when capacities do not grow beyond 64 adapters,
+    cheap to build: what :func:`placer.bounds.lower_bound` uses on large problems.
     Raises :class:`InfeasibleError` naming an adapter that no class admits.
     """
     if oracle is None:
@@ -203,28 +205,35 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
         return hit
     prober = _Prober(problem, oracle)
     loads = problem.rates * prober.tpr
-    tiny = float(loads.min()) * 1e-3
+    tiny = float(loads.min())  # per adapter: the count search probes mixes as light as the lightest adapter
     ranks = sorted(set(problem.ranks.tolist()))
-    singles = _capacities(prober, [_mix(problem, r, 1) for r in ranks], [float(loads.max())] * len(ranks),
-                          rtol)
+    # Phase 1: small mixes (1..8, 16, 32, 64 adapters), cheap to probe. Their largest capacity c_ref bounds
+    # how many of the lightest adapters a GPU could ever hold (×2 margin: oracles need not be monotone).
+    small = [(r, n) for r in ranks for n in SMALL_COUNTS if n <= int((problem.ranks <= r).sum())]
+    first = _capacities(prober, [_mix(problem, r, n) for r, n in small],
+                        [max(float(loads.max()), float(loads.mean()) * n) for _, n in small],
+                        max(rtol, 1e-3) if light else rtol)
+    rows: list[tuple[int, int, float, int]] = []
     specs: list[tuple[int, int]] = []
     guesses: list[float] = []
-    rows = [(r, 1, c, s) for r, (c, s) in zip(ranks, singles, strict=True) if c > 0]
-    for r, (c1, _) in zip(ranks, singles, strict=True):
-        if c1 <= 0:
+    for r in ranks:
+        got = [(n, lo, hi, s) for (rr, n), (lo, hi, s) in zip(small, first, strict=True) if rr == r]
+        c_ref = max(lo for _, lo, _, _ in got)
+        if c_ref <= 0:
             continue
         eligible = loads[problem.ranks <= r]
-        # A GPU cannot hold more adapters than the lightest ones that fit the single-adapter capacity
-        # (capacities are assumed not to grow with the adapter count).
-        limit = max_items_that_fit(np.round(eligible / c1 * 1e9), int(1e9) + 1000) if c1 > 0 else 0
-        top = _largest_count(prober, problem, r, min(len(eligible), limit), tiny) if limit > 1 else 0
-        if light:
-            rows.append((r, max(1, top), c1, 0))
+        limit = max_items_that_fit(np.round(eligible / c_ref * 1e9), int(2e9))
+        top = _largest_count(prober, problem, r, min(len(eligible), limit), tiny) if limit > 1 else 1
+        top = max(top, max(n for n, lo, _, _ in got if lo > 0))  # the small mixes are evidence too
+        if light:  # relaxation: the largest count, and an over-estimate of every capacity measured
+            rows.append((r, max(1, top), max(min(hi, 4 * c_ref) for _, _, hi, _ in got), 0))
             continue
-        specs.extend((r, n) for n in count_points(top) if n > 1)
-        guesses.extend(c1 for n in count_points(top) if n > 1)
+        rows += [(r, n, lo, s) for n, lo, _, s in got if lo > 0 and n <= top]
+        more = [n for n in count_points(top) if n not in SMALL_COUNTS]
+        specs += [(r, n) for n in more]
+        guesses += [c_ref] * len(more)
     caps = _capacities(prober, [_mix(problem, r, n) for r, n in specs], guesses, rtol)
-    rows += [(r, n, c, s) for (r, n), (c, s) in zip(specs, caps, strict=True) if c > 0]
+    rows += [(r, n, c, s) for (r, n), (c, _, s) in zip(specs, caps, strict=True) if c > 0]
     rows = _dominance_filter(rows)
     if not rows:
         raise InfeasibleError("no GPU configuration carries any load under this oracle")
