@@ -77,6 +77,7 @@ def test_collect_against_loopback_server_writes_a_calibration_record(tmp_path: P
     write_records(out, [row])
     runs = load_runs(out, source=None)
     assert len(runs) == 2 and runs[0].max_loras == 2 and runs[0].instance().n_adapters == 3
+    assert runs[0].instance().workload.duration_s == 1.5  # the collected window
 
 
 def test_collect_refuses_a_server_without_the_adapters_or_with_other_slots() -> None:

@@ -205,6 +205,11 @@ def record_from_row(row: Mapping[Any, Any], *, source: str = "<runs>",
                 kw[name] = _as_float(value)
             except (TypeError, ValueError):
                 raise InputError("must be a number", source=source, field=col, value=value) from None
+    for col in ("total_time_s", "duration_s"):  # the nominal window (dt_real), else the measured one
+        value = row.get(col)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)) and float(value) > 0:
+            kw["window_s"] = float(value)
+            break
     rec = RunRecord(
         model=str(row["model"]), gpu=_gpu_name(row.get("gpu", ""), default_gpu),
         workload=str(row.get("workload") or ""), status=str(row["status"]),
