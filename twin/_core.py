@@ -60,21 +60,24 @@ ST_STALLED = 4
 ST_BUSY_S = 5
 ST_END_T = 6
 N_STATS = 7
+HOLES = 64  # finished requests' slots tolerated before the running list is squeezed
 
 
 @njit(cache=True)
 def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora_rank, budget_max,
-             max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu):
+             max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu, fast_path=True):
     """Simulate [0, duration); return per-request times, counters, the ITL histogram and a time series.
 
     The running requests live in "slots" (arrays indexed by position in the running list, in admission
     order) so that the per-step loops read contiguous memory; a request's state is copied out on preemption.
+    A finished request leaves a hole (s_end = -1, no tokens, no blocks) that the passes skip; holes are
+    squeezed out when more than HOLES accumulate, and never left at the tail (the preemption victim).
     """
     n = arr.shape[0]
     bs = block_size
     bshift = -1                        # log2(block_size) if a power of two (enables the fast path)
     for k in range(31):
-        if (1 << k) == bs:
+        if fast_path and (1 << k) == bs:
             bshift = k
     status = np.zeros(n, np.int8)
     gen = np.zeros(n, np.int64)        # output tokens generated so far (kept across preemptions)
@@ -84,7 +87,7 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     order, ad_start, ad_end = _adapter_lists(adp, n_adapters)
     ad_ptr = ad_start.copy()           # next never-admitted request of each adapter
 
-    m = max_seqs + 1
+    m = max_seqs + HOLES + 1
     s_id = np.empty(m, np.int64)       # request id
     s_pin = np.empty(m, np.int64)      # prompt tokens
     s_ntok = np.empty(m, np.int64)     # num_tokens = prompt + generated
@@ -94,7 +97,8 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     s_adp = np.empty(m, np.int64)
     ev_first = np.empty(m, np.int64)   # requests whose first token comes at the end of this step
     ev_fin = np.empty(m, np.int64)     # slots whose request finishes at the end of this step
-    nrun = 0
+    nrun = 0                           # running requests
+    nslot = 0                          # slots in use: running requests and holes
     # Preempted waiting requests, most recent first: a global stack (pstack/pskey, the queue front at the top,
     # stale entries dropped lazily) and one linked list per adapter (p_head -> p_next), keyed by pkey.
     pstack = np.empty(n + 1, np.int64)   # (stale entries are compacted away when it is full)
@@ -165,20 +169,23 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
             # fast path: when every running request gets all its new tokens and all their KV blocks fit,
             # vLLM's in-order pass schedules them all and preempts nothing; two tight passes do the same
             i, budget, free, n_pre_tok, ctx, n_itl, n_first, n_fin = _all_running(
-                nrun, budget, free, bs, bshift, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin)
-        while i < nrun or nrun == 0:
+                nslot, budget, free, bs, bshift, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin)
+        while i < nslot or nslot == 0:
             i, budget, free, d_pre, d_ctx, d_itl, n_first, n_fin, need = _advance_running(
-                i, nrun, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin,
+                i, nslot, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin,
                 n_first, n_fin)
             n_pre_tok += d_pre
             ctx += d_ctx
             n_itl += d_itl
             if need == 0:
                 break
-            while need > free:          # preempt the most recently admitted request
-                v = nrun - 1
+            while need > free:          # preempt the most recently admitted request (never a hole)
+                v = nslot - 1
                 r = s_id[v]
                 nrun -= 1
+                nslot -= 1
+                while nslot > 0 and s_end[nslot - 1] < 0:
+                    nslot -= 1
                 free += s_blk[v]
                 gen[r] = s_ntok[v] - s_pin[v]
                 status[r] = PREEMPTED
@@ -204,23 +211,27 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                 preempted = True
                 if v == i:
                     break
-            if i >= nrun:               # the request preempted itself
+            if i >= nslot:              # the request preempted itself
                 break
         # the step's adapter set: all running adapters, or those of the scheduled prefix if budget ran out
-        if i >= nrun:
+        if i >= nslot:
             for k in range(act[0]):
                 a = act[k + 1]
                 in_set[a] = step
                 aset[k] = a
             na = act[0]
+            ns = nrun
         else:
+            ns = 0
             for k in range(i):
+                if s_end[k] < 0:
+                    continue
+                ns += 1
                 a = s_adp[k]
                 if in_set[a] != step:
                     in_set[a] = step
                     aset[na] = a
                     na += 1
-        first_new = nrun
         # ---- 2. waiting queue (FCFS with the max_loras skip) ----
         if not preempted:
             j = npre - 1          # cursor in the global preempted stack
@@ -270,8 +281,10 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                     ad_ptr[adp[r]] += 1
                 status[r] = RUNNING
                 free -= need
-                v = nrun
+                v = nslot
+                nslot += 1
                 nrun += 1
+                ns += 1
                 s_id[v] = r
                 s_pin[v] = pin[r]
                 s_ntok[v] = ntok
@@ -300,7 +313,6 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
             while npre > 0 and not (status[pstack[npre - 1]] == PREEMPTED
                                     and pkey[pstack[npre - 1]] == pskey[npre - 1]):
                 npre -= 1
-        ns = i + nrun - first_new
         if ns == 0:
             if preempted:
                 continue          # the preempted requests are re-admitted in the next step
@@ -325,19 +337,25 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
             fin_t[r] = t_end
             gen[r] = s_ntok[v] - s_pin[v]
             free += s_blk[v]
-            s_blk[v] = 0
             _active_remove(s_adp[v], run_cnt, act, act_pos)
             nfin += 1
+            nrun -= 1
             if t_end <= duration:
                 done_tokens += s_ntok[v]
+            s_blk[v] = 0               # leave a hole
+            s_end[v] = -1
+            s_ntok[v] = 0
+            s_comp[v] = 0
         if n_itl > 0:
             b = int((np.log10(dt) - ITL_LO) / (ITL_HI - ITL_LO) * ITL_BINS)
             b = min(max(b, 0), ITL_BINS - 1)
             itl_hist[b] += n_itl
-        if n_fin > 0:
+        while nslot > 0 and s_end[nslot - 1] < 0:
+            nslot -= 1
+        if nslot - nrun > HOLES:
             k2 = 0
-            for v in range(nrun):
-                if s_blk[v] > 0:        # finished slots hold no blocks any more
+            for v in range(nslot):
+                if s_end[v] >= 0:
                     if k2 != v:
                         s_id[k2] = s_id[v]
                         s_pin[k2] = s_pin[v]
@@ -347,10 +365,11 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                         s_blk[k2] = s_blk[v]
                         s_adp[k2] = s_adp[v]
                     k2 += 1
-            nrun = k2
+            nslot = k2
         t = t_end
-    for v in range(nrun):
-        gen[s_id[v]] = s_ntok[v] - s_pin[v]
+    for v in range(nslot):
+        if s_end[v] >= 0:
+            gen[s_id[v]] = s_ntok[v] - s_pin[v]
     stats[ST_STEPS] = step
     stats[ST_GPU_LOADS] = counts[2]
     stats[ST_DISK_LOADS] = counts[3]

@@ -60,6 +60,9 @@ def _advance_running(i, nrun, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_co
     ctx = 0
     n_itl = 0
     while i < nrun and budget > 0:
+        if s_end[i] < 0:                # a hole left by a finished request
+            i += 1
+            continue
         ntok = s_ntok[i]
         comp = s_comp[i]
         new = ntok - comp
@@ -113,6 +116,8 @@ def _all_running(nrun, budget, free, bs, bshift, s_id, s_pin, s_ntok, s_end, s_c
     n_first = 0
     n_fin = 0
     for v in range(nrun):
+        if s_end[v] < 0:                # a hole (ntok = comp = blk = 0: no demand, no blocks)
+            continue
         ntok = s_ntok[v]
         new = ntok - s_comp[v]
         n_itl += 1 if (new == 1 and ntok > s_pin[v]) else 0

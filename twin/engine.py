@@ -76,11 +76,12 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
                output_tokens: np.ndarray, ranks: np.ndarray, *, max_loras: int, max_cpu_loras: int,
                max_lora_rank: int, kv_blocks: int, profile: Profile, max_num_batched_tokens: int,
                max_num_seqs: int, duration_s: float, timeseries_dt: float = 0.0,
-               preload_cpu: int | None = None) -> EngineRun:
+               preload_cpu: int | None = None, fast_path: bool = True) -> EngineRun:
     """Simulate the window [0, duration_s) for requests already sorted by arrival (all arrivals < duration_s).
 
     ``preload_cpu`` adapters (by index; default ``max_cpu_loras``) start in the host-memory cache, as when
-    vLLM is launched with the adapters registered; GPU slots start empty.
+    vLLM is launched with the adapters registered; GPU slots start empty. ``fast_path`` False forces the
+    request-by-request scheduling pass in every step (same results; for testing the fast path).
     """
     first, fin, gen, status, stats, hist, ts = _core.run_core(
         np.ascontiguousarray(arrival_s, dtype=np.float64), np.ascontiguousarray(adapter, dtype=np.int64),
@@ -89,7 +90,7 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
         np.ascontiguousarray(ranks, dtype=np.int64), int(ranks.shape[0]), int(max_loras), int(max_cpu_loras),
         int(max_lora_rank), int(max_num_batched_tokens), int(max_num_seqs), int(kv_blocks),
         int(profile.memory.block_size), step_params(profile.step), float(duration_s), float(timeseries_dt),
-        int(max_cpu_loras if preload_cpu is None else preload_cpu),
+        int(max_cpu_loras if preload_cpu is None else preload_cpu), bool(fast_path),
     )
     return EngineRun(
         first_token_s=first, finish_s=fin, generated=gen, status=status,
