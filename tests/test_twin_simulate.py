@@ -48,6 +48,7 @@ def test_kv_capacity_and_oom_rule_against_the_profile() -> None:
     assert not is_oom(kv, prof.max_model_len)
     res = simulate(_inst([0.5] * 4), max_loras=384, max_lora_rank=16, profile=prof)  # ~18 k < 131,072
     assert res.oom and res.completed == 0 and res.throughput_tok_s == 0.0 and not res.starved
+    assert res.expected_offered_tok_s == pytest.approx(2.0 * (222.7 + 196.5))  # 4 × 0.5 req/s
     assert res.kv_cache_tokens == pytest.approx(kv_capacity_tokens(prof, 384, 16))
     assert simulate(_inst([0.5] * 4), max_loras=384, max_lora_rank=16).oom  # shipped profile too
     # a lower memory utilisation removes (0.9 - 0.5) * GPU memory / bytes per token

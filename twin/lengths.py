@@ -156,6 +156,22 @@ def _sharegpt_tables(model: str) -> tuple[np.ndarray, np.ndarray]:
     return cdf_in, cdf_out
 
 
+def expected_tokens(lengths: Lengths, model: str = "") -> float:
+    """Mean prompt + output tokens of one request under ``lengths`` (without drawing any)."""
+    if lengths.kind == "sharegpt":
+        return SHAREGPT_PROMPT_MEAN + SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+    if lengths.kind == "normal":
+        assert lengths.input_mean is not None and lengths.input_std is not None
+        assert lengths.output_mean is not None and lengths.output_std is not None
+        return _clipped_normal_mean(lengths.input_mean, lengths.input_std) + _clipped_normal_mean(
+            lengths.output_mean, lengths.output_std)
+    from twin.traces import load_trace
+
+    assert lengths.trace is not None
+    tr = load_trace(lengths.trace)
+    return float(tr.input_tokens.mean() + tr.output_tokens.mean())
+
+
 def sample_lengths(rng: np.random.Generator, n: int, lengths: Lengths, model: str = "",
                    ) -> tuple[np.ndarray, np.ndarray, float]:
     """``n`` (prompt, output) lengths and the expected prompt + output tokens of one request."""

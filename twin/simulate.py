@@ -14,6 +14,7 @@ import numpy as np
 
 from twin.engine import is_oom, kv_capacity_tokens, run_engine
 from twin.errors import InputError
+from twin.lengths import expected_tokens
 from twin.metrics import SimResult, request_metrics, timeseries_dict
 from twin.profile import Profile, load_profile
 from twin.spec import Instance, ServerSettings
@@ -49,7 +50,9 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
     return _run(reqs, instance.ids, instance.ranks, float(instance.total_rate_rps),
                 duration_s=float(instance.workload.duration_s), server=instance.server, profile=prof,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=seed,
-                timeseries=timeseries, t0=t0, expected_tokens=None if reqs is None else reqs.expected_tokens)
+                timeseries=timeseries, t0=t0,
+                expected_tokens=expected_tokens(instance.workload.lengths, instance.model) if reqs is None
+                else reqs.expected_tokens)
 
 
 def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duration_s: float,

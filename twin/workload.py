@@ -85,13 +85,16 @@ def _poisson(rng: np.random.Generator, rates: np.ndarray, duration: float, arng:
     t0 = 0.0
     while True:
         m = int(total * (duration - t0) + 6 * np.sqrt(total * (duration - t0)) + 16)
-        times = t0 + np.cumsum(rng.exponential(1.0 / total, m))
+        times = rng.exponential(1.0 / total, m)
+        np.cumsum(times, out=times)
+        if t0:
+            times += t0
         chunks.append(times)
         if times[-1] >= duration:
             break
         t0 = float(times[-1])
-    times = np.concatenate(chunks)
-    times = times[times < duration]
+    times = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    times = times[: int(np.searchsorted(times, duration, side="left"))]
     return times, draw_discrete(np.cumsum(rates), arng.random(times.size), _NO_CAP)
 
 
