@@ -10,7 +10,7 @@ uses more GPUs than ``greedy-paper`` under the same oracle.
 3. Local search: repeatedly pick the GPU with the least offered load and try to move all its adapters into the
    other GPUs (most loaded first; the longest fitting prefix of the remaining adapters, by bisection); if they
    all move the GPU is closed, otherwise the moves are undone and the next GPU is tried.
-4. The LoRAServe- and dLoRA-style placements are candidates too, so no baseline beats it under the same
+4. The LoRAServe-, dLoRA-style and least-loaded placements are candidates too, so none beats it under the same
    oracle. The plan with the fewest GPUs wins (ties: the first found). ``seed`` only breaks rate ties.
 """
 
@@ -31,7 +31,7 @@ from twin.spec import Instance
 NAME = "ffd-bisect"
 CALLS_MIN = 150          # backend-call budget of the optional phases: max(CALLS_MIN, n / ADAPTERS_PER_CALL)
 ADAPTERS_PER_CALL = 5
-BASELINE_CANDIDATES = ("loraserve", "dlora")  # so that ffd-bisect never needs more GPUs than these either
+BASELINE_CANDIDATES = ("loraserve", "dlora", "least-loaded")  # ffd-bisect never needs more GPUs than these
 
 
 def _rank_groups(problem: Instance, order_fn: Callable[[np.ndarray], np.ndarray],

@@ -9,10 +9,11 @@ itself, and the largest slot count memory allows at the set's rank.
 
 The memory rule (OOM) is the twin's exact :class:`~twin.profile.MemoryModel` (:mod:`placer.memory`), never
 learned. Starvation is the backend's: the CatBoost surrogates (:class:`SurrogateOracle`, default, batched) or
-the twin itself (:class:`TwinOracle`, slow, exact w.r.t. the twin). A safety margin makes every backend
-stricter: a point is starved when the backend says so, when its starvation probability exceeds
-``starved_threshold``, or when its throughput is below ``(0.9 + margin) × offered``. Answers are cached by
-(problem, adapter set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
+the twin itself (:class:`TwinOracle`, slow, exact w.r.t. the twin). A point is starved when the backend says
+so or its starvation probability exceeds ``starved_threshold`` (the surrogate: its classifier's own threshold
+unless one is given — the papers' rule). An optional safety ``margin`` makes every backend stricter: the
+predicted throughput must also reach ``(0.9 + margin) × offered``. Answers are cached by (problem, adapter
+set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Point:
     throughput_tok_s: float
     offered_tok_s: float
     starved_probability: float
-    starved: bool  # after the oracle's margin rule
+    starved: bool  # the oracle's rule: backend flag, probability threshold, optional margin
     oom: bool
 
     @property
@@ -97,16 +98,16 @@ class Oracle(abc.ABC):
 
     kind = "abstract"
 
-    def __init__(self, *, margin: float = 0.0, starved_threshold: float = 0.5,
+    def __init__(self, *, margin: float | None = None, starved_threshold: float | None = None,
                  slot_points: Sequence[int] = PAPER_TEST_POINTS, cache: bool = True) -> None:
-        if not 0 <= margin < 0.1 + 1e-9:
-            raise InputError(f"safety margin must be in [0, 0.1] (got {margin!r})", field="margin",
+        if margin is not None and not -0.1 <= margin <= 0.1:
+            raise InputError(f"safety margin must be in [-0.1, 0.1] (got {margin!r})", field="margin",
                              value=margin)
-        if not 0 < starved_threshold <= 1:
+        if starved_threshold is not None and not 0 < starved_threshold <= 1:
             raise InputError(f"starvation threshold must be in (0, 1] (got {starved_threshold!r})",
                              field="starved_threshold", value=starved_threshold)
-        self.margin = float(margin)
-        self.starved_threshold = float(starved_threshold)
+        self.margin = None if margin is None else float(margin)
+        self.starved_threshold = None if starved_threshold is None else float(starved_threshold)
         self.slot_points = tuple(sorted({int(s) for s in slot_points if int(s) >= 1}))
         self.use_cache = cache
         self._caches: dict[int, tuple[Instance, dict[Any, Any], float]] = {}
@@ -122,11 +123,19 @@ class Oracle(abc.ABC):
     def _settings(self) -> tuple[Any, ...]:
         return ()
 
+    def threshold(self, problem: Instance) -> float:
+        """Starvation probability above which a point is starved (default 0.5)."""
+        return 0.5 if self.starved_threshold is None else self.starved_threshold
+
     # --- identity ---------------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        extra = "".join(f",{k}={v}" for k, v in self._settings())
-        return f"{self.kind}(margin={self.margin:g},p_starved<={self.starved_threshold:g}{extra})"
+        thr = "default" if self.starved_threshold is None else f"{self.starved_threshold:g}"
+        parts = [f"p_starved<={thr}"]
+        if self.margin is not None:
+            parts.append(f"margin={self.margin:g}")
+        parts += [f"{k}={v}" for k, v in self._settings()]
+        return f"{self.kind}({','.join(parts)})"
 
     def settings_key(self) -> tuple[Any, ...]:
         return (self.kind, self.margin, self.starved_threshold, self.slot_points, *self._settings())
@@ -194,11 +203,12 @@ class Oracle(abc.ABC):
             self.calls += 1
             self.predictions += len(todo)
             thr, prob, flag, off = self._predict(problem, [t[1] for t in todo])
-            limit = STARVATION_RATIO + self.margin
+            limit = -1.0 if self.margin is None else STARVATION_RATIO + self.margin
+            p_max = self.threshold(problem)
             for j, (q, (_, s, rank, cpu), key, offered) in enumerate(todo):
                 offered_j = float(off[j]) if off is not None else offered
                 t, p = float(thr[j]), float(prob[j])
-                starved = bool(flag[j]) or p > self.starved_threshold or t < limit * offered_j
+                starved = bool(flag[j]) or p > p_max or t < limit * offered_j
                 point = Point(s, rank, cpu, t, offered_j, p, starved, False)
                 out[q] = point
                 if self.use_cache:

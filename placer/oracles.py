@@ -25,8 +25,8 @@ class SurrogateOracle(Oracle):
 
     kind = "surrogate"
 
-    def __init__(self, *, bundle: Any = None, margin: float = 0.0, starved_threshold: float = 0.5,
-                 **kwargs: Any) -> None:
+    def __init__(self, *, bundle: Any = None, margin: float | None = None,
+                 starved_threshold: float | None = None, **kwargs: Any) -> None:
         super().__init__(margin=margin, starved_threshold=starved_threshold, **kwargs)
         self._bundle = bundle
         self._bundles: dict[tuple[str, str], Any] = {}
@@ -43,6 +43,13 @@ class SurrogateOracle(Oracle):
             self._bundles[key] = loader(problem.model, problem.gpu)
         return self._bundles[key]
 
+    def threshold(self, problem: Instance) -> float:
+        """The given threshold, else the shipped classifier's own decision threshold."""
+        if self.starved_threshold is not None:
+            return self.starved_threshold
+        model = getattr(self.bundle(problem), "starvation", None)
+        return float(getattr(model, "threshold", 0.5))
+
     def _predict(self, problem: Instance, queries: Sequence[Query]
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         bundle = self.bundle(problem)
@@ -52,12 +59,11 @@ class SurrogateOracle(Oracle):
                          max_lora_rank=[q[2] for q in queries], max_cpu_loras=[q[3] for q in queries])
             thr = np.asarray(pred.throughput_tok_s, dtype=float)
             prob = np.asarray(pred.starved_probability, dtype=float)
-            flag = np.asarray(pred.starved, dtype=bool)
-            return thr, prob, flag, None
+            return thr, prob, np.zeros(len(queries), dtype=bool), None  # starved: p > threshold()
         thr, prob, flag = (np.empty(len(queries)), np.empty(len(queries)), np.zeros(len(queries), bool))
         for j, (idx, s, r, m) in enumerate(queries):
             p = bundle.predict(problem.subset(idx), max_loras=s, max_cpu_loras=m, max_lora_rank=r)
-            thr[j], prob[j], flag[j] = p.throughput_tok_s, p.starved_probability, bool(p.starved)
+            thr[j], prob[j] = p.throughput_tok_s, p.starved_probability
         return thr, prob, flag, None
 
 
@@ -78,7 +84,8 @@ class TwinOracle(Oracle):
 
     kind = "twin"
 
-    def __init__(self, *, seed: int = 0, workers: int = 1, margin: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *, seed: int = 0, workers: int = 1, margin: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(margin=margin, **kwargs)
         self.seed = int(seed)
         self.workers = max(1, int(workers))

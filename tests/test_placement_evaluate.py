@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from placer.evaluate import check_plan, evaluate
@@ -116,3 +117,31 @@ def test_margin_makes_the_oracle_stricter() -> None:
         AnalyticOracle(margin=0.5)
     assert AnalyticOracle().name != AnalyticOracle(margin=0.05).name
     assert AnalyticOracle(capacity_rps=1.0).evaluate(p, [0]).feasible
+
+
+class _Fixed(AnalyticOracle):
+    """Predicts a fixed served fraction and starvation probability for every configuration."""
+
+    def __init__(self, fraction: float, prob: float, **kw: float) -> None:
+        super().__init__(**kw)
+        self.fraction, self.prob = fraction, prob
+
+    def _predict(self, problem, queries):  # type: ignore[no-untyped-def]
+        off = np.array([problem.rates[q[0]].sum() for q in queries]) * self.tokens_per_request(problem)
+        n = len(queries)
+        return off * self.fraction, np.full(n, self.prob), np.zeros(n, bool), None
+
+
+@pytest.mark.parametrize("fraction,prob,margin,threshold,feasible", [
+    (0.89, 0.1, None, None, True),    # the classifier decides (papers' rule); throughput only picks slots
+    (0.89, 0.1, 0.0, None, False),    # with a margin the throughput must reach (0.9 + margin) × offered
+    (0.93, 0.1, 0.02, None, True),
+    (0.93, 0.1, 0.05, None, False),
+    (0.99, 0.6, None, None, False),   # p > 0.5
+    (0.99, 0.3, None, 0.25, False),   # a stricter threshold
+])
+def test_starvation_rule(fraction: float, prob: float, margin: float | None, threshold: float | None,
+                         feasible: bool) -> None:
+    p = Instance(name="m", model="llama-3.1-8b-instruct", gpu="h100-64gb", adapters=(Adapter("a", 8, 1.0),))
+    oracle = _Fixed(fraction, prob, margin=margin, starved_threshold=threshold)
+    assert oracle.evaluate(p, [0]).feasible is feasible

@@ -81,7 +81,8 @@ def solve_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same plan."),
     oracle: str = typer.Option("surrogate", "--oracle", help="Feasibility oracle: surrogate | twin."),
     margin: float | None = typer.Option(None, "--margin",
-                                        help="Safety margin: require throughput ≥ (0.9 + margin) × offered."),
+                                        help="Safety margin: also require predicted throughput ≥ "
+                                             "(0.9 + margin) × offered."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the plan (JSON) here."),
     do_verify: bool = typer.Option(False, "--verify", help="Re-simulate every GPU of the plan in the twin."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
