@@ -110,3 +110,14 @@ def test_idle_server_jumps_to_next_arrival() -> None:
     res = _run([(1.0, 0, 10, 1), (3.0, 0, 10, 2)], max_loras=1)
     assert res.steps == 3 and res.completed == 2
     assert res.ttft_mean_s == pytest.approx(0.010)
+
+
+def test_client_connection_cap_holds_requests_back() -> None:
+    # max_inflight 1: r1 (arrived at 0) reaches the server only when r0 finishes at 20 ms; its TTFT counts
+    # from its arrival: step 3 ends at 30 ms. Without the cap both prefill together in step 1.
+    rows = [(0.0, 0, 10, 2), (0.0, 0, 10, 1)]
+    capped = _run(rows, max_loras=1, max_inflight=1)
+    assert capped.steps == 3
+    assert capped.ttft_mean_s == pytest.approx((0.010 + 0.030) / 2)
+    free = _run(rows, max_loras=1)
+    assert free.steps == 2 and free.ttft_mean_s == pytest.approx(0.010)

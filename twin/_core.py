@@ -65,7 +65,8 @@ HOLES = 64  # finished requests' slots tolerated before the running list is sque
 
 @njit(cache=True)
 def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora_rank, budget_max,
-             max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu, fast_path=True):
+             max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu, fast_path=True,
+             max_inflight=np.int64(1) << 62):
     """Simulate [0, duration); return per-request times, counters, the ITL histogram and a time series.
 
     The running requests live in "slots" (arrays indexed by position in the running list, in admission
@@ -109,7 +110,7 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     p_head = np.full(n_adapters, -1, np.int64)
     pcount = 0
     gptr = 0                           # first possibly-fresh request in arrival order
-    narr = 0                           # requests with arrival <= t
+    narr = 0                           # requests sent to the server (arrival <= t)
     nfin = 0
 
     aset = np.empty(n_adapters, np.int64)   # the step's adapter set (in_set[a] == step marks members)
@@ -137,8 +138,8 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     t = 0.0
     step = 0
     while True:
-        while narr < n and arr[narr] <= t:
-            narr += 1
+        while narr < n and arr[narr] <= t and narr - nfin < max_inflight:
+            narr += 1                  # (a client with max_inflight connections holds the rest back)
         if t >= duration:
             break
         nwait = narr - nrun - nfin

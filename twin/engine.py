@@ -76,12 +76,15 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
                output_tokens: np.ndarray, ranks: np.ndarray, *, max_loras: int, max_cpu_loras: int,
                max_lora_rank: int, kv_blocks: int, profile: Profile, max_num_batched_tokens: int,
                max_num_seqs: int, duration_s: float, timeseries_dt: float = 0.0,
-               preload_cpu: int | None = None, fast_path: bool = True) -> EngineRun:
+               preload_cpu: int | None = None, fast_path: bool = True,
+               max_inflight: int | None = None) -> EngineRun:
     """Simulate the window [0, duration_s) for requests already sorted by arrival (all arrivals < duration_s).
 
     ``preload_cpu`` adapters (by index; default ``max_cpu_loras``) start in the host-memory cache, as when
     vLLM is launched with the adapters registered; GPU slots start empty. ``fast_path`` False forces the
     request-by-request scheduling pass in every step (same results; for testing the fast path).
+    ``max_inflight`` caps the requests inside the server (running + waiting), as a client with that many
+    connections does: later arrivals wait client-side, in arrival order, and count their TTFT from arrival.
     """
     first, fin, gen, status, stats, hist, ts = _core.run_core(
         np.ascontiguousarray(arrival_s, dtype=np.float64), np.ascontiguousarray(adapter, dtype=np.int64),
@@ -91,6 +94,7 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
         int(max_lora_rank), int(max_num_batched_tokens), int(max_num_seqs), int(kv_blocks),
         int(profile.memory.block_size), step_params(profile.step), float(duration_s), float(timeseries_dt),
         int(max_cpu_loras if preload_cpu is None else preload_cpu), bool(fast_path),
+        np.int64(1 << 62 if max_inflight is None else max_inflight),
     )
     return EngineRun(
         first_token_s=first, finish_s=fin, generated=gen, status=status,

@@ -31,13 +31,15 @@ def _check_int(name: str, value: Any, low: int = 1) -> int:
 
 def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = None,
              max_lora_rank: int | None = None, seed: int = 0, profile: Profile | None = None,
-             timeseries: bool | float = False) -> SimResult:
+             timeseries: bool | float = False, max_inflight: int | None = None) -> SimResult:
     """Simulate all adapters of ``instance`` on one GPU for its window and return the metrics.
 
     ``max_cpu_loras`` defaults to the number of adapters, ``max_lora_rank`` to the largest rank present,
     ``profile`` to the shipped profile of (instance.model, instance.gpu). Requests come from
     :func:`twin.workload.generate_requests` with ``seed``. ``timeseries`` True (every 10 s) or a sampling
-    period in seconds adds sampled running/waiting/KV use/throughput to the result.
+    period in seconds adds sampled running/waiting/KV use/throughput to the result. ``max_inflight`` caps the
+    requests inside the server (running + waiting) like a client with that many connections (the calibration
+    runs' client plateaued at ~23–28 k waiting requests); None = no cap.
     """
     t0 = time.perf_counter()
     seed = _check_int("seed", seed, low=0)
@@ -50,7 +52,7 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
     return _run(reqs, instance.ids, instance.ranks, float(instance.total_rate_rps),
                 duration_s=float(instance.workload.duration_s), server=instance.server, profile=prof,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=seed,
-                timeseries=timeseries, t0=t0,
+                timeseries=timeseries, t0=t0, max_inflight=max_inflight,
                 expected_tokens=expected_tokens(instance.workload.lengths, instance.model) if reqs is None
                 else reqs.expected_tokens)
 
@@ -58,7 +60,8 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
 def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duration_s: float,
                       profile: Profile, max_cpu_loras: int | None = None, max_lora_rank: int | None = None,
                       server: ServerSettings | None = None, adapter_ids: tuple[str, ...] | None = None,
-                      total_rate_rps: float | None = None, timeseries: bool | float = False) -> SimResult:
+                      total_rate_rps: float | None = None, timeseries: bool | float = False,
+                      max_inflight: int | None = None) -> SimResult:
     """Simulate given requests (``twin.workload.Requests``; adapter indices into ``ranks``) on one GPU.
 
     Requests arriving at or after ``duration_s`` are ignored. ``total_rate_rps`` (for the expected offered
@@ -82,7 +85,8 @@ def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duratio
     rate = float(total_rate_rps) if total_rate_rps is not None else float(keep.sum()) / duration_s
     return _run(requests, ids, ranks, rate, duration_s=float(duration_s), server=srv, profile=profile,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=None,
-                timeseries=timeseries, t0=t0, expected_tokens=requests.expected_tokens)
+                timeseries=timeseries, t0=t0, expected_tokens=requests.expected_tokens,
+                max_inflight=max_inflight)
 
 
 def _config(n: int, ranks: np.ndarray, max_loras: Any, max_cpu_loras: Any, max_lora_rank: Any
@@ -102,7 +106,7 @@ def _config(n: int, ranks: np.ndarray, max_loras: Any, max_cpu_loras: Any, max_l
 def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_rate: float, *,
          duration_s: float, server: ServerSettings, profile: Profile, max_loras: int, max_cpu_loras: int,
          max_lora_rank: int, kv: float | None, seed: int | None, timeseries: bool | float, t0: float,
-         expected_tokens: float | None) -> SimResult:
+         expected_tokens: float | None, max_inflight: int | None = None) -> SimResult:
     n_ad = len(ids)
     common: dict[str, Any] = dict(kv_cache_tokens=kv, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
                   max_lora_rank=max_lora_rank, duration_s=duration_s, seed=seed, adapter_ids=tuple(ids))
@@ -135,7 +139,8 @@ def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_r
     run = run_engine(arr, adp, pin, pout, ranks, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
                      max_lora_rank=max_lora_rank, kv_blocks=kv_blocks, profile=profile,
                      max_num_batched_tokens=server.max_num_batched_tokens, max_num_seqs=server.max_num_seqs,
-                     duration_s=duration_s, timeseries_dt=ts_dt)
+                     duration_s=duration_s, timeseries_dt=ts_dt,
+                     max_inflight=None if max_inflight is None else _check_int("max_inflight", max_inflight))
     m = request_metrics(arr, adp, pin, pout, run.first_token_s, run.finish_s, duration_s, n_ad)
     from twin.metrics import itl_percentile
 
