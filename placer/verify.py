@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +60,13 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int]) -> dict[str, A
 
 
 def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | None = None,
-           sample: int | None = None, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+           sample: int | None = None, progress: Callable[[int, int], None] | None = None,
+           only: Sequence[int] | None = None) -> VerifyReport:
     """Re-simulate the GPUs of ``plan`` in the twin (``workers`` processes, default 2).
 
     ``sample``: simulate only that many GPUs, chosen with ``numpy.random.default_rng(seed)`` (the report says
-    which); None = all. ``progress(done, total)`` is called after each simulated GPU. Raises
+    which); None = all. ``only``: simulate just these GPU indices (before sampling).
+    ``progress(done, total)`` is called after each simulated GPU. Raises
     :class:`InputError` when the plan does not fit the problem.
     """
     import time
@@ -77,10 +79,10 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
     start = time.perf_counter()
-    chosen = list(range(plan.num_gpus))
-    if sample is not None and 0 < sample < plan.num_gpus:
+    chosen = list(range(plan.num_gpus)) if only is None else sorted({int(j) for j in only})
+    if sample is not None and 0 < sample < len(chosen):
         rng = np.random.default_rng(seed)
-        chosen = sorted(rng.choice(plan.num_gpus, size=sample, replace=False).tolist())
+        chosen = sorted(rng.choice(chosen, size=sample, replace=False).tolist())
     jobs = []
     for j in chosen:
         g = plan.gpus[j]

@@ -15,6 +15,7 @@ from placer.compare import compare, rows_csv, write_csv
 from placer.deploy import deploy_script
 from placer.io import read_instance
 from placer.oracle import make_oracle
+from placer.repair import repair
 from placer.result import Result
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
 from placer.verify import VerifyReport, verify
@@ -85,12 +86,16 @@ def solve_cmd(
                                              "(0.9 + margin) × offered."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the plan (JSON) here."),
     do_verify: bool = typer.Option(False, "--verify", help="Re-simulate every GPU of the plan in the twin."),
+    do_repair: bool = typer.Option(False, "--repair",
+                                   help="Split GPUs that fail in the twin until every GPU passes."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
     problem = read_instance(instance)
-    result = solve(problem, solver, time_limit=time_limit, seed=seed,
-                   oracle=make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle)))
+    the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle))
+    result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
+    if do_repair and result.gpus:
+        result = repair(problem, result, the_oracle, seed=seed)
     if out is not None:
         result.save(out)
     report = verify(problem, result, seed=seed) if do_verify and result.gpus else None
