@@ -5,6 +5,7 @@ from placer.evaluate import Evaluation, evaluate
 from placer.generate import generate
 from placer.io import read_instance, write_instance
 from placer.oracle import GpuVerdict, Oracle, make_oracle
+from placer.repair import repair
 from placer.result import GpuPlan, Result
 from placer.solve import DEFAULT_SOLVER, SOLVERS, register_solver, solve
 from placer.verify import VerifyReport, verify
@@ -27,6 +28,7 @@ __all__ = [
     "launch_commands",
     "make_oracle",
     "register_solver",
+    "repair",
     "solve",
     "verify",
     "InfeasibleError",

@@ -10,8 +10,8 @@ A solver is a plain function ``fn(problem, *, time_limit, seed, oracle) -> Resul
 
 Solvers register themselves with :func:`register_solver` when their module is imported; :data:`SOLVERS` maps
 names to functions and is the CLI's list of choices. Modules listed in :data:`PLUGIN_MODULES` are imported
-when this module is, so ``placer.solve.SOLVERS`` is complete after ``import placer``. A plugin module should
-import heavy dependencies (ortools, pulp) inside its functions, not at module level.
+the first time :data:`SOLVERS` is read, so it is always complete, whatever was imported first. A plugin module
+should import heavy dependencies (ortools, pulp) inside its functions, not at module level.
 
 :func:`solve` adds what no solver should compute for itself: the default oracle, the infeasibility check (an
 adapter that fits on no GPU alone), the lower bound (``placer.bounds.lower_bound`` when that module exists),
@@ -40,7 +40,59 @@ class SolverFn(Protocol):
     def __call__(self, problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result: ...
 
 
-SOLVERS: dict[str, SolverFn] = {}
+class _Registry(dict[str, "SolverFn"]):
+    """The solver dict; reading it first imports the plugin modules (so any import order works)."""
+
+    _loading = False
+    _loaded = False
+
+    def _ensure(self) -> None:
+        if not (self._loaded or self._loading):
+            self._loading = True
+            try:
+                _load_plugins()
+                self._loaded = True
+            finally:
+                self._loading = False
+
+    def __contains__(self, key: object) -> bool:
+        self._ensure()
+        return super().__contains__(key)
+
+    def __getitem__(self, key: str) -> SolverFn:
+        self._ensure()
+        return super().__getitem__(key)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._ensure()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._ensure()
+        return super().__len__()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self._ensure()
+        return super().get(key, default)
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self._ensure()
+        return super().keys()
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self._ensure()
+        return super().items()
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self._ensure()
+        return super().values()
+
+    def __repr__(self) -> str:
+        self._ensure()
+        return super().__repr__()
+
+
+SOLVERS: dict[str, SolverFn] = _Registry()
 DEFAULT_SOLVER = "ffd-bisect"
 DEFAULT_TIME_LIMIT = 60.0
 
@@ -58,14 +110,14 @@ def register_solver(name: str, fn: Callable[..., Result], *, replace: bool = Fal
     """Add ``fn`` to :data:`SOLVERS` under ``name`` (re-registering the same function is a no-op)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"solver name must be a non-empty string (got {name!r})")
-    old = SOLVERS.get(name)
+    old = dict.get(SOLVERS, name)
     if old is not None and old is not fn and not replace:
         if getattr(old, "__qualname__", None) == getattr(fn, "__qualname__", None) and \
                 getattr(old, "__module__", None) == getattr(fn, "__module__", None):
-            SOLVERS[name] = fn  # the same function from a re-imported module
+            dict.__setitem__(SOLVERS, name, fn)  # the same function from a re-imported module
             return
         raise ValueError(f"solver {name!r} is already registered")
-    SOLVERS[name] = fn
+    dict.__setitem__(SOLVERS, name, fn)
 
 
 def solver_names() -> tuple[str, ...]:
@@ -156,6 +208,3 @@ def _load_plugins() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
-
-
-_load_plugins()
