@@ -9,6 +9,8 @@ unfinished items are retried; an item caught in three dead pools is handed to ``
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -96,18 +98,40 @@ def _import_ray() -> Any:
     return ray
 
 
+def _call(fn: Callable[[Any], Any], item: Any) -> Any:
+    return fn(item)
+
+
+def _ray_init(ray: Any, workers: int) -> None:
+    """Join the cluster named by RAY_ADDRESS (or one started with ``ray start`` here); else start a local one
+    with ``workers`` CPUs. Ray refuses ``num_cpus`` when it connects to an existing cluster."""
+    quiet = {"log_to_driver": False, "configure_logging": False}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**quiet)
+        return
+    # a local cluster's workers import what this process imports (e.g. an injected simulator's module)
+    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
+    try:
+        ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env, **quiet)
+    except ValueError as exc:
+        if "existing cluster" not in str(exc):
+            raise
+        ray.init(**quiet)
+
+
 def _ray(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
     ray = _import_ray()
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        _ray_init(ray, workers)
         started = True
     try:
-        remote = ray.remote(num_cpus=1)(fn)
+        remote = ray.remote(num_cpus=1)(_call)  # a plain function: ray.remote refuses functools.partial
+        fn_ref = ray.put(fn)
         pending: list[Any] = []
         window = 4 * workers  # bounded in-flight tasks: results stream back, memory stays flat
         for item in items:
-            pending.append(remote.remote(item))
+            pending.append(remote.remote(fn_ref, item))
             if len(pending) >= window:
                 done, pending = ray.wait(pending, num_returns=1)
                 yield ray.get(done[0])
