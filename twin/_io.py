@@ -29,26 +29,12 @@ def _mkstemp(path: Path) -> tuple[int, str]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = _mkstemp(path)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):  # the output path is the user's to fix: a directory, a full disk, ...
-            raise _cannot_write(path, exc) from exc
-        raise
+    """Write ``text`` (UTF-8) to ``path``: readers see the old file or the new one, never half of one."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Binary twin of :func:`atomic_write_text`."""
+    """Write ``data`` to ``path`` atomically: a temporary sibling, fsync, then rename over the target."""
     path = Path(path)
     fd, tmp = _mkstemp(path)
     try:
