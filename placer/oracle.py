@@ -12,8 +12,10 @@ learned. Starvation is the backend's: the CatBoost surrogates (:class:`Surrogate
 the twin itself (:class:`TwinOracle`, slow, exact w.r.t. the twin). A point is starved when the backend says
 so or its starvation probability exceeds ``starved_threshold`` (the surrogate: its classifier's own threshold
 unless one is given — the papers' rule). An optional safety ``margin`` makes every backend stricter: the
-predicted throughput must also reach ``(0.9 + margin) × offered``. Answers are cached by (problem, adapter
-set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
+predicted throughput must also reach ``(0.9 + margin) × offered``; a load ``headroom`` h judges every GPU
+at (1 + h) × its request rates (the surrogate's default: :data:`DEFAULT_HEADROOM`, which makes its plans pass
+twin verification). Answers are cached by (problem, adapter set, settings); the oracle's own settings are
+part of its :attr:`Oracle.name`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import numpy as np
 from placer.memory import max_slots, memory_fits, tokens_per_request
 from placer.result import GpuPlan
 from twin.errors import InputError
-from twin.spec import Instance
+from twin.spec import Adapter, Instance
 
 PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 STARVATION_RATIO = 0.9  # starved <=> throughput < 0.9 x offered (mission.md)
+DEFAULT_HEADROOM = 0.05  # the surrogate oracle's default load headroom (bench/placement.md)
 _MAX_CACHED_PROBLEMS = 32
 
 
@@ -99,7 +102,12 @@ class Oracle(abc.ABC):
     kind = "abstract"
 
     def __init__(self, *, margin: float | None = None, starved_threshold: float | None = None,
-                 slot_points: Sequence[int] = PAPER_TEST_POINTS, cache: bool = True) -> None:
+                 headroom: float = 0.0, slot_points: Sequence[int] = PAPER_TEST_POINTS,
+                 cache: bool = True) -> None:
+        if not 0 <= headroom <= 1:
+            raise InputError(f"load headroom must be in [0, 1] (got {headroom!r})", field="headroom",
+                             value=headroom)
+        self.headroom = float(headroom)
         if margin is not None and not -0.1 <= margin <= 0.1:
             raise InputError(f"safety margin must be in [-0.1, 0.1] (got {margin!r})", field="margin",
                              value=margin)
@@ -134,11 +142,14 @@ class Oracle(abc.ABC):
         parts = [f"p_starved<={thr}"]
         if self.margin is not None:
             parts.append(f"margin={self.margin:g}")
+        if self.headroom:
+            parts.append(f"headroom={self.headroom:g}")
         parts += [f"{k}={v}" for k, v in self._settings()]
         return f"{self.kind}({','.join(parts)})"
 
     def settings_key(self) -> tuple[Any, ...]:
-        return (self.kind, self.margin, self.starved_threshold, self.slot_points, *self._settings())
+        return (self.kind, self.margin, self.starved_threshold, self.headroom, self.slot_points,
+                *self._settings())
 
     # --- per-problem state ------------------------------------------------------------------------------
     def _state(self, problem: Instance) -> tuple[dict[Any, Any], float]:
@@ -149,6 +160,18 @@ class Oracle(abc.ABC):
             entry = (problem, {}, tokens_per_request(problem))
             self._caches[id(problem)] = entry
         return entry[1], entry[2]
+
+    def _stressed(self, problem: Instance) -> Instance:
+        """The problem the backend sees: every rate × (1 + headroom) (the problem itself when 0)."""
+        if not self.headroom:
+            return problem
+        memo = self.memo(problem)
+        if ("stressed",) not in memo:
+            grow = 1.0 + self.headroom
+            memo[("stressed",)] = problem.replace(adapters=tuple(
+                Adapter(a.id, a.rank, a.rate_rps * grow) for a in problem.adapters))
+        stressed: Instance = memo[("stressed",)]
+        return stressed
 
     def memo(self, problem: Instance) -> dict[Any, Any]:
         """A per-problem dict (dropped with the oracle's cache) where solvers keep values derived from this
@@ -202,7 +225,11 @@ class Oracle(abc.ABC):
         if todo:
             self.calls += 1
             self.predictions += len(todo)
-            thr, prob, flag, off = self._predict(problem, [t[1] for t in todo])
+            thr, prob, flag, off = self._predict(self._stressed(problem), [t[1] for t in todo])
+            if self.headroom:  # judged at (1 + headroom) x the load; report the served fraction at nominal
+                grow = 1.0 + self.headroom
+                thr = np.asarray(thr) / grow
+                off = None if off is None else np.asarray(off) / grow
             limit = -1.0 if self.margin is None else STARVATION_RATIO + self.margin
             p_max = self.threshold(problem)
             for j, (q, (_, s, rank, cpu), key, offered) in enumerate(todo):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from placer.oracle import Oracle, Query
+from placer.oracle import DEFAULT_HEADROOM, Oracle, Query
 from twin.spec import Instance
 
 
@@ -26,8 +26,9 @@ class SurrogateOracle(Oracle):
     kind = "surrogate"
 
     def __init__(self, *, bundle: Any = None, margin: float | None = None,
-                 starved_threshold: float | None = None, **kwargs: Any) -> None:
-        super().__init__(margin=margin, starved_threshold=starved_threshold, **kwargs)
+                 starved_threshold: float | None = None, headroom: float = DEFAULT_HEADROOM,
+                 **kwargs: Any) -> None:
+        super().__init__(margin=margin, starved_threshold=starved_threshold, headroom=headroom, **kwargs)
         self._bundle = bundle
         self._bundles: dict[tuple[str, str], Any] = {}
 
