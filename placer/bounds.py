@@ -149,7 +149,7 @@ def model_bounds(model: PackingModel, *, lp: bool = True) -> BoundReport:
     return BoundReport(l1=l1, count=cnt, l2=l2, lp=lpv, best=best)
 
 
-FULL_MODEL_MAX_ADAPTERS = 300  # above this, lower_bound() uses the light model unless the full one is cached
+FULL_MODEL_MAX_ADAPTERS = 100  # above this, lower_bound() uses the light model unless the full one is cached
 
 
 def lower_bound(problem: Any, oracle: Any = None) -> int:

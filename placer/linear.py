@@ -12,10 +12,10 @@ Per-GPU capacity is not additive (it depends on the mix), so the exact solvers u
   forced to rank r), their rates scaled by a common factor; C is the largest total load the oracle still
   calls feasible, found by a batched geometric bisection (relative precision ``rtol``, 1e-7).
   ``max_loras`` of the class is the oracle's best slot count at that point;
-- counts n: 1..8, 16, 32, 64 first; then the papers' test points and doublings beyond 576 up to the
-  largest count the oracle accepts at a tiny load (bisection), itself capped by the eligible adapters and by
-  how many of the lightest ones fit twice the largest capacity seen on the small mixes. Classes with C = 0
-  are dropped, as are dominated classes (another class with r', n', C' all ≥).
+- counts n: 1, 2, 3, 4, 6, 8, 16, 32, 64 first; then the papers' test points and doublings beyond 576
+  up to the largest count the oracle accepts at a light load (bisection), capped by the eligible adapters
+  and by how many of the lightest ones fit twice the largest capacity seen on the small mixes. Classes
+  with C = 0 are dropped, as are dominated classes (another class with r', n', C' all ≥).
 
 The model is exact w.r.t. itself, not w.r.t. the oracle: a GPU the model admits can still be rejected (mix
 effects), so every exact plan goes back through the one evaluator. Models are cached per (problem, oracle).
@@ -36,7 +36,8 @@ from twin.errors import InfeasibleError
 from twin.spec import Adapter, Instance
 
 RESOLUTION = 1_000_000  # integer units of the largest class capacity
-SMALL_COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64)
+SMALL_COUNTS = (1, 2, 3, 4, 6, 8, 16, 32, 64)
+LIGHT_COUNTS = (1, 4, 16, 64)
 _CACHE: dict[tuple[Any, ...], LinearModel] = {}
 _CACHE_SIZE = 16
 
@@ -130,7 +131,7 @@ def _capacities(prober: _Prober, mixes: list[tuple[np.ndarray, np.ndarray]], gue
     hi = [math.inf] * len(mixes)
     slots = [0] * len(mixes)
     tol = [rtol if len(m[0]) <= 64 else max(rtol, 1e-4) for m in mixes]
-    probes = [int(min(15, max(3, 2048 // len(m[0])))) for m in mixes]
+    probes = [int(min(7, max(3, 1024 // len(m[0])))) for m in mixes]
     for _ in range(60):
         todo = [k for k in range(len(mixes)) if hi[k] > lo[k] * (1 + tol[k]) and hi[k] > guesses[k] * 1e-9]
         if not todo:
@@ -207,12 +208,13 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
     loads = problem.rates * prober.tpr
     tiny = float(loads.min())  # per adapter: the count search probes mixes as light as the lightest adapter
     ranks = sorted(set(problem.ranks.tolist()))
-    # Phase 1: small mixes (1..8, 16, 32, 64 adapters), cheap to probe. Their largest capacity c_ref bounds
+    # Phase 1: small mixes (SMALL_COUNTS adapters), cheap to probe. Their largest capacity c_ref bounds
     # how many of the lightest adapters a GPU could ever hold (×2 margin: oracles need not be monotone).
-    small = [(r, n) for r in ranks for n in SMALL_COUNTS if n <= int((problem.ranks <= r).sum())]
+    small = [(r, n) for r in ranks for n in (LIGHT_COUNTS if light else SMALL_COUNTS)
+             if n <= int((problem.ranks <= r).sum())]
     first = _capacities(prober, [_mix(problem, r, n) for r, n in small],
                         [max(float(loads.max()), float(loads.mean()) * n) for _, n in small],
-                        max(rtol, 1e-3) if light else rtol)
+                        max(rtol, 1e-2) if light else rtol)
     rows: list[tuple[int, int, float, int]] = []
     specs: list[tuple[int, int]] = []
     guesses: list[float] = []

@@ -136,3 +136,11 @@ def test_time_limit_is_respected(solver: str) -> None:
 
 def test_solvers_are_registered() -> None:
     assert set(EXACT) <= set(SOLVERS)
+
+
+@pytest.mark.parametrize("solver", EXACT)
+def test_an_adapter_that_fits_nowhere_is_reported_infeasible(solver: str) -> None:
+    problem = make([1.0, 25.0, 2.0])
+    result = solve(problem, solver, time_limit=10, seed=0, oracle=AnalyticOracle(capacity_rps=10))
+    assert result.status == "infeasible" and result.num_gpus == 0
+    assert "a1" in (result.reason or "")
