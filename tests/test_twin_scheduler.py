@@ -121,3 +121,13 @@ def test_client_connection_cap_holds_requests_back() -> None:
     assert capped.ttft_mean_s == pytest.approx((0.010 + 0.030) / 2)
     free = _run(rows, max_loras=1)
     assert free.steps == 2 and free.ttft_mean_s == pytest.approx(0.010)
+
+
+def test_client_at_its_limit_can_refuse_requests() -> None:
+    # max_inflight 1 with drops: r1 arrives at 5 ms while r0 is in flight -> refused; r2 arrives at 30 ms,
+    # after r0 finished at 20 ms -> served (finishes at 40 ms).
+    rows = [(0.0, 0, 10, 2), (0.005, 0, 10, 1), (0.030, 0, 10, 1)]
+    res = _run(rows, max_loras=1, max_inflight=1, drop_over_limit=True)
+    assert res.dropped == 1 and res.arrived == 3 and res.completed == 2
+    assert res.waiting_end == 0 and res.unfinished == 1
+    assert res.ttft_mean_s == pytest.approx(0.010)

@@ -168,8 +168,10 @@ def test_every_request_finishes_with_exact_tokens(rows, kv_blocks, budget, max_l
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10_000), kv_blocks=st.integers(30, 120), budget=st.integers(1, 512),
-       max_loras=st.integers(1, 5), max_seqs=st.integers(1, 200))
-def test_fast_path_matches_the_request_by_request_pass(seed, kv_blocks, budget, max_loras, max_seqs):  # type: ignore[no-untyped-def]
+       max_loras=st.integers(1, 5), max_seqs=st.integers(1, 200),
+       cap=st.one_of(st.none(), st.integers(1, 60)), drop=st.booleans())
+def test_fast_path_matches_the_request_by_request_pass(seed, kv_blocks, budget, max_loras, max_seqs,  # type: ignore[no-untyped-def]
+                                                       cap, drop):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 300))
     arrival = np.sort(rng.uniform(0.0, 20.0, n))
@@ -177,9 +179,12 @@ def test_fast_path_matches_the_request_by_request_pass(seed, kv_blocks, budget, 
             np.array([8] * 5))
     prof = _toy_profile(16 * kv_blocks)
     kw = dict(max_loras=max_loras, max_cpu_loras=5, max_lora_rank=8, kv_blocks=kv_blocks, profile=prof,
-              max_num_batched_tokens=budget, max_num_seqs=max_seqs, duration_s=15.0, timeseries_dt=1.0)
+              max_num_batched_tokens=budget, max_num_seqs=max_seqs, duration_s=15.0, timeseries_dt=1.0,
+              max_inflight=cap, drop=drop)
     fast = run_engine(*args, **kw)  # type: ignore[arg-type]
     slow = run_engine(*args, fast_path=False, **kw)  # type: ignore[arg-type]
-    assert fast.steps == slow.steps and fast.preemptions == slow.preemptions
+    assert fast.steps == slow.steps and fast.preemptions == slow.preemptions and fast.dropped == slow.dropped
+    assert fast.dropped == int((fast.status == 4).sum()) and (fast.dropped == 0 or drop)
+    assert not np.any((fast.status != 0) & (args[0] >= 15.0))  # nothing happens to later arrivals
     for name in ("first_token_s", "finish_s", "generated", "status", "itl_hist", "timeseries"):
         assert np.array_equal(getattr(fast, name), getattr(slow, name), equal_nan=True), name

@@ -45,6 +45,7 @@ FRESH = 0      # arrived (or not yet) and never admitted
 RUNNING = 1
 PREEMPTED = 2  # back in the waiting queue after a preemption
 FINISHED = 3
+DROPPED = 4    # refused by a client at its connection limit (never sent)
 
 # histogram of inter-token latencies: log-spaced bins over [1e-4 s, 1e3 s)
 ITL_BINS = 2800
@@ -59,14 +60,15 @@ ST_DISK_LOADS = 3
 ST_STALLED = 4
 ST_BUSY_S = 5
 ST_END_T = 6
-N_STATS = 7
+ST_DROPPED = 7
+N_STATS = 8
 HOLES = 64  # finished requests' slots tolerated before the running list is squeezed
 
 
 @njit(cache=True)
 def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora_rank, budget_max,
              max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu, fast_path=True,
-             max_inflight=np.int64(1) << 62):
+             max_inflight=np.int64(1) << 62, drop=False):
     """Simulate [0, duration); return per-request times, counters, the ITL histogram and a time series.
 
     The running requests live in "slots" (arrays indexed by position in the running list, in admission
@@ -110,7 +112,8 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     p_head = np.full(n_adapters, -1, np.int64)
     pcount = 0
     gptr = 0                           # first possibly-fresh request in arrival order
-    narr = 0                           # requests sent to the server (arrival <= t)
+    narr = 0                           # requests that reached the client (arrival <= t)
+    ndrop = 0
     nfin = 0
 
     aset = np.empty(n_adapters, np.int64)   # the step's adapter set (in_set[a] == step marks members)
@@ -138,11 +141,16 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     t = 0.0
     step = 0
     while True:
-        while narr < n and arr[narr] <= t and narr - nfin < max_inflight:
-            narr += 1                  # (a client with max_inflight connections holds the rest back)
+        while narr < n and arr[narr] <= t:
+            if narr - ndrop - nfin >= max_inflight:  # the client is at its connection limit:
+                if not drop:
+                    break              # hold the rest back (sent later, in order)
+                status[narr] = DROPPED  # or refuse it
+                ndrop += 1
+            narr += 1
         if t >= duration:
             break
-        nwait = narr - nrun - nfin
+        nwait = narr - ndrop - nrun - nfin
         if nrun == 0 and nwait == 0:
             if narr >= n or arr[narr] >= duration:
                 break
@@ -263,6 +271,9 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                                 bestp = c
                         elif bestp < 0:
                             q = ad_ptr[a]
+                            while q < ad_end[a] and status[order[q]] == DROPPED:
+                                q += 1
+                            ad_ptr[a] = q
                             if q < ad_end[a] and order[q] < best:
                                 best = order[q]
                     if bestp >= 0:
@@ -279,7 +290,10 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                 if status[r] == PREEMPTED:
                     p_head[adp[r]] = p_next[r]   # always the head of its adapter's list
                 else:
-                    ad_ptr[adp[r]] += 1
+                    a = adp[r]
+                    while status[order[ad_ptr[a]]] == DROPPED:
+                        ad_ptr[a] += 1
+                    ad_ptr[a] += 1
                 status[r] = RUNNING
                 free -= need
                 v = nslot
@@ -324,10 +338,16 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                                  counts, max_loras, max_cpu, p)
         lora = 1.0 + p[4] * na + (p[5] * max_lora_rank if na > 0 else 0.0)
         fwd = (p[0] + p[1] * ns + p[2] * n_pre_tok + p[3] * ctx / 1000.0) * lora
-        nwait = narr - nrun - nfin
+        nwait = narr - ndrop - nrun - nfin
         dt = (fwd + p[6] + p[7] * nrun + p[8] * nwait + load_ms) / 1000.0
         t_end = t + dt
         stats[ST_BUSY_S] += dt
+        if drop:  # arrivals during the step meet the client before this step's requests finish
+            while narr < n and arr[narr] < t_end:
+                if narr - ndrop - nfin >= max_inflight:
+                    status[narr] = DROPPED
+                    ndrop += 1
+                narr += 1
         # ---- 4. outputs: first tokens and finished requests at the step's end ----
         for k in range(n_first):
             first_t[ev_first[k]] = t_end
@@ -375,4 +395,5 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     stats[ST_GPU_LOADS] = counts[2]
     stats[ST_DISK_LOADS] = counts[3]
     stats[ST_END_T] = t
+    stats[ST_DROPPED] = ndrop
     return first_t, fin_t, gen, status, stats, itl_hist, ts[:ts_i]

@@ -66,6 +66,7 @@ class EngineRun:
     gpu_loads: int
     disk_loads: int
     stalled: bool
+    dropped: int
     busy_s: float
     end_s: float
     itl_hist: np.ndarray
@@ -77,14 +78,15 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
                max_lora_rank: int, kv_blocks: int, profile: Profile, max_num_batched_tokens: int,
                max_num_seqs: int, duration_s: float, timeseries_dt: float = 0.0,
                preload_cpu: int | None = None, fast_path: bool = True,
-               max_inflight: int | None = None) -> EngineRun:
+               max_inflight: int | None = None, drop: bool = False) -> EngineRun:
     """Simulate the window [0, duration_s) for requests already sorted by arrival (all arrivals < duration_s).
 
     ``preload_cpu`` adapters (by index; default ``max_cpu_loras``) start in the host-memory cache, as when
     vLLM is launched with the adapters registered; GPU slots start empty. ``fast_path`` False forces the
     request-by-request scheduling pass in every step (same results; for testing the fast path).
     ``max_inflight`` caps the requests inside the server (running + waiting), as a client with that many
-    connections does: later arrivals wait client-side, in arrival order, and count their TTFT from arrival.
+    connections does: later arrivals wait client-side, in arrival order, and count their TTFT from arrival;
+    with ``drop`` they are refused instead (never served, still counted as arrived).
     """
     first, fin, gen, status, stats, hist, ts = _core.run_core(
         np.ascontiguousarray(arrival_s, dtype=np.float64), np.ascontiguousarray(adapter, dtype=np.int64),
@@ -94,12 +96,13 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
         int(max_lora_rank), int(max_num_batched_tokens), int(max_num_seqs), int(kv_blocks),
         int(profile.memory.block_size), step_params(profile.step), float(duration_s), float(timeseries_dt),
         int(max_cpu_loras if preload_cpu is None else preload_cpu), bool(fast_path),
-        np.int64(1 << 62 if max_inflight is None else max_inflight),
+        np.int64(1 << 62 if max_inflight is None else max_inflight), bool(drop),
     )
     return EngineRun(
         first_token_s=first, finish_s=fin, generated=gen, status=status,
         steps=int(stats[_core.ST_STEPS]), preemptions=int(stats[_core.ST_PREEMPTIONS]),
         gpu_loads=int(stats[_core.ST_GPU_LOADS]), disk_loads=int(stats[_core.ST_DISK_LOADS]),
-        stalled=bool(stats[_core.ST_STALLED]), busy_s=float(stats[_core.ST_BUSY_S]),
+        stalled=bool(stats[_core.ST_STALLED]), dropped=int(stats[_core.ST_DROPPED]),
+        busy_s=float(stats[_core.ST_BUSY_S]),
         end_s=float(stats[_core.ST_END_T]), itl_hist=hist, timeseries=ts,
     )

@@ -91,10 +91,11 @@ class SimResult:
     adapter_completed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     adapter_arrived: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     timeseries: dict[str, np.ndarray] | None = None
+    dropped: int = 0  # refused by a client at its connection limit (see simulate's max_inflight)
 
     @property
     def unfinished(self) -> int:
-        """Arrived requests not completed inside the window (running or waiting at its end)."""
+        """Arrived requests not completed inside the window (running, waiting or dropped)."""
         return self.arrived - self.completed
 
     def to_dict(self, *, per_adapter: bool = True) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def _check_int(name: str, value: Any, low: int = 1) -> int:
 
 def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = None,
              max_lora_rank: int | None = None, seed: int = 0, profile: Profile | None = None,
-             timeseries: bool | float = False, max_inflight: int | None = None) -> SimResult:
+             timeseries: bool | float = False, max_inflight: int | None = None,
+             drop_over_limit: bool = False) -> SimResult:
     """Simulate all adapters of ``instance`` on one GPU for its window and return the metrics.
 
     ``max_cpu_loras`` defaults to the number of adapters, ``max_lora_rank`` to the largest rank present,
@@ -39,7 +40,8 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
     :func:`twin.workload.generate_requests` with ``seed``. ``timeseries`` True (every 10 s) or a sampling
     period in seconds adds sampled running/waiting/KV use/throughput to the result. ``max_inflight`` caps the
     requests inside the server (running + waiting) like a client with that many connections (the calibration
-    runs' client plateaued at ~23–28 k waiting requests); None = no cap.
+    runs' client plateaued at ~23–28 k waiting requests); None = no cap. Requests over the cap wait
+    client-side, or with ``drop_over_limit`` are refused (they count as arrived, never as completed).
     """
     t0 = time.perf_counter()
     seed = _check_int("seed", seed, low=0)
@@ -52,7 +54,7 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
     return _run(reqs, instance.ids, instance.ranks, float(instance.total_rate_rps),
                 duration_s=float(instance.workload.duration_s), server=instance.server, profile=prof,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=seed,
-                timeseries=timeseries, t0=t0, max_inflight=max_inflight,
+                timeseries=timeseries, t0=t0, max_inflight=max_inflight, drop=drop_over_limit,
                 expected_tokens=expected_tokens(instance.workload.lengths, instance.model) if reqs is None
                 else reqs.expected_tokens)
 
@@ -61,7 +63,7 @@ def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duratio
                       profile: Profile, max_cpu_loras: int | None = None, max_lora_rank: int | None = None,
                       server: ServerSettings | None = None, adapter_ids: tuple[str, ...] | None = None,
                       total_rate_rps: float | None = None, timeseries: bool | float = False,
-                      max_inflight: int | None = None) -> SimResult:
+                      max_inflight: int | None = None, drop_over_limit: bool = False) -> SimResult:
     """Simulate given requests (``twin.workload.Requests``; adapter indices into ``ranks``) on one GPU.
 
     Requests arriving at or after ``duration_s`` are ignored. ``total_rate_rps`` (for the expected offered
@@ -86,7 +88,7 @@ def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duratio
     return _run(requests, ids, ranks, rate, duration_s=float(duration_s), server=srv, profile=profile,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=None,
                 timeseries=timeseries, t0=t0, expected_tokens=requests.expected_tokens,
-                max_inflight=max_inflight)
+                max_inflight=max_inflight, drop=drop_over_limit)
 
 
 def _config(n: int, ranks: np.ndarray, max_loras: Any, max_cpu_loras: Any, max_lora_rank: Any
@@ -106,7 +108,7 @@ def _config(n: int, ranks: np.ndarray, max_loras: Any, max_cpu_loras: Any, max_l
 def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_rate: float, *,
          duration_s: float, server: ServerSettings, profile: Profile, max_loras: int, max_cpu_loras: int,
          max_lora_rank: int, kv: float | None, seed: int | None, timeseries: bool | float, t0: float,
-         expected_tokens: float | None, max_inflight: int | None = None) -> SimResult:
+         expected_tokens: float | None, max_inflight: int | None = None, drop: bool = False) -> SimResult:
     n_ad = len(ids)
     common: dict[str, Any] = dict(kv_cache_tokens=kv, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
                   max_lora_rank=max_lora_rank, duration_s=duration_s, seed=seed, adapter_ids=tuple(ids))
@@ -140,14 +142,15 @@ def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_r
                      max_lora_rank=max_lora_rank, kv_blocks=kv_blocks, profile=profile,
                      max_num_batched_tokens=server.max_num_batched_tokens, max_num_seqs=server.max_num_seqs,
                      duration_s=duration_s, timeseries_dt=ts_dt,
-                     max_inflight=None if max_inflight is None else _check_int("max_inflight", max_inflight))
+                     max_inflight=None if max_inflight is None else _check_int("max_inflight", max_inflight),
+                     drop=drop)
     m = request_metrics(arr, adp, pin, pout, run.first_token_s, run.finish_s, duration_s, n_ad)
     from twin.metrics import itl_percentile
 
     running_end = int(((run.status == 1) | ((run.status == 3) & (run.finish_s > duration_s))).sum())
     return SimResult(
         expected_offered_tok_s=exp_off, oom=False, running_end=running_end,
-        waiting_end=m["arrived"] - m["completed"] - running_end,
+        waiting_end=m["arrived"] - m["completed"] - running_end - run.dropped, dropped=run.dropped,
         itl_p50_s=itl_percentile(run.itl_hist, 0.5), itl_p99_s=itl_percentile(run.itl_hist, 0.99),
         preemptions=run.preemptions, gpu_loads=run.gpu_loads, disk_loads=run.disk_loads, steps=run.steps,
         busy_fraction=min(run.busy_s, duration_s) / duration_s, wall_s=time.perf_counter() - t0,
