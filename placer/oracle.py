@@ -35,7 +35,7 @@ from twin.spec import Adapter, Instance
 
 PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 STARVATION_RATIO = 0.9  # starved <=> throughput < 0.9 x offered (mission.md)
-DEFAULT_HEADROOM = 0.05  # the surrogate oracle's default load headroom (bench/placement.md)
+DEFAULT_HEADROOM = 0.10  # the surrogate oracle's default load headroom (bench/placement.md)
 _MAX_CACHED_PROBLEMS = 32
 
 
