@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from twin.calibrate import fit_profile, load_kv_table, memory_error  # noqa: E402
 from twin.metrics import smape, smape_paper  # noqa: E402
 from twin.profile import Profile, load_profile  # noqa: E402
-from twin.replay import DEFAULT_CLIENT_CAP, FrozenCapRerun, rerun  # noqa: E402
+from twin.replay import DEFAULT_CLIENT_CAP, capped, rerun  # noqa: E402
 from twin.runs import RunRecord, load_runs  # noqa: E402
 
 SHARED = Path("/work/shared/calibration")
@@ -69,7 +69,7 @@ def lowo_profiles(runs: list[RunRecord], base: Profile, kv_rows: list[Any], seed
     for w in sorted({r.workload for r in runs}):
         t0 = time.perf_counter()
         train = [r for r in runs if r.workload != w]
-        res = fit_profile(train, base, kv_rows=kv_rows, rerun=FrozenCapRerun(), seed=seed, n_runs=n_runs,
+        res = fit_profile(train, base, kv_rows=kv_rows, rerun=capped(), seed=seed, n_runs=n_runs,
                           max_evals=max_evals)
         out[w] = (res.profile, time.perf_counter() - t0)
         print(f"  LOWO fit without {w}: {out[w][1]:.0f} s, step {res.profile.step}", flush=True)
@@ -220,8 +220,9 @@ def main() -> None:
             f"Command: `python bench/twin_fidelity.py {' '.join(sys.argv[1:])}` "
             f"({time.perf_counter() - t_all:.0f} s wall for this part; commit {commit}). "
             "Protocol: bench/twin_fidelity.md.", "",
-            "Modes: `plain` = `twin.simulate` as users call it; `cap` = the same engine with the calibration "
-            f"client's {DEFAULT_CLIENT_CAP} in-flight limit emulated (twin.replay). `published_*` = the "
+            "Modes: `plain` = `twin.simulate` as users call it; `cap` = the same with the calibration "
+            f"client's limit of {DEFAULT_CLIENT_CAP} requests in flight (`max_inflight`, refused beyond). "
+            "`published_*` = the "
             "published twin's `dt_throughput` column on the same runs. SMAPE in the papers' form "
             "(100·mean|a−b|/(a+b)) and the standard form (twice that); bias = median(pred/real) − 1.", "",
             "## Per model", "", _md(by_model), "", "## Per workload", "", _md(by_wl), "",

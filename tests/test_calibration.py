@@ -28,7 +28,6 @@ from twin.calibrate import (
 from twin.errors import InputError
 from twin.hardware import MODELS, derived_profile, list_profiles
 from twin.profile import StepModel, check_model_gpu, load_profile
-from twin.replay import _accept
 from twin.runs import RunRecord, format_composition, load_runs, parse_composition
 from twin.spec import Instance
 
@@ -160,14 +159,6 @@ def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
     assert out.step.base_ms / base_ms == pytest.approx(1.2, rel=0.01)
     assert 0 < len(log.evaluations) <= 30
     assert scaled_step(prof.step, 2.0, 1.0).per_seq_ms == pytest.approx(2 * prof.step.per_seq_ms)
-
-
-def test_client_cap_acceptance_by_hand() -> None:
-    arrivals = np.array([0.0, 1.0, 2.0, 3.0])
-    completions = np.array([2.5])
-    # cap 2: 0 and 1 are sent; at t=2 two are in flight → refused; at t=3 one finished → sent
-    assert _accept(arrivals, completions, 2).tolist() == [True, True, False, True]
-    assert _accept(arrivals, completions, 10).all()
 
 
 # --------------------------------------------------------------------------------------------- datasheets

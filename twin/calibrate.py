@@ -394,11 +394,10 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
     base = load_profile(model, gpu)
     rerun: Rerun | None = None
     if refine:
-        from twin.replay import DEFAULT_CLIENT_CAP, FrozenCapRerun
-        from twin.replay import rerun as plain
+        from twin.replay import DEFAULT_CLIENT_CAP, capped
 
         if client_cap == "auto":
             client_cap = DEFAULT_CLIENT_CAP if source == "dt_real" else None
-        rerun = FrozenCapRerun(int(client_cap)) if client_cap else plain
+        rerun = capped(int(client_cap) if client_cap else None)
     return fit_profile(runs, base, kv_rows=rows, rerun=rerun, seed=seed, n_runs=n_runs, max_evals=max_evals,
                        version=version)
