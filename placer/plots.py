@@ -119,13 +119,12 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
         bottom_c += count[r]
     pred = np.array([np.nan if g.predicted_throughput_tok_s is None else g.predicted_throughput_tok_s
                      for g in result.gpus], dtype=float)
-    many = n > 60  # then lines instead of one marker per bar
-    ms = 7 if not many else 3
+    many = n > 60  # then a step line instead of one dash per bar, and smaller markers
+    ms = 7 if n <= 60 else (4 if n <= 150 else 2)
+    ax_load.plot(x, STARVED_FRACTION * bottom_l, "-" if many else "_", color=_BAD, ms=2 * ms + 6, mew=2,
+                 lw=1.5, label="starvation line (0.9 × offered)", zorder=4, drawstyle="steps-mid")
     if np.isfinite(pred).any():
-        ax_load.plot(x, pred, "-" if many else "D", color=_INK, ms=ms, lw=1, label="predicted throughput",
-                     zorder=5, drawstyle="steps-mid")
-    ax_load.plot(x, STARVED_FRACTION * bottom_l, "-" if many else "_", color=_BAD, ms=2 * ms + 6, mew=2, lw=1,
-                 label="starvation line (0.9 × offered)", zorder=4, drawstyle="steps-mid")
+        ax_load.plot(x, pred, "D", color=_INK, ms=ms, label="predicted throughput", zorder=5, ls="none")
     if verification is not None:
         rows = {int(row["gpu"]): row for row in verification.gpus}
         for ok in (True, False):
