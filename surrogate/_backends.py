@@ -103,20 +103,15 @@ def _call(fn: Callable[[Any], Any], item: Any) -> Any:
 
 
 def _ray_init(ray: Any, workers: int) -> None:
-    """Join the cluster named by RAY_ADDRESS (or one started with ``ray start`` here); else start a local one
-    with ``workers`` CPUs. Ray refuses ``num_cpus`` when it connects to an existing cluster."""
+    """Join the cluster named by RAY_ADDRESS; else start a local one with ``workers`` CPUs."""
     quiet = {"log_to_driver": False, "configure_logging": False}
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
         return
-    # a local cluster's workers import what this process imports (e.g. an injected simulator's module)
+    # address="local": a fresh cluster, never a stale one recorded in /tmp/ray; its workers import what this
+    # process imports (e.g. an injected simulator's module)
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
-    try:
-        ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env, **quiet)
-    except ValueError as exc:
-        if "existing cluster" not in str(exc):
-            raise
-        ray.init(**quiet)
+    ray.init(address="local", num_cpus=workers, include_dashboard=False, runtime_env=env, **quiet)
 
 
 def _ray(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:

@@ -23,7 +23,7 @@ from twin.profile import load_profile
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import shipped_traces
 
-SAMPLER_VERSION = 3
+SAMPLER_VERSION = 4
 RANKS: tuple[int, ...] = (8, 16, 32, 64)
 SLOT_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576,
                               640)
@@ -68,7 +68,7 @@ def _slots(rng: np.random.Generator, n: int, smax: int) -> int:
     if u < 0.4:
         grid = [s for s in SLOT_GRID if s <= cap] or [1]
         return int(rng.choice(grid))
-    if u < 0.65:
+    if u < 0.6:
         return max(1, min(cap, int(round(_loguniform(rng, 1, cap + 0.999)))))
     if u < 0.9:  # slots close to the adapter count, as placement mostly asks
         return int(rng.integers(max(1, cap // 2), cap + 1))

@@ -71,6 +71,7 @@ def test_process_pool_gives_the_same_rows(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(_rows(tmp_path / "pool"), _rows(tmp_path / "inline"))
 
 
+@pytest.mark.slow  # a local Ray cluster takes ~1 min to start on 2 busy cores
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (extra 'ray')")
 def test_ray_backend_gives_the_same_rows(tmp_path: Path) -> None:
     sweep(6, 9, tmp_path / "ray", chunk_size=3, workers=2, backend="ray", quiet=True, simulate=fake_simulate)
