@@ -52,6 +52,23 @@ def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Progress
         yield tick
 
 
+@contextmanager
+def spinner(description: str, *, enabled: bool = True) -> Iterator[None]:
+    """A transient spinner with the elapsed time on stderr, for work that cannot count its progress (a
+    solver run); nothing when ``enabled`` is false or stderr is not a terminal."""
+    from placer.commands._common import err_console
+
+    if not enabled or not err_console.is_terminal:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True) as bar:
+        bar.add_task(description, total=None)
+        yield
+
+
 def call(progress: ProgressFn | None, done: int, total: int) -> None:
     """Call ``progress(done, total)`` when a callback was given (the helper library code uses)."""
     if progress is not None:

@@ -91,6 +91,8 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
     n_workers = min(n_workers, len(jobs), os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, len(jobs))  # the total is known before the first GPU finishes
     with contextlib.ExitStack() as stack:
         if n_workers > 1:
             pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers))
