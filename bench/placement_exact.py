@@ -13,16 +13,20 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 import warnings
 from pathlib import Path
 
-import pandas as pd
+# bench/ holds surrogate.py (a benchmark); keep it from shadowing the surrogate package when run as a script
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from placer.evaluate import evaluate
-from placer.generate import generate
-from placer.oracle import make_oracle
-from placer.solve import solve
-from twin._io import atomic_write_text
+import pandas as pd  # noqa: E402
+
+from placer.evaluate import evaluate  # noqa: E402
+from placer.generate import generate  # noqa: E402
+from placer.oracle import make_oracle  # noqa: E402
+from placer.solve import solve  # noqa: E402
+from twin._io import atomic_write_text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EXACT = ("cpsat", "ilp")
@@ -35,6 +39,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--sizes", default="16,32,60")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--model", default="llama-3.1-8b-instruct")
+    ap.add_argument("--rate-per-adapter", type=float, default=1.5,
+                    help="req/s per adapter for zipf/dirichlet/trace (paper keeps its own rates)")
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--oracle", default="surrogate")
     ap.add_argument("--oracle-options", default="{}", help='JSON, e.g. {"slot_cost": 0.005}')
@@ -50,7 +56,8 @@ def main() -> None:
     for family in args.families.split(","):
         for n in [int(x) for x in args.sizes.split(",")]:
             for seed in [int(x) for x in args.seeds.split(",")]:
-                problem = generate(family, n, seed, model=args.model)  # type: ignore[arg-type]
+                kw = {} if family == "paper" else {"total_rate_rps": args.rate_per_adapter * n}
+                problem = generate(family, n, seed, model=args.model, **kw)  # type: ignore[arg-type]
                 oracle = make_oracle(problem, args.oracle, **opts)  # shared: one linear model per instance
                 for name in (*HEURISTICS, *EXACT):
                     with warnings.catch_warnings():
@@ -82,7 +89,8 @@ def summary(df: pd.DataFrame, args: argparse.Namespace) -> str:
     lines = [f"# Exact placement solvers ({dt.date.today().isoformat()})", "",
              f"Protocol: bench/placement_exact.md. "
              f"Oracle `{df['oracle'].iloc[0] if len(df) else args.oracle}`, "
-             f"time limit {args.time_limit:g} s, model {args.model}.", ""]
+             f"time limit {args.time_limit:g} s, model {args.model}, "
+             f"{args.rate_per_adapter:g} req/s per adapter (zipf/dirichlet/trace).", ""]
     inst_cols = ["family", "n", "seed"]
     solved = df[df["status"] != "infeasible"]
     lines.append(f"Instances: {df.groupby(inst_cols).ngroups}; "

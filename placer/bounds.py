@@ -165,5 +165,5 @@ def lower_bound(problem: Any, oracle: Any = None) -> int:
     if full is None and problem.n_adapters <= FULL_MODEL_MAX_ADAPTERS:
         full = build_linear_model(problem, oracle)
     if full is not None:
-        return model_bounds(full.packing).best
-    return model_bounds(build_linear_model(problem, oracle, light=True).packing).best
+        return model_bounds(full.bound_model).best
+    return model_bounds(build_linear_model(problem, oracle, light=True).bound_model).best

@@ -39,21 +39,24 @@ def _sorted_view(model: PackingModel) -> tuple[np.ndarray, np.ndarray]:
 
 def cpsat_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limit: float = 60.0,
                seed: int = 0, workers: int = 2, hints: tuple[Packing, ...] = (),
-               formulation: str = "auto") -> PackOutcome:
+               formulation: str = "auto", cuts: tuple[tuple[int, ...], ...] = ()) -> PackOutcome:
     """Minimise the bins of ``model`` with CP-SAT, warm-started from the feasible packing ``start``.
 
     ``formulation``: ``assignment`` (the model above), ``arcflow`` (:mod:`placer.arcflow`) or ``auto``
     (arc-flow for single-class models where it applies, i.e. classic bin packing; assignment otherwise).
+    ``cuts``: sets of items that may not share a bin (no-goods learnt from the oracle; assignment only).
+    ``start`` must satisfy them.
     """
     t0 = time.perf_counter()
-    best_start = min((start, *[h for h in hints if h.is_valid(model)]), key=lambda p: p.num_bins)
+    best_start = min((start, *[h for h in hints if h.is_valid(model) and not h.violates(cuts)]),
+                     key=lambda p: p.num_bins)
     ub = best_start.num_bins
     if lower >= ub:
         return PackOutcome(best_start, "optimal", float(lower), time.perf_counter() - t0,
                            detail="warm start meets the lower bound", solver_status="BOUND")
     from placer.arcflow import arcflow_applicable, arcflow_cpsat
 
-    if formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model)):
+    if not cuts and (formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model))):
         return arcflow_cpsat(model, best_start, lower=lower, time_limit=time_limit, workers=workers,
                              seed=seed, t0=t0)
     n, n_cls = model.n_items, len(model.classes)
@@ -90,6 +93,10 @@ def cpsat_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limi
             m.add_implication(x[i, j], y[j])
         if j + 1 < ub:
             m.add_implication(y[j + 1], y[j])
+        for cut in cuts:
+            members_j = [x[int(inv[i]), j] for i in cut if int(inv[i]) >= j]
+            if len(members_j) == len(cut):
+                m.add(sum(members_j) <= len(cut) - 1)
     m.add(sum(y) >= max(lower, 1))
     m.minimize(sum(y))
     # Warm start: the best packing, relabelled to the sorted items and canonical bin order.

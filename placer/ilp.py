@@ -61,27 +61,30 @@ def run_cbc(prob: Any, time_limit: float, workers: int, warm: bool) -> tuple[int
 
 
 def ilp_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limit: float = 60.0, seed: int = 0,
-             workers: int = 2, hints: tuple[Packing, ...] = (), formulation: str = "auto") -> PackOutcome:
+             workers: int = 2, hints: tuple[Packing, ...] = (), formulation: str = "auto",
+             cuts: tuple[tuple[int, ...], ...] = ()) -> PackOutcome:
     """Minimise the bins of ``model`` with CBC, warm-started from the feasible packing ``start``.
 
     ``formulation``: ``assignment``, ``arcflow`` or ``auto`` (arc-flow where it applies).
     """
     with quiet_pulp():
         return _ilp_pack(model, start, lower=lower, time_limit=time_limit, workers=workers, hints=hints,
-                         formulation=formulation)
+                         formulation=formulation, cuts=cuts)
 
 
 def _ilp_pack(model: PackingModel, start: Packing, *, lower: int, time_limit: float, workers: int,
-              hints: tuple[Packing, ...], formulation: str) -> PackOutcome:
+              hints: tuple[Packing, ...], formulation: str,
+              cuts: tuple[tuple[int, ...], ...]) -> PackOutcome:
     t0 = time.perf_counter()
-    best = min((start, *[h for h in hints if h.is_valid(model)]), key=lambda p: p.num_bins)
+    best = min((start, *[h for h in hints if h.is_valid(model) and not h.violates(cuts)]),
+               key=lambda p: p.num_bins)
     ub = best.num_bins
     if lower >= ub:
         return PackOutcome(best, "optimal", float(lower), time.perf_counter() - t0,
                            detail="warm start meets the lower bound", solver_status="BOUND")
     from placer.arcflow import arcflow_applicable
 
-    if formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model)):
+    if not cuts and (formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model))):
         from placer.arcflow import arcflow_ilp
 
         return arcflow_ilp(model, best, lower=lower, time_limit=time_limit, workers=workers, t0=t0)
@@ -117,6 +120,10 @@ def _ilp_pack(model: PackingModel, start: Packing, *, lower: int, time_limit: fl
             prob += x[i, j] <= pulp.lpSum(allowed)
         if j + 1 < ub:
             prob += y[j + 1] <= y[j]
+        for cut in cuts:
+            members_j = [x[int(inv[i]), j] for i in cut if int(inv[i]) >= j]
+            if len(members_j) == len(cut):
+                prob += pulp.lpSum(members_j) <= len(cut) - 1
     prob += pulp.lpSum(y) >= max(1, lower)
     hint = canonical(Packing(tuple(tuple(int(inv[i]) for i in b) for b in best.bins), best.classes))
     where = {i: j for j, b in enumerate(hint.bins) for i in b}

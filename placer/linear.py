@@ -17,6 +17,11 @@ Per-GPU capacity is not additive (it depends on the mix), so the exact solvers u
   and by how many of the lightest ones fit twice the largest capacity seen on the small mixes. Classes
   with C = 0 are dropped, as are dominated classes (another class with r', n', C' all ≥).
 
+Two class sets are kept: the *model* (above: a GPU of n adapters gets the capacity measured at the next
+grid count ≥ n, conservative) which the exact solvers optimise, and a *relaxation* (each count gets the
+over-estimate — the first infeasible load of the bisection — measured at the previous grid count) on which
+lower bounds are computed (:mod:`placer.bounds`, :mod:`placer.exact`).
+
 The model is exact w.r.t. itself, not w.r.t. the oracle: a GPU the model admits can still be rejected (mix
 effects), so every exact plan goes back through the one evaluator. Models are cached per (problem, oracle).
 """
@@ -30,13 +35,13 @@ from typing import Any
 import numpy as np
 
 from placer.bounds import max_items_that_fit
-from placer.oracle import PAPER_TEST_POINTS, Oracle
+from placer.oracle import Oracle
 from placer.packing import BinClass, PackingModel
 from twin.errors import InfeasibleError
 from twin.spec import Adapter, Instance
 
 RESOLUTION = 1_000_000  # integer units of the largest class capacity
-SMALL_COUNTS = (1, 2, 3, 4, 6, 8, 16, 32, 64)
+SMALL_COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
 LIGHT_COUNTS = (1, 4, 16, 64)
 _CACHE: dict[tuple[Any, ...], LinearModel] = {}
 _CACHE_SIZE = 16
@@ -51,6 +56,12 @@ class LinearModel:
     tokens_per_request: float
     oracle: str
     oracle_calls: int
+    relaxed: PackingModel | None = None  # optimistic capacities: what lower bounds use
+
+    @property
+    def bound_model(self) -> PackingModel:
+        """The relaxation lower bounds are computed on (the model itself when there is none)."""
+        return self.relaxed if self.relaxed is not None else self.packing
 
     @property
     def classes(self) -> tuple[BinClass, ...]:
@@ -64,11 +75,13 @@ class LinearModel:
 
 
 def count_points(limit: int) -> list[int]:
-    """Adapter counts at which capacities are measured, up to ``limit``."""
-    pts = {*range(1, 9), *[p for p in PAPER_TEST_POINTS if p <= limit], limit}
-    p = float(PAPER_TEST_POINTS[-1])
-    while p * 2 < limit:
-        p *= 2
+    """Adapter counts at which capacities are measured, up to ``limit``: :data:`SMALL_COUNTS`, then steps of
+    ×1.25 (the capacity between two points is taken at the larger one: the finer the grid, the less
+    conservative the model)."""
+    pts = {*SMALL_COUNTS, limit}
+    p = float(SMALL_COUNTS[-1])
+    while p * 1.25 < limit:
+        p *= 1.25
         pts.add(int(p))
     return sorted(x for x in pts if 1 <= x <= limit)
 
@@ -187,6 +200,14 @@ def _dominance_filter(rows: list[tuple[int, int, float, int]]) -> list[tuple[int
     return sorted(keep, key=lambda c: (c[0], c[1]))
 
 
+def _packing(weights: np.ndarray, problem: Instance, rows: list[tuple[int, int, float, int]],
+             unit: float) -> PackingModel:
+    kept = _dominance_filter(rows)
+    classes = tuple(BinClass(capacity=int(round(c / unit)), max_items=n, max_kind=r, max_loras=s,
+                             capacity_tok_s=c) for r, n, c, s in kept)
+    return PackingModel(weights, problem.ranks, classes, scale=unit, names=problem.ids)
+
+
 def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol: float = 1e-7,
                        light: bool = False) -> LinearModel:
     """The linearised model of ``problem`` under ``oracle`` (default: the surrogate oracle); cached.
@@ -215,7 +236,7 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
     first = _capacities(prober, [_mix(problem, r, n) for r, n in small],
                         [max(float(loads.max()), float(loads.mean()) * n) for _, n in small],
                         max(rtol, 1e-2) if light else rtol)
-    rows: list[tuple[int, int, float, int]] = []
+    rows: list[tuple[int, int, float, int, float]] = []  # (rank, count, capacity, slots, over-estimate)
     specs: list[tuple[int, int]] = []
     guesses: list[float] = []
     for r in ranks:
@@ -228,31 +249,40 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
         top = _largest_count(prober, problem, r, min(len(eligible), limit), tiny) if limit > 1 else 1
         top = max(top, max(n for n, lo, _, _ in got if lo > 0))  # the small mixes are evidence too
         if light:  # relaxation: the largest count, and an over-estimate of every capacity measured
-            rows.append((r, max(1, top), max(min(hi, 4 * c_ref) for _, _, hi, _ in got), 0))
+            hi_max = max(min(hi, 4 * c_ref) for _, _, hi, _ in got)
+            rows.append((r, max(1, top), hi_max, 0, hi_max))
             continue
-        rows += [(r, n, lo, s) for n, lo, _, s in got if lo > 0 and n <= top]
+        rows += [(r, n, lo, s, hi) for n, lo, hi, s in got if lo > 0 and n <= top]
         more = [n for n in count_points(top) if n not in SMALL_COUNTS]
         specs += [(r, n) for n in more]
         guesses += [c_ref] * len(more)
     caps = _capacities(prober, [_mix(problem, r, n) for r, n in specs], guesses, rtol)
-    rows += [(r, n, c, s) for (r, n), (c, _, s) in zip(specs, caps, strict=True) if c > 0]
-    rows = _dominance_filter(rows)
+    rows += [(r, n, c, s, hi) for (r, n), (c, hi, s) in zip(specs, caps, strict=True) if c > 0]
     if not rows:
         raise InfeasibleError("no GPU configuration carries any load under this oracle")
-    unit = max(c for _, _, c, _ in rows) / RESOLUTION
-    classes = tuple(BinClass(capacity=int(round(c / unit)), max_items=n, max_kind=r, max_loras=s,
-                             capacity_tok_s=c) for r, n, c, s in rows)
+    # Conservative classes: count n at the capacity measured at n. Relaxed classes (for lower bounds): count n
+    # at the over-estimate (first infeasible load) of the previous grid count (or of n, if larger): a GPU
+    # with a count between two grid points carries at most what the smaller count carries.
+    rows.sort()
+    relaxed_rows: list[tuple[int, int, float, int]] = []
+    prev: dict[int, float] = {}
+    for r, n, lo, s, hi in rows:
+        over = hi if math.isfinite(hi) else lo
+        relaxed_rows.append((r, n, max(prev.get(r, 0.0), over), s))
+        prev[r] = over
+    unit = max(c for _, _, c, _, _ in rows) / RESOLUTION
     # Rounded to the nearest unit (1e-6 of the largest capacity): a GPU filled exactly to a capacity the
     # bisection approached from below still fits; the evaluator re-checks every GPU anyway.
     weights = np.maximum(1, np.round(loads / unit)).astype(np.int64)
-    packing = PackingModel(weights, problem.ranks, classes, scale=unit, names=problem.ids)
+    packing = _packing(weights, problem, [(r, n, c, s) for r, n, c, s, _ in rows], unit)
+    relaxed = _packing(weights, problem, relaxed_rows, unit)
     bad = packing.unpackable_items()
     if bad:
         a = problem.adapters[bad[0]]
         raise InfeasibleError(f"adapter {a.id!r} (rank {a.rank}, {a.rate_rps:g} req/s, {loads[bad[0]]:.0f} "
                               f"tok/s) fits in no GPU class of the linear model"
                               + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
-    model = LinearModel(packing, loads, prober.tpr, oracle.name, prober.calls)
+    model = LinearModel(packing, loads, prober.tpr, oracle.name, prober.calls, relaxed)
     if len(_CACHE) >= _CACHE_SIZE:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = model

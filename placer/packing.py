@@ -113,6 +113,11 @@ class Packing:
                 return False
         return True
 
+    def violates(self, cuts: Sequence[Sequence[int]]) -> bool:
+        """True when some bin holds every item of some cut (a set of items that may not share a bin)."""
+        sets = [set(b) for b in self.bins]
+        return any(set(c) <= b for c in cuts for b in sets)
+
     @classmethod
     def from_bins(cls, model: PackingModel, bins: Sequence[Sequence[int]]) -> Packing | None:
         """A packing of these bins with the first admitting class per bin; None if some bin fits no class."""
