@@ -144,3 +144,26 @@ def test_an_adapter_that_fits_nowhere_is_reported_infeasible(solver: str) -> Non
     result = solve(problem, solver, time_limit=10, seed=0, oracle=AnalyticOracle(capacity_rps=10))
     assert result.status == "infeasible" and result.num_gpus == 0
     assert "a1" in (result.reason or "")
+
+
+class ConflictOracle(AnalyticOracle):
+    """The analytic double, except that adapters a0 and a1 starve whenever they share a GPU: a mix effect the
+    linearised model cannot see, which the exact solvers must learn from the oracle's rejections."""
+
+    kind = "conflict"
+
+    def _predict(self, problem, queries):  # type: ignore[no-untyped-def]
+        thr, prob, flag, off = super()._predict(problem, queries)
+        clash = np.array([{"a0", "a1"} <= {problem.adapters[i].id for i in q[0]} for q in queries])
+        return thr * np.where(clash, 0.5, 1.0), np.where(clash, 1.0, prob), flag | clash, off
+
+
+@pytest.mark.parametrize("solver", EXACT)
+def test_mix_effects_the_model_misses_are_learnt_from_the_oracle(solver: str) -> None:
+    # 2 + 2 + 1 + 1 req/s fit one 10-req/s GPU by load, but a0 and a1 clash: optimum 2 GPUs
+    problem = make([2.0, 2.0, 1.0, 1.0])
+    result = solve(problem, solver, time_limit=20, seed=0, oracle=ConflictOracle(capacity_rps=10))
+    assert evaluate(problem, result, ConflictOracle(capacity_rps=10)).feasible
+    assert result.num_gpus == 2
+    assert result.extra["rounds"] >= 2 and result.extra["no_goods"] >= 1
+    assert not any({"a0", "a1"} <= set(g.adapters) for g in result.gpus)
