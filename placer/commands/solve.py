@@ -25,10 +25,13 @@ from twin.errors import InputError
 MAX_ROWS = 40  # per-GPU rows shown in the rich table
 
 
-def _oracle_options(margin: float | None, seed: int, oracle: str) -> dict[str, Any]:
+def _oracle_options(margin: float | None, seed: int, oracle: str,
+                    headroom: float | None = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if margin is not None:
         opts["margin"] = margin
+    if headroom is not None:
+        opts["headroom"] = headroom
     if oracle == "twin":
         opts["seed"] = seed
     return opts
@@ -84,6 +87,9 @@ def solve_cmd(
     margin: float | None = typer.Option(None, "--margin",
                                         help="Safety margin: also require predicted throughput ≥ "
                                              "(0.9 + margin) × offered."),
+    headroom: float | None = typer.Option(None, "--headroom",
+                                          help="Judge each GPU at (1 + H) × its request rates "
+                                               "(surrogate default 0.10, twin 0)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the plan (JSON) here."),
     do_verify: bool = typer.Option(False, "--verify", help="Re-simulate every GPU of the plan in the twin."),
     do_repair: bool = typer.Option(False, "--repair",
@@ -92,7 +98,7 @@ def solve_cmd(
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
     problem = read_instance(instance)
-    the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle))
+    the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
     result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
     if do_repair and result.gpus:
         result = repair(problem, result, the_oracle, seed=seed)
