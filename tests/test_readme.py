@@ -38,6 +38,7 @@ SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 SHORT_TIME_LIMIT = "20"
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _MARK = re.compile(r"<!--\s*readme-test:\s*(\w+)\s*-->")
+_ENV = re.compile(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)+(?=placer\b)")
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def readme_commands(text: str) -> list[Command]:
             if not raw.endswith("\\"):
                 if lang in SHELL_LANGS:
                     for part in buf.split("&&"):
-                        part = part.strip()
+                        part = _ENV.sub("", part.strip())  # RAY_ADDRESS=auto placer ...
                         if part.startswith("placer ") or part == "placer":
                             out.append(Command(first, part, mode))
                 buf = ""
@@ -184,8 +185,9 @@ def test_parser_joins_continuations_splits_and_reads_marks() -> None:
     text = "\n".join([
         "```bash", "pip install . && placer solve a.yaml   # comment", "placer verify a.yaml \\",
         "    p.json --json", "```", "<!-- readme-test: help -->", "```",
-        "placer twin collect x.yaml [--seed 0]", "```", "```python", "placer.solve(x)", "```"])
+        "placer twin collect x.yaml [--seed 0]", "RAY_ADDRESS=auto placer surrogate sweep --backend ray",
+        "```", "```python", "placer.solve(x)", "```"])
     cmds = readme_commands(text)
     assert [(c.argv, c.mode) for c in cmds] == [
         (["solve", "a.yaml"], "run"), (["verify", "a.yaml", "p.json", "--json"], "run"),
-        (["twin", "collect", "x.yaml"], "help")]
+        (["twin", "collect", "x.yaml"], "help"), (["surrogate", "sweep", "--backend", "ray"], "help")]
