@@ -1,5 +1,7 @@
 """placer: minimise the GPUs that serve a multi-LoRA vLLM workload, with verifiable, deployable plans."""
 
+from placer.binpack import read_bpp, solve_binpack, triplet_instance
+from placer.bounds import lower_bound
 from placer.deploy import launch_commands
 from placer.evaluate import Evaluation, evaluate
 from placer.generate import generate
@@ -26,6 +28,10 @@ __all__ = [
     "VerifyReport",
     "evaluate",
     "launch_commands",
+    "lower_bound",
+    "read_bpp",
+    "solve_binpack",
+    "triplet_instance",
     "make_oracle",
     "register_solver",
     "repair",
