@@ -11,7 +11,7 @@ from numba import njit
 
 # Column order must match surrogate.features.FEATURE_NAMES (checked by a test).
 RANK_BINS = (8.0, 16.0, 32.0, 64.0)
-N_COLS = 44
+N_COLS = 51
 
 
 @njit(cache=True)
@@ -44,6 +44,8 @@ def group_features(rates_all: np.ndarray, ranks_all: np.ndarray, idx: np.ndarray
         r_max = -np.inf
         r_min = np.inf
         active = 0.0
+        active1 = 0.0
+        active60 = 0.0
         k_sum = 0.0
         k_sq = 0.0
         k_max = 0.0
@@ -62,6 +64,8 @@ def group_features(rates_all: np.ndarray, ranks_all: np.ndarray, idx: np.ndarray
             r_max = max(r_max, rate)
             r_min = min(r_min, rate)
             active += 1.0 - np.exp(-rate * active_window_s)
+            active1 += 1.0 - np.exp(-rate)
+            active60 += 1.0 - np.exp(-rate * 60.0)
             k_sum += k
             k_sq += k * k
             k_max = max(k_max, k)
@@ -146,6 +150,15 @@ def group_features(rates_all: np.ndarray, ranks_all: np.ndarray, idx: np.ndarray
         row[41] = mns
         row[42] = mml
         row[43] = model_code
+        # v2: slot contention at other horizons, and the capacity estimate limited by the slots
+        cap_slots = cap * min(1.0, slots / max(active, 1e-9))
+        row[44] = active1
+        row[45] = active60
+        row[46] = active1 / max(slots, 1.0)
+        row[47] = active60 / max(slots, 1.0)
+        row[48] = r_sum / max(active, 1e-9)
+        row[49] = cap_slots
+        row[50] = offered / max(cap_slots, 1e-9)
     return X
 
 

@@ -19,9 +19,9 @@ from surrogate.bundle import default_models_dir
 from surrogate.dataset import DEFAULT_PROFILES, sweep
 from surrogate.train import train
 
-DEFAULT_SAMPLES = 2400
+DEFAULT_SAMPLES = 9600
 DEFAULT_SEED = 2026
-DEFAULT_ITERATIONS = 1500
+DEFAULT_ITERATIONS = 1200
 DEFAULT_DEPTH = 6
 
 

@@ -19,7 +19,7 @@ from surrogate._workload import context
 from twin.errors import InputError
 from twin.spec import Instance, ServerSettings, Workload
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 RANK_BINS: tuple[int, ...] = (8, 16, 32, 64)
 ACTIVE_WINDOW_S = 10.0  # horizon for "adapters with a request in flight" (typical request residence)
 
@@ -33,6 +33,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "arrival_code", "arrival_cv", "lengths_code",
     "offered_tok_s", "kv_tokens", "kv_requests", "capacity_est_tok_s", "load_ratio",
     "duration_s", "max_num_batched_tokens", "max_num_seqs", "max_model_len", "model_code",
+    # version 2
+    "active_adapters_1s", "active_adapters_60s", "active_per_slot_1s", "active_per_slot_60s",
+    "rate_per_active_adapter", "capacity_slots_est_tok_s", "load_ratio_slots",
 )
 N_FEATURES = len(FEATURE_NAMES)
 assert N_FEATURES == N_COLS, "surrogate._kernels.group_features writes a different number of columns"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from surrogate_fake import fake_simulate
 
-from surrogate import Surrogate, features, features_for_groups, sweep, train
+from surrogate import FEATURE_SCHEMA_VERSION, Surrogate, features, features_for_groups, sweep, train
 from surrogate._trees import export_trees
 from surrogate.dataset import load_dataset
 from surrogate.model import StarvationModel, ThroughputModel
@@ -75,7 +75,7 @@ def test_save_load_round_trip_predicts_identically(tiny_models: Path, tmp_path: 
     np.testing.assert_array_equal(pa.starved_probability, pb.starved_probability)
     assert a.predict(inst, 16) == b.predict(inst, 16)
     side = json.loads((tmp_path / f"{LLAMA}.throughput.cbm.json").read_text())
-    assert side["feature_schema"]["version"] == 1 and side["meta"]["dataset_hash"]
+    assert side["feature_schema"]["version"] == FEATURE_SCHEMA_VERSION and side["meta"]["dataset_hash"]
     bundle = json.loads((tmp_path / f"{LLAMA}.surrogate.json").read_text())
     assert bundle["profile_version"] and bundle["dataset_hash"] == side["meta"]["dataset_hash"]
 
