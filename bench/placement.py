@@ -28,6 +28,7 @@ import pandas as pd
 from placer.evaluate import evaluate
 from placer.generate import DEFAULT_RATE_PER_ADAPTER, generate
 from placer.oracle import Oracle, make_oracle
+from placer.repair import repair
 from placer.result import Result
 from placer.solve import SOLVERS, solve
 from placer.verify import _simulate_gpu
@@ -55,6 +56,8 @@ def parse() -> argparse.Namespace:
                     help="simulate every GPU of a plan up to this many, else a seeded sample of this many")
     ap.add_argument("--verify-max-size", type=int, default=10_000, help="skip twin checks above this size")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repair", default="", help="solvers whose plans are also twin-repaired (+repair rows)")
+    ap.add_argument("--repair-max-size", type=int, default=1000)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
     return ap.parse_args()
@@ -101,8 +104,8 @@ def twin_checks(pool: ProcessPoolExecutor, problem: Instance, result: Result, k:
 
 
 def run_one(pool: ProcessPoolExecutor, problem: Instance, name: str, family: str, seed: int, judge: Oracle,
-            memo: dict, args: argparse.Namespace, opts: dict) -> dict:
-    """One solver on one instance: solve with a fresh oracle, judge, twin-check; print one line."""
+            memo: dict, args: argparse.Namespace, opts: dict) -> list[dict]:
+    """One solver on one instance: solve with a fresh oracle, judge, twin-check, optionally repair."""
     oracle = make_oracle(problem, args.oracle, **opts)
     result = solve(problem, name, time_limit=args.time_limit, seed=seed, oracle=oracle)
     ev = evaluate(problem, result, judge)
@@ -118,7 +121,20 @@ def run_one(pool: ProcessPoolExecutor, problem: Instance, name: str, family: str
           f"GPUs={result.num_gpus:4d} LB={result.lower_bound:4d} t={result.runtime_s:7.2f}s "
           f"eval={'ok' if ev.feasible else 'FAIL'} "
           f"twin={row.get('twin_starved', '-')}/{row.get('twin_gpus', '-')} starved", flush=True)
-    return row
+    rows = [row]
+    if name in args.repair.split(",") and result.gpus and n <= args.repair_max_size:
+        fixed = repair(problem, result, oracle, seed=seed, workers=args.workers)
+        info = fixed.extra["repair"]
+        rows.append({**row, "solver": fixed.solver, "num_gpus": fixed.num_gpus,
+                     "gap": fixed.replace(lower_bound=result.lower_bound).gap,
+                     "runtime_s": round(result.runtime_s + info["seconds"], 4),
+                     "evaluator_feasible": evaluate(problem, fixed, judge).feasible,
+                     "twin_gpus": fixed.num_gpus, "twin_sampled": False,
+                     "twin_starved": 0 if info["all_pass"] else float("nan"), "twin_oom": 0,
+                     "twin_min_served": float("nan"), "twin_wall_s": info["seconds"]})
+        print(f"{'':5s} {'':9s} {'':7s} {'':3s} {fixed.solver:20s} GPUs={fixed.num_gpus:4d} "
+              f"(split {info['split_gpus']}, all pass: {info['all_pass']})", flush=True)
+    return rows
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -152,7 +168,7 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
                         memo: dict = {}
                         names = solvers + ([s for s in exact if n <= args.exact_max_adapters])
                         for name in names:
-                            rows.append(run_one(pool, problem, name, family, seed, judge, memo, args, opts))
+                            rows.extend(run_one(pool, problem, name, family, seed, judge, memo, args, opts))
     return pd.DataFrame(rows)
 
 
