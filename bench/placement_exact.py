@@ -104,6 +104,7 @@ def summary(df: pd.DataFrame, args: argparse.Namespace) -> str:
                      f"{c.get('feasible', 0)} | {c.get('infeasible', 0)} | "
                      f"{int(g['oracle_rejected'].sum())} | "
                      f"{g['runtime_s'].mean():.2f} | {g['runtime_s'].max():.2f} |")
+    lines.append("")
     for name in EXACT:
         g = df[df["solver"] == name]
         if "model_status" in g:
