@@ -58,6 +58,37 @@ def _buckets(rows: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _reseeded(item: tuple[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    from surrogate.dataset import run_sample
+
+    i, spec = item
+    return i, run_sample({**spec, "seed": int(spec["seed"]) + 1})
+
+
+def _noise_floor(rows: pd.DataFrame, dataset: Path | None, k: int, workers: int) -> dict[str, Any]:
+    """The twin against itself: the first ``k`` scored samples re-run with another twin seed."""
+    from surrogate._backends import map_unordered
+    from surrogate.dataset import iter_rows, load_dataset
+
+    if k <= 0 or dataset is None:
+        return {}
+    frame = load_dataset(dataset)
+    frame = frame[frame["sample"].isin(rows["sample"].head(k))]
+    items = [(int(r["sample"]), r) for r in iter_rows(frame)]
+    again = dict(map_unordered(_reseeded, items, workers=workers))
+    a = frame.set_index("sample")
+    b = pd.DataFrame.from_dict(again, orient="index")
+    common = a.index.intersection(b.index)
+    thr_a = a.loc[common, "sim_throughput_tok_s"].astype(float)
+    thr_b = b.loc[common, "sim_throughput_tok_s"].astype(float)
+    arrival = a.loc[common, "arrival"]
+    by_arrival = {str(x): smape(thr_a[arrival == x], thr_b[arrival == x]) for x in sorted(arrival.unique())}
+    return {"twin_vs_twin_runs": len(common), "twin_vs_twin_smape_pct": smape(thr_a, thr_b),
+            "twin_vs_twin_starved_agreement": float((a.loc[common, "sim_starved"].astype(bool)
+                                                     == b.loc[common, "sim_starved"].astype(bool)).mean()),
+            "twin_vs_twin_by_arrival": by_arrival}
+
+
 def _training_sweep(path: Path | None) -> dict[str, Any]:
     if path is None or not (path / "manifest.json").exists():
         return {}
@@ -79,11 +110,15 @@ def main() -> int:
     p.add_argument("--training-sweep", type=Path, default=None, help="training sweep (its run rate)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
     p.add_argument("--tag", default="")
+    p.add_argument("--noise-runs", type=int, default=0,
+                   help="re-run this many fresh samples with another twin seed (needs --dataset)")
     args = p.parse_args()
 
     report = evaluate(args.models, n_samples=args.samples, seed=args.seed, dataset_dir=args.dataset,
                       workers=args.workers, quiet=False, keep_rows=True)
-    flat = {**flat_metrics(report), **_training_sweep(args.training_sweep)}
+    noise = _noise_floor(report["twin_rows"], args.dataset, args.noise_runs, args.workers)
+    by_arrival_noise = noise.pop("twin_vs_twin_by_arrival", {})
+    flat = {**flat_metrics(report), **_training_sweep(args.training_sweep), **noise}
     day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     tag = f"_{args.tag}" if args.tag else ""
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +155,13 @@ def main() -> int:
             err = smape(pub["throughput_tok_s"], pub["twin_published_tok_s"])
             lines.append(f"\nPublished twin on the same {len(pub)} runs: SMAPE {err:.2f} % (papers' form).")
     lines += ["", "## Where the error is (fresh twin sweep)", "", *_buckets(report["twin_rows"])]
+    rows = report["twin_rows"]
+    lines += ["", "| arrival | runs | surrogate SMAPE % | twin vs itself (other seed) SMAPE % |",
+              "|---|---|---|---|"]
+    for arr, g in rows.groupby("arrival"):
+        tv = by_arrival_noise.get(str(arr))
+        lines.append(f"| {arr} | {len(g)} | {smape(g['throughput_tok_s'], g['pred_throughput_tok_s']):.2f} "
+                     f"| {'' if tv is None else f'{tv:.2f}'} |")
     (args.out_dir / f"surrogate_summary{tag}_{day}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 
 from surrogate._trees import Trees, export_trees
-from surrogate.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES, offered_tok_s
+from surrogate.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES, feature_index, offered_tok_s
 from twin._io import atomic_write_text
 from twin.errors import InputError
 
-TARGETS = ("log_fraction", "fraction", "log")
+TARGETS = ("log_ref", "log_fraction", "fraction", "log")
 _FLOOR = 1e-3  # smallest served fraction / tok/s kept apart in log space
+_CAP_SLOTS = feature_index("capacity_slots_est_tok_s")
 
 
 def _check_X(X: np.ndarray) -> np.ndarray:
@@ -116,13 +117,15 @@ class _CatBoostEstimator:
 class ThroughputModel(_CatBoostEstimator):
     """Per-GPU throughput (tok/s) regressor.
 
-    ``target``: what CatBoost learns — ``log_fraction`` (log of throughput / expected offered load, the
-    default: errors are relative, like SMAPE), ``fraction`` (the served fraction) or ``log`` (log tok/s).
+    ``target``: what CatBoost learns — ``log_ref`` (the default: log of throughput / min(expected offered
+    load, slot-limited capacity estimate); errors are relative, like SMAPE, and beyond the training range the
+    prediction saturates with the capacity instead of growing with the offered load), ``log_fraction`` (log of
+    throughput / expected offered load), ``fraction`` (the served fraction) or ``log`` (log tok/s).
     """
 
     _kind = "throughput"
 
-    def __init__(self, *, target: str = "log_fraction", **kwargs: Any) -> None:
+    def __init__(self, *, target: str = "log_ref", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if target not in TARGETS:
             raise InputError(f"must be one of {list(TARGETS)}", field="target", value=target)
@@ -136,8 +139,14 @@ class ThroughputModel(_CatBoostEstimator):
 
         return CatBoostRegressor(**self._params(), loss_function="RMSE")
 
+    @staticmethod
+    def _ref(X: np.ndarray) -> np.ndarray:
+        return np.maximum(np.minimum(offered_tok_s(X), X[:, _CAP_SLOTS]), _FLOOR)
+
     def _encode(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         off = np.maximum(offered_tok_s(X), _FLOOR)
+        if self.target == "log_ref":
+            return np.log(np.maximum(y, _FLOOR) / self._ref(X))
         if self.target == "fraction":
             return y / off
         if self.target == "log":
@@ -146,6 +155,8 @@ class ThroughputModel(_CatBoostEstimator):
 
     def _decode(self, X: np.ndarray, z: np.ndarray) -> np.ndarray:
         off = offered_tok_s(X)
+        if self.target == "log_ref":
+            return np.exp(z) * self._ref(X)
         if self.target == "fraction":
             return np.maximum(z, 0.0) * off
         if self.target == "log":
