@@ -171,7 +171,9 @@ def arcflow_ilp(model: PackingModel, start: Packing, *, lower: int, time_limit: 
 
 def arcflow_cpsat(model: PackingModel, start: Packing, *, lower: int, time_limit: float, workers: int,
                   seed: int = 0, t0: float | None = None) -> PackOutcome:
-    """The arc-flow model through CP-SAT (LP-heavy search: linearization level 2), hinted with ``start``."""
+    """The arc-flow model through CP-SAT, hinted with ``start``: full linearization (level 2) and, with two or
+    more workers, the ``max_lp`` and ``quick_restart`` subsolvers (measured: triplets n = 120 in 10–15 s
+    where the default portfolio does not finish in 60 s)."""
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter() if t0 is None else t0
@@ -209,6 +211,9 @@ def arcflow_cpsat(model: PackingModel, start: Packing, *, lower: int, time_limit
     solver.parameters.num_workers = max(1, int(workers))
     solver.parameters.random_seed = int(seed)
     solver.parameters.linearization_level = 2
+    if workers >= 2:  # LP-driven workers: the arc-flow LP bound is tight, the rest is finding the packing
+        for name in ("max_lp", "quick_restart"):
+            solver.parameters.subsolvers.append(name)
     code = solver.solve(m)
     name = solver.status_name(code)
     runtime = time.perf_counter() - t0

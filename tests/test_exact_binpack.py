@@ -136,7 +136,13 @@ def test_triplet_60_is_solved_to_optimality_by_the_ilp() -> None:
     assert (r.num_bins, r.lower_bound, r.status) == (20, 20, "optimal")
 
 
-@pytest.mark.slow
 def test_triplet_60_is_solved_to_optimality_by_cpsat() -> None:
     r = solve_binpack(triplet_instance(60, 0), solver="cpsat", time_limit=60)
     assert (r.num_bins, r.lower_bound, r.status) == (20, 20, "optimal")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solver", ["cpsat", "ilp"])
+def test_triplet_120_is_solved_to_optimality(solver: str) -> None:
+    r = solve_binpack(triplet_instance(120, 1), solver=solver, time_limit=60)
+    assert (r.num_bins, r.lower_bound, r.status) == (40, 40, "optimal")
