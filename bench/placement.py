@@ -58,6 +58,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repair", default="", help="solvers whose plans are also twin-repaired (+repair rows)")
     ap.add_argument("--repair-max-size", type=int, default=1000)
+    ap.add_argument("--from-csv", default="", help="only re-summarise and re-plot this CSV")
+    ap.add_argument("--commit", default="", help="commit to name in the summary (default: git HEAD)")
+    ap.add_argument("--command", default="", help="command line to quote in the summary")
+    ap.add_argument("--models-note", default="", help="surrogate models to name (default: shipped metadata)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out-dir", default=str(ROOT / "results"))
     return ap.parse_args()
@@ -142,7 +146,9 @@ def markdown(df: pd.DataFrame) -> str:
     cols = [str(df.index.name or "")] + [str(c) for c in df.columns]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for idx, row in df.iterrows():
-        out.append("| " + " | ".join([str(idx)] + ["" if pd.isna(v) else f"{v:g}" for v in row]) + " |")
+        cells = ["" if (not isinstance(v, str) and pd.isna(v)) else (v if isinstance(v, str) else f"{v:g}")
+                 for v in row]
+        out.append("| " + " | ".join([str(idx)] + cells) + " |")
     return "\n".join(out)
 
 
@@ -172,40 +178,80 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarise(df: pd.DataFrame, args: argparse.Namespace) -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+def _versus(piv: pd.DataFrame, best: str, title: str) -> list[str]:
+    lines = ["", title, "", "| versus | instances | fewer GPUs | equal | more GPUs | mean reduction |",
+             "|---|---|---|---|---|---|"]
+    for other in [c for c in piv.columns if c != best]:
+        both = piv[[best, other]].dropna()
+        if both.empty:
+            continue
+        d = both[best] - both[other]
+        red = (1 - both[best] / both[other]).mean() * 100
+        lines.append(f"| {other} | {len(both)} | {int((d < 0).sum())} | {int((d == 0).sum())} | "
+                     f"{int((d > 0).sum())} | {red:.1f} % |")
+    return lines
+
+
+def summarise(df: pd.DataFrame, command: str, commit: str, models_note: str) -> str:
+    """The markdown summary of a run's rows."""
+    df = df.copy()
+    for col in ("twin_gpus", "twin_starved", "twin_oom"):
+        df[col] = df.get(col, pd.Series(np.nan, index=df.index))
     ok = df[df.status.isin(["optimal", "feasible"])]
+    raw = ok[~ok.solver.str.endswith("+repair")]
     lines = [f"# Placement benchmark {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (commit {commit})", "",
-             f"Command: `python bench/placement.py {' '.join(sys.argv[1:])}`", "",
+             f"Command: `{command}`", "", f"Surrogate models: {models_note}", "",
              f"Oracle: {df.oracle.iloc[0] if len(df) else '-'}; instances: {df.instance.nunique()} "
              f"(x {df.model.nunique()} models); solver runs: {len(df)}.", "",
-             "## GPUs per solver (all instances)", "",
-             "| solver | runs | mean GPUs | evaluator-feasible | twin GPUs checked | twin starved "
-             "| twin OOM |", "|---|---|---|---|---|---|---|"]
+             "## GPUs per solver", "",
+             "| solver | runs | mean GPUs | mean gap to LB | evaluator-feasible | twin GPUs checked "
+             "| twin starved | twin OOM | plans with a starved GPU |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, g in df.groupby("solver", sort=False):
-        lines.append(f"| {name} | {len(g)} | {g.num_gpus.mean():.2f} | {int(g.evaluator_feasible.sum())} | "
-                     f"{int(g.get('twin_gpus', pd.Series(dtype=float)).fillna(0).sum())} | "
-                     f"{int(g.get('twin_starved', pd.Series(dtype=float)).fillna(0).sum())} | "
-                     f"{int(g.get('twin_oom', pd.Series(dtype=float)).fillna(0).sum())} |")
-    piv = ok.pivot_table(index=["model", "instance"], columns="solver", values="num_gpus", aggfunc="first")
-    best = "ffd-bisect"
-    if best in piv:
-        lines += ["", f"## {best} against the others (same instance, same oracle)", "",
-                  "| versus | instances | fewer GPUs | equal | more GPUs | mean reduction |",
-                  "|---|---|---|---|---|---|"]
-        for other in [c for c in piv.columns if c != best]:
-            both = piv[[best, other]].dropna()
-            if both.empty:
-                continue
-            d = both[best] - both[other]
-            red = (1 - both[best] / both[other]).mean() * 100
-            lines.append(f"| {other} | {len(both)} | {int((d < 0).sum())} | {int((d == 0).sum())} | "
-                         f"{int((d > 0).sum())} | {red:.1f} % |")
-    lines += ["", "## Solver time (s) by size (mean over instances)", "",
-              markdown(df.pivot_table(index="n", columns="solver", values="runtime_s", aggfunc="mean")
+        bad = int((g.twin_starved.fillna(0) + g.twin_oom.fillna(0) > 0).sum())
+        lines.append(f"| {name} | {len(g)} | {g.num_gpus.mean():.2f} | {100 * g.gap.mean():.1f} % | "
+                     f"{int(g.evaluator_feasible.sum())} | {int(g.twin_gpus.fillna(0).sum())} | "
+                     f"{int(g.twin_starved.fillna(0).sum())} | {int(g.twin_oom.fillna(0).sum())} | {bad} |")
+    piv = raw.pivot_table(index=["model", "instance"], columns="solver", values="num_gpus", aggfunc="first")
+    if "ffd-bisect" in piv:
+        lines += _versus(piv, "ffd-bisect", "## ffd-bisect against the others (same instance, same oracle)")
+        for exact in ("cpsat", "ilp"):
+            if exact in piv:
+                proven = ok[(ok.solver == exact) & (ok.status == "optimal")].set_index(["model", "instance"])
+                both = piv.loc[piv.index.isin(proven.index), ["ffd-bisect", exact]].dropna()
+                d = both["ffd-bisect"] - both[exact]
+                lines += ["", f"Where `{exact}` proved optimality ({len(both)} instances): ffd-bisect "
+                          f"equal on {int((d == 0).sum())}, +1 on {int((d == 1).sum())}, more on "
+                          f"{int((d > 1).sum())}, fewer on {int((d < 0).sum())}."]
+    rep = ok[ok.solver == "ffd-bisect+repair"].set_index(["model", "instance"])
+    if len(rep):
+        before = raw[raw.solver == "ffd-bisect"].set_index(["model", "instance"]).num_gpus
+        greedy = raw[raw.solver == "greedy-paper"].set_index(["model", "instance"]).num_gpus
+        j = pd.DataFrame({"repaired": rep.num_gpus, "before": before, "greedy": greedy}).dropna()
+        lines += ["", "## Twin repair of ffd-bisect plans (placer.repair; all GPUs simulated)", "",
+                  f"{len(j)} plans (n ≤ repair limit): {int((j.repaired > j.before).sum())} needed repair, "
+                  f"+{int((j.repaired - j.before).sum())} GPUs in total; every repaired GPU passed the twin "
+                  f"in {int((rep.twin_starved == 0).sum())} of {len(rep)} plans. Repaired plans vs "
+                  f"greedy-paper: "
+                  f"fewer GPUs on {int((j.repaired < j.greedy).sum())}, equal on "
+                  f"{int((j.repaired == j.greedy).sum())}, more on {int((j.repaired > j.greedy).sum())}; "
+                  f"mean reduction {100 * (1 - j.repaired / j.greedy).mean():.1f} %."]
+    lines += ["", "## Twin failures by size (GPUs starved / GPUs simulated)", "",
+              markdown(raw.assign(f=raw.twin_starved.fillna(0).astype(int).astype(str) + "/" +
+                                  raw.twin_gpus.fillna(0).astype(int).astype(str))
+                       .pivot_table(index="n", columns="solver", values="f", aggfunc=_sum_frac)), ""]
+    lines += ["## Solver time (s) by size (mean over instances)", "",
+              markdown(raw.pivot_table(index="n", columns="solver", values="runtime_s", aggfunc="mean")
                        .round(3)), ""]
     return "\n".join(lines) + "\n"
+
+
+def _sum_frac(values: pd.Series) -> str:
+    a = b = 0
+    for v in values:
+        x, y = str(v).split("/")
+        a, b = a + int(x), b + int(y)
+    return f"{a}/{b}"
 
 
 def plot(df: pd.DataFrame, path: Path) -> None:
@@ -236,11 +282,31 @@ def main() -> None:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = "placement" + (f"-{args.tag}" if args.tag else "")
-    df = run(args)
-    atomic_write_text(out / f"{stem}.csv", df.to_csv(index=False))
-    atomic_write_text(out / f"{stem}-{dt.date.today():%Y-%m-%d}.md", summarise(df, args))
-    plot(df, out / f"{stem}.png")
+    if args.from_csv:  # re-summarise an earlier run
+        df = pd.read_csv(args.from_csv)
+    else:
+        df = run(args)
+        atomic_write_text(out / f"{stem}.csv", df.to_csv(index=False))
+    commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                           text=True, cwd=ROOT).stdout.strip()
+    command = args.command or f"python bench/placement.py {' '.join(sys.argv[1:])}"
+    models = args.models_note or _models_note()
+    atomic_write_text(out / f"{stem}-{dt.date.today():%Y-%m-%d}.md", summarise(df, command, commit, models))
+    plot(df[~df.solver.str.endswith("+repair")], out / f"{stem}.png")
     print(f"wrote {out / stem}.csv, .png and the summary")
+
+
+def _models_note() -> str:
+    import json
+
+    from surrogate.bundle import default_models_dir
+
+    notes = []
+    for f in sorted(default_models_dir().glob("*.surrogate.json")):
+        meta = json.loads(f.read_text())
+        notes.append(f"{meta.get('name')}: {meta.get('rows')} twin runs, trained {meta.get('trained_utc')}, "
+                     f"validation {meta.get('validation')}")
+    return "; ".join(notes) or "none"
 
 
 if __name__ == "__main__":
