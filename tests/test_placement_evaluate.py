@@ -145,3 +145,13 @@ def test_starvation_rule(fraction: float, prob: float, margin: float | None, thr
     p = Instance(name="m", model="llama-3.1-8b-instruct", gpu="h100-64gb", adapters=(Adapter("a", 8, 1.0),))
     oracle = _Fixed(fraction, prob, margin=margin, starved_threshold=threshold)
     assert oracle.evaluate(p, [0]).feasible is feasible
+
+
+def test_headroom_judges_at_a_higher_load() -> None:
+    p = Instance(name="m", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                 adapters=(Adapter("a", 8, 1.0), Adapter("b", 8, 0.95)))
+    assert AnalyticOracle(capacity_rps=2.0).evaluate(p, [0, 1]).feasible          # 1.95 ≤ 2
+    tight = AnalyticOracle(capacity_rps=2.0, headroom=0.1)                          # 2.145 > 2
+    v = tight.evaluate(p, [0, 1])
+    assert not v.feasible and "headroom=0.1" in tight.name
+    assert v.offered_tok_s == pytest.approx(1.95 * tight.tokens_per_request(p))     # reported at nominal load
