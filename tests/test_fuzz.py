@@ -262,7 +262,8 @@ _OPTIONS = st.lists(st.sampled_from([
     ["--seed", "-3"], ["--seed", "x"], ["--time-limit", "0"], ["--time-limit", "nan"], ["--solver", "nope"],
     ["--oracle", "analytic"], ["--oracle", "bogus"], ["--json"], ["--max-loras", "0"], ["--max-loras", "4"],
     ["--sample", "-1"], ["--workers", "0"], ["--margin", "7"], ["--solvers", ",,"], ["--bogus"], ["--"],
-    ["--max-cpu-loras", "1"], ["-o"], ["--plot", "x.gif"]]), max_size=3)
+    ["--max-cpu-loras", "1"], ["-o"], ["--plot", "x.gif"], ["--plot", "/proc/x.png"],
+    ["--report", "/dev/null"]]), max_size=3)
 
 
 @settings(max_examples=N_EXAMPLES + 20, deadline=None, derandomize=True,

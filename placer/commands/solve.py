@@ -10,12 +10,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from placer import plots
 from placer.commands._common import JSON_HELP, console, err_console, print_json
 from placer.compare import compare, rows_csv, write_csv
 from placer.deploy import deploy_script
 from placer.io import read_instance
 from placer.oracle import make_oracle
+from placer.progress import progress_bar, spinner
 from placer.repair import repair
+from placer.report import check_target, write_report
 from placer.result import Result
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
 from placer.verify import VerifyReport, verify
@@ -94,17 +97,31 @@ def solve_cmd(
     do_verify: bool = typer.Option(False, "--verify", help="Re-simulate every GPU of the plan in the twin."),
     do_repair: bool = typer.Option(False, "--repair",
                                    help="Split GPUs that fail in the twin until every GPU passes."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw the plan chart here (.png or .svg): load "
+                                     "by rank vs throughput, max_loras, per GPU."),
+    report_dir: Path | None = typer.Option(None, "--report", help="Write a report folder here: plan, vLLM "
+                                           "launch settings, twin verification, charts, README summary."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
+    plot = plots.check_path(plot) if plot is not None else None
+    report_dir = check_target(report_dir) if report_dir is not None else None
     problem = read_instance(instance)
     the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
-    result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
+    with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out):
+        result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
     if do_repair and result.gpus:
         result = repair(problem, result, the_oracle, seed=seed)
     if out is not None:
         result.save(out)
-    report = verify(problem, result, seed=seed) if do_verify and result.gpus else None
+    report = None
+    if (do_verify or report_dir is not None) and result.gpus:
+        with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick:
+            report = verify(problem, result, seed=seed, progress=tick)
+    if plot is not None:
+        plots.plan_chart(problem, result, plot, verification=report)
+    if report_dir is not None:
+        write_report(problem, result, report_dir, verification=report, seed=seed)
     if json_out:
         doc = result.to_dict()
         if report is not None:
@@ -114,6 +131,10 @@ def solve_cmd(
         _print_plan(result, report)
         if out is not None:
             console.print(f"plan written to {out}")
+        if plot is not None:
+            console.print(f"chart written to {plot}")
+        if report_dir is not None:
+            console.print(f"report written to {report_dir}/ (start with {report_dir}/README.md)")
     if result.status == "infeasible":  # no plan exists: the input's to fix (exit 2, like other bad input)
         err_console.print(f"[bold red]infeasible:[/bold red] {result.reason}", soft_wrap=True)
         raise typer.Exit(code=2)
@@ -128,13 +149,20 @@ def compare_cmd(
     oracle: str = typer.Option("surrogate", "--oracle", help="Feasibility oracle: surrogate | twin."),
     do_verify: bool = typer.Option(False, "--verify", help="Also re-simulate every plan in the twin."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows as CSV here."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw GPUs and wall time per solver, with the "
+                                     "lower bound (.png or .svg)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run several solvers on several instances: GPUs, gap to the lower bound, time, verified."""
     names = [s.strip() for s in solvers.split(",") if s.strip()]
     if not names:
         raise InputError("needs at least one solver name", field="--solvers", value=solvers)
-    rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle, verify_twin=do_verify)
+    plot = plots.check_path(plot) if plot is not None else None
+    with progress_bar("solver runs", enabled=not json_out) as tick:
+        rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle,
+                       verify_twin=do_verify, progress=tick)
+    if plot is not None:
+        plots.compare_chart(rows, plot)
     if out is not None:
         write_csv(rows, out)
     if json_out:
@@ -166,7 +194,9 @@ def verify_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
-    report = verify(read_instance(instance), Result.load(plan), seed=seed, workers=workers, sample=sample)
+    problem, plan_ = read_instance(instance), Result.load(plan)
+    with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick:
+        report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick)
     if json_out:
         print_json(report.to_dict())
         return

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from placer import plots
 from placer.commands._common import JSON_HELP, console, print_json
 from placer.io import read_instance
 from twin.metrics import SimResult
@@ -61,16 +62,23 @@ def simulate_cmd(
     max_lora_rank: int | None = typer.Option(None, "--max-lora-rank",
                                              help="vLLM max_lora_rank (default: largest rank present)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the request stream."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw running/waiting requests, KV use, throughput "
+                                     "over time and each adapter's served fraction (.png or .svg)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Simulate ALL adapters of INSTANCE on one GPU; an OOM configuration is a normal result."""
+    plot = plots.check_path(plot) if plot is not None else None
     instance = read_instance(instance_path)
     res = simulate(instance, max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank,
-                   seed=seed)
+                   seed=seed, timeseries=plot is not None)
+    if plot is not None:
+        plots.twin_chart(res, plot, title=f"{instance.name}: {instance.n_adapters} adapters on one GPU")
     if json_out:
         print_json(res.to_dict())
     else:
         console.print(_table(instance.name, res))
+        if plot is not None:
+            console.print(f"chart written to {plot}")
 
 
 def register(app: typer.Typer) -> None:
