@@ -141,3 +141,20 @@ def test_time_limit_is_respected(solver: str) -> None:
     assert result.runtime_s < 0.3 + 3 * t_greedy + 0.5
     if result.gpus:
         assert evaluate(problem, result, AnalyticOracle(**kw)).feasible
+
+
+def test_default_surrogate_oracle_end_to_end() -> None:
+    import surrogate
+    from placer.oracle import make_oracle
+
+    problem = generate("zipf", 64, 0, total_rate_rps=128.0)
+    try:
+        surrogate.load_default(problem.model, problem.gpu)
+    except InputError:
+        pytest.skip("no shipped surrogate models")
+    paper = solve(problem, "greedy-paper", time_limit=30)  # default oracle: the shipped surrogates
+    best = solve(problem, "ffd-bisect", time_limit=30)
+    assert paper.oracle.startswith("surrogate(") and best.oracle == paper.oracle
+    assert 1 <= best.num_gpus <= paper.num_gpus
+    for plan in (paper, best):
+        assert evaluate(problem, plan, make_oracle(problem)).feasible
