@@ -143,6 +143,7 @@ def test_time_limit_is_respected(solver: str) -> None:
         assert evaluate(problem, result, AnalyticOracle(**kw)).feasible
 
 
+@pytest.mark.slow  # loads the shipped CatBoost models and builds the linear bound: ~15 s on 2 busy cores
 def test_default_surrogate_oracle_end_to_end() -> None:
     import surrogate
     from placer.oracle import make_oracle
