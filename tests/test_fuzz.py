@@ -28,7 +28,7 @@ from twin.errors import InputError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "instances" / "examples"
 TINY = EXAMPLES / "tiny.yaml"
-N_EXAMPLES = int(os.environ.get("PLACER_FUZZ_EXAMPLES", "60"))  # raise it for a long fuzzing session
+N_EXAMPLES = int(os.environ.get("PLACER_FUZZ_EXAMPLES", "40"))  # raise it for a long fuzzing session
 FUZZ = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
