@@ -1,9 +1,19 @@
 """twin: a discrete-event Digital Twin of one vLLM V1 server serving many LoRA adapters on one GPU."""
 
+from twin.calibrate import CalibrationResult, fit_profile
 from twin.engine import is_oom, kv_capacity_tokens
 from twin.errors import InfeasibleError, InputError, PlacerError
+from twin.hardware import derived_profile, list_profiles
 from twin.metrics import SimResult, is_starved, smape, smape_paper
-from twin.profile import MemoryModel, Profile, StepModel, load_profile, shipped_profiles
+from twin.profile import (
+    MemoryModel,
+    Profile,
+    StepModel,
+    UncalibratedProfileWarning,
+    load_profile,
+    shipped_profiles,
+)
+from twin.runs import RunRecord, load_runs
 from twin.simulate import simulate, simulate_requests
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import Trace, load_trace, shipped_traces
@@ -12,6 +22,7 @@ from twin.workload import Requests, generate_requests
 __all__ = [
     "ALLOWED_RANKS",
     "Adapter",
+    "CalibrationResult",
     "InfeasibleError",
     "InputError",
     "Instance",
@@ -20,16 +31,22 @@ __all__ = [
     "PlacerError",
     "Profile",
     "Requests",
+    "RunRecord",
     "ServerSettings",
     "SimResult",
     "StepModel",
     "Trace",
+    "UncalibratedProfileWarning",
     "Workload",
+    "derived_profile",
+    "fit_profile",
     "generate_requests",
     "is_oom",
     "is_starved",
     "kv_capacity_tokens",
+    "list_profiles",
     "load_profile",
+    "load_runs",
     "load_trace",
     "shipped_profiles",
     "shipped_traces",
