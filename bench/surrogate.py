@@ -92,12 +92,20 @@ def _noise_floor(rows: pd.DataFrame, dataset: Path | None, k: int, workers: int)
 def _training_sweep(path: Path | None) -> dict[str, Any]:
     if path is None or not (path / "manifest.json").exists():
         return {}
+    from surrogate.dataset import load_dataset
+
     m = json.loads((path / "manifest.json").read_text())
-    sessions = m.get("sessions", [])
-    runs = sum(s["runs"] for s in sessions)
-    core_s = sum(s["elapsed_s"] * s["workers"] for s in sessions)
-    return {"training_sweep_runs": runs, "training_sweep_elapsed_s": sum(s["elapsed_s"] for s in sessions),
-            "training_sweep_runs_per_s_per_core": runs / core_s if core_s else float("nan")}
+    sessions = [s for s in m.get("sessions", []) if s.get("runs")]
+    out: dict[str, Any] = {}
+    if sessions:
+        runs = sum(s["runs"] for s in sessions)
+        core_s = sum(s["elapsed_s"] * s["workers"] for s in sessions)
+        out = {"training_sweep_runs": runs, "training_sweep_elapsed_s": sum(s["elapsed_s"] for s in sessions),
+               "training_sweep_runs_per_s_per_core": runs / core_s}
+    rows = load_dataset(path)
+    out["training_sweep_rows"] = len(rows)
+    out["training_sweep_runs_per_busy_core_s"] = len(rows) / float(rows["run_s"].sum())  # 1 / mean run time
+    return out
 
 
 def main() -> int:

@@ -160,6 +160,9 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
     fn = partial(_run_indexed, simulate=simulate)
     pending: dict[int, list[dict[str, Any]]] = {c: [] for c in todo}
     t0 = time.perf_counter()
+    session: dict[str, Any] = {}
+    manifest["sessions"].append(session)  # kept up to date per chunk: an interrupted session still counts
+    done = 0
     with _progress(quiet, n_runs) as advance:
         for i, row in map_unordered(fn, items, workers=workers, backend=backend,
                                         on_failure=_failed):
@@ -167,11 +170,15 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
             pending[c].append(row)
             advance()
             if len(pending[c]) == len(todo[c]):
+                done += len(todo[c])
                 manifest["chunks"][str(c)] = _write_chunk(out, c, pending.pop(c))
+                part = SweepStats(str(out), n_samples, done, skipped, time.perf_counter() - t0, workers,
+                                  backend)
+                session.update({k: v for k, v in part.to_dict().items() if k != "out_dir"})
                 atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     elapsed = time.perf_counter() - t0
     stats = SweepStats(str(out), n_samples, n_runs, skipped, elapsed, workers, backend)
-    manifest["sessions"].append({k: v for k, v in stats.to_dict().items() if k != "out_dir"})
+    session.update({k: v for k, v in stats.to_dict().items() if k != "out_dir"})
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return stats
 
