@@ -92,6 +92,9 @@ class SimResult:
     adapter_arrived: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     timeseries: dict[str, np.ndarray] | None = None
     dropped: int = 0  # refused by a client at its connection limit (see simulate's max_inflight)
+    profile: str = ""  # the (model@gpu) profile that produced this result
+    profile_version: str = ""
+    profile_calibrated: bool = True  # False: a datasheet profile, not fitted to real runs
 
     @property
     def unfinished(self) -> int:

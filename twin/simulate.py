@@ -111,7 +111,9 @@ def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_r
          expected_tokens: float | None, max_inflight: int | None = None, drop: bool = False) -> SimResult:
     n_ad = len(ids)
     common: dict[str, Any] = dict(kv_cache_tokens=kv, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
-                  max_lora_rank=max_lora_rank, duration_s=duration_s, seed=seed, adapter_ids=tuple(ids))
+                  max_lora_rank=max_lora_rank, duration_s=duration_s, seed=seed, adapter_ids=tuple(ids),
+                  profile=profile.name, profile_version=profile.version,
+                  profile_calibrated=profile.calibrated)
     exp_off = total_rate * expected_tokens if expected_tokens is not None else math.nan
     if reqs is None:  # OOM: the server does not start; nothing is simulated
         nan = math.nan

@@ -12,6 +12,7 @@ from placer import plots
 from placer.commands._common import JSON_HELP, console, print_json
 from placer.io import read_instance
 from twin.metrics import SimResult
+from twin.profile import Profile
 from twin.simulate import simulate
 
 
@@ -27,6 +28,8 @@ def _table(name: str, res: SimResult) -> Table:
     table.add_column("value", justify="right")
     cfg = f"max_loras {res.max_loras}, max_cpu_loras {res.max_cpu_loras}, max_lora_rank {res.max_lora_rank}"
     table.add_row("configuration", cfg)
+    flag = "" if res.profile_calibrated else "  [yellow](UNCALIBRATED: datasheet estimate)[/yellow]"
+    table.add_row("profile", f"{res.profile} v{res.profile_version}{flag}")
     table.add_row("KV cache (tokens)", _fmt(res.kv_cache_tokens, digits=7))
     if res.oom:
         table.add_row("result", "[red]OOM: the server cannot start[/red]")
@@ -62,6 +65,8 @@ def simulate_cmd(
     max_lora_rank: int | None = typer.Option(None, "--max-lora-rank",
                                              help="vLLM max_lora_rank (default: largest rank present)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the request stream."),
+    profile_path: Path | None = typer.Option(None, "--profile", help="A profile JSON (e.g. written by "
+                                             "'placer twin calibrate') instead of the shipped one."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw running/waiting requests, KV use, throughput "
                                      "over time and each adapter's served fraction (.png or .svg)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -69,8 +74,9 @@ def simulate_cmd(
     """Simulate ALL adapters of INSTANCE on one GPU; an OOM configuration is a normal result."""
     plot = plots.check_path(plot) if plot is not None else None
     instance = read_instance(instance_path)
+    profile = Profile.load(profile_path) if profile_path is not None else None
     res = simulate(instance, max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank,
-                   seed=seed, timeseries=plot is not None)
+                   seed=seed, profile=profile, timeseries=plot is not None)
     if plot is not None:
         plots.twin_chart(res, plot, title=f"{instance.name}: {instance.n_adapters} adapters on one GPU")
     if json_out:
