@@ -27,6 +27,7 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,29 @@ class _DuplicateKey(Exception):
     pass
 
 
+MAX_NESTING = 100  # instance files nest 3 levels; libyaml overflows its C stack (segfault) near 10^5
+
+
+_DASHES = re.compile(r"(?:-[ \t]+){" + str(MAX_NESTING) + "}")  # "- - - ...": sequences in sequences
+
+
+def _too_deep(text: str) -> bool:
+    """Nested more than MAX_NESTING deep (a cheap scan that may over-count brackets in strings)."""
+    if "- -" in text and _DASHES.search(text):
+        return True
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return False
+
+
 def read_instance(path: str | Path) -> Instance:
     """Read and validate an instance file (``.json``; anything else is read as YAML)."""
     p = Path(path)
@@ -81,6 +105,8 @@ def read_instance(path: str | Path) -> Instance:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read instance file ({why(exc)})", source=str(p)) from None
+    if _too_deep(text):
+        raise InputError(f"nested more than {MAX_NESTING} levels deep", source=str(p))
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text, object_pairs_hook=_no_duplicates)

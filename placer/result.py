@@ -165,6 +165,6 @@ class Result:
             data = json.loads(p.read_text())
         except OSError as exc:
             raise InputError(f"cannot read plan ({exc.strerror or exc})", source=str(p)) from None
-        except ValueError as exc:
-            raise InputError(f"not valid JSON ({exc})", source=str(p)) from None
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested thousands deep
+            raise InputError(f"not valid JSON ({type(exc).__name__}: {exc})", source=str(p)) from None
         return cls.from_dict(data, source=str(p))

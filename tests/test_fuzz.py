@@ -167,6 +167,23 @@ def test_random_trace_files_are_read_or_rejected(tmp_path_factory: pytest.TempPa
         assert tr.arrival_s.size >= 2
 
 
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, "- " * 100_000 + "x\n", "{a: " * 50_000])
+def test_deeply_nested_files_are_rejected_not_a_crash(tmp_path: Path, text: str) -> None:
+    """libyaml overflows its C stack (SIGSEGV) near 10^5 nesting levels: a subprocess, so a crash is seen;
+    json raises RecursionError."""
+    import subprocess
+
+    (tmp_path / "deep.yaml").write_text(text)
+    (tmp_path / "deep.json").write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "placer", "show", str(tmp_path / "deep.yaml")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nested more than" in proc.stderr, (proc.returncode, proc.stderr[-300:])
+    for args in (["show", str(tmp_path / "deep.json")], ["verify", str(TINY), str(tmp_path / "deep.json")],
+                 ["verify", str(TINY), str(tmp_path / "deep.yaml")]):
+        code, _out, err = run_cli(*args)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (args, code, err)
+
+
 # --- the plan reader ------------------------------------------------------------------------------------
 @FUZZ
 @given(doc=values | mutated(_plan_doc()))
