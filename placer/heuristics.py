@@ -147,9 +147,8 @@ def call_budget(n_adapters: int) -> int:
 
 def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result:
     """Our best heuristic (see the module docstring)."""
-    from placer.baselines import baseline_bins  # (baselines import this module)
-
     start = time.perf_counter()
+    calls_before = oracle.calls
     hard = start + 0.9 * time_limit
 
     def past_hard() -> bool:
@@ -162,6 +161,23 @@ def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle:
                       reason="an adapter fits on no GPU even alone")
     candidates: list[tuple[str, list[np.ndarray]]] = [
         ("greedy-paper", [np.sort(np.array([problem.index[a] for a in g.adapters])) for g in paper])]
+    if len(paper) > 1:  # one GPU cannot be beaten: skip the other candidates
+        _more_candidates(problem, seed, oracle, candidates, past_hard, hard)
+    best_name, best = min(candidates, key=lambda c: len(c[1]))
+    gpus = _to_plan(problem, best, oracle)
+    return Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=1,
+                  runtime_s=time.perf_counter() - start, gpus=tuple(gpus),
+                  extra={"construction": best_name, "candidates": {name: len(b) for name, b in candidates},
+                         "oracle_calls": oracle.calls - calls_before,
+                         "call_budget": call_budget(problem.n_adapters)})
+
+
+def _more_candidates(problem: Instance, seed: int, oracle: Oracle,
+                     candidates: list[tuple[str, list[np.ndarray]]], past_hard: Callable[[], bool],
+                     hard: float) -> None:
+    """Add our bisection fillings, the baselines and local-search improvements to ``candidates``."""
+    from placer.baselines import baseline_bins  # (baselines import this module)
+
     orders = candidate_orders(problem, seed)
     # always: our first bisection filling and the baselines we promise never to lose to
     for name, bins in [(orders[0][0], fill_bisect(problem, orders[0][1], oracle, past_hard)),
@@ -178,12 +194,6 @@ def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle:
         if bins is not None:
             candidates.append((name, bins))
     candidates.append(_improved(problem, candidates, oracle, budget))
-    best_name, best = min(candidates, key=lambda c: len(c[1]))
-    gpus = _to_plan(problem, best, oracle)
-    return Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=1,
-                  runtime_s=time.perf_counter() - start, gpus=tuple(gpus),
-                  extra={"construction": best_name, "candidates": {name: len(b) for name, b in candidates},
-                         "oracle_calls": oracle.calls - budget.start_calls, "call_budget": budget.max_calls})
 
 
 def _improved(problem: Instance, candidates: list[tuple[str, list[np.ndarray]]], oracle: Oracle,

@@ -188,7 +188,9 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
         return result.replace(runtime_s=runtime, instance=problem.name, model=problem.model,
                               gpu=problem.gpu, oracle=oracle.name)
     bound_start = time.perf_counter()
-    lb = max(lower_bound(problem, oracle), int(result.lower_bound or 0))
+    lb = max(1, int(result.lower_bound or 0))  # any problem needs one GPU
+    if result.num_gpus > lb:  # only a plan above the trivial bound needs the (oracle-probing) bound module
+        lb = max(lower_bound(problem, oracle), lb)
     extra = dict(result.extra)
     extra["bound_s"] = round(time.perf_counter() - bound_start, 4)
     if result.num_gpus and lb > result.num_gpus:  # the bound and the solver's oracle disagree: say so
