@@ -19,7 +19,8 @@ from surrogate.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES
 from twin._io import atomic_write_text
 from twin.errors import InputError
 
-TARGETS = ("log_ref", "log_fraction", "fraction", "log")
+TARGETS = ("log_capped", "log_ref", "log_fraction", "fraction", "log")
+CAPPED_MULTIPLE = 25.0  # log_capped: the reference saturates at 25x the slot-limited capacity estimate
 _FLOOR = 1e-3  # smallest served fraction / tok/s kept apart in log space
 _CAP_SLOTS = feature_index("capacity_slots_est_tok_s")
 
@@ -117,15 +118,16 @@ class _CatBoostEstimator:
 class ThroughputModel(_CatBoostEstimator):
     """Per-GPU throughput (tok/s) regressor.
 
-    ``target``: what CatBoost learns — ``log_ref`` (the default: log of throughput / min(expected offered
-    load, slot-limited capacity estimate); errors are relative, like SMAPE, and beyond the training range the
-    prediction saturates with the capacity instead of growing with the offered load), ``log_fraction`` (log of
-    throughput / expected offered load), ``fraction`` (the served fraction) or ``log`` (log tok/s).
+    ``target``: what CatBoost learns — ``log_capped`` (the default: log of throughput / min(expected offered
+    load, 25 × slot-limited capacity estimate): the log served fraction wherever the sweeps sample, errors
+    relative like SMAPE; beyond the sampled overload the prediction saturates with the capacity instead of
+    growing with the offered load), ``log_ref`` (the same with 1 × the capacity estimate), ``log_fraction``
+    (log of throughput / expected offered load), ``fraction`` (the served fraction) or ``log`` (log tok/s).
     """
 
     _kind = "throughput"
 
-    def __init__(self, *, target: str = "log_ref", **kwargs: Any) -> None:
+    def __init__(self, *, target: str = "log_capped", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if target not in TARGETS:
             raise InputError(f"must be one of {list(TARGETS)}", field="target", value=target)
@@ -139,13 +141,13 @@ class ThroughputModel(_CatBoostEstimator):
 
         return CatBoostRegressor(**self._params(), loss_function="RMSE")
 
-    @staticmethod
-    def _ref(X: np.ndarray) -> np.ndarray:
-        return np.maximum(np.minimum(offered_tok_s(X), X[:, _CAP_SLOTS]), _FLOOR)
+    def _ref(self, X: np.ndarray) -> np.ndarray:
+        mult = CAPPED_MULTIPLE if self.target == "log_capped" else 1.0
+        return np.maximum(np.minimum(offered_tok_s(X), mult * X[:, _CAP_SLOTS]), _FLOOR)
 
     def _encode(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         off = np.maximum(offered_tok_s(X), _FLOOR)
-        if self.target == "log_ref":
+        if self.target in ("log_ref", "log_capped"):
             return np.log(np.maximum(y, _FLOOR) / self._ref(X))
         if self.target == "fraction":
             return y / off
@@ -155,7 +157,7 @@ class ThroughputModel(_CatBoostEstimator):
 
     def _decode(self, X: np.ndarray, z: np.ndarray) -> np.ndarray:
         off = offered_tok_s(X)
-        if self.target == "log_ref":
+        if self.target in ("log_ref", "log_capped"):
             return np.exp(z) * self._ref(X)
         if self.target == "fraction":
             return np.maximum(z, 0.0) * off

@@ -51,7 +51,7 @@ def profile_fingerprint(name: str) -> dict[str, str]:
 
 
 def fit_pair(X: np.ndarray, thr: np.ndarray, starved: np.ndarray, *, iterations: int = 1000, depth: int = 6,
-             learning_rate: float = 0.08, target: str = "log_ref", seed: int = 0, thread_count: int = 1
+             learning_rate: float = 0.08, target: str = "log_capped", seed: int = 0, thread_count: int = 1
              ) -> tuple[ThroughputModel, StarvationModel]:
     """Fit the throughput regressor and the starvation classifier on the same rows."""
     kw = {"iterations": iterations, "depth": depth, "learning_rate": learning_rate, "random_seed": seed,
@@ -63,7 +63,7 @@ def fit_pair(X: np.ndarray, thr: np.ndarray, starved: np.ndarray, *, iterations:
 
 def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | None = None, *,
           profiles: tuple[str, ...] | None = None, iterations: int = 1000, depth: int = 6,
-          learning_rate: float = 0.08, target: str = "log_ref", seed: int = 0, thread_count: int = 1,
+          learning_rate: float = 0.08, target: str = "log_capped", seed: int = 0, thread_count: int = 1,
           holdout: float = 0.2, joint: bool = True, recipe: str = "") -> dict[str, Surrogate]:
     """Train surrogates for the profiles found in the datasets; save them into ``out_dir`` when given.
 
