@@ -2,9 +2,9 @@
 
     python -m surrogate.build_default [--samples N] [--seed S] [--workers W] [--data DIR] [--out DIR]
 
-The sweep goes to ``--data`` (default ``build/surrogate-sweep-<seed>``; resumable: re-run the same command
-after an interruption) and the models to ``--out`` (default: the package's ``surrogate/models/``). The exact
-command line is recorded in every model sidecar (``meta.recipe``).
+The sweep goes to ``--data`` (default ``build/surrogate-sweep-<seed>-v<sampler version>``; resumable:
+re-run the same command after an interruption) and the models to ``--out`` (default: the package's
+``surrogate/models/``). The exact command line is recorded in every model sidecar (``meta.recipe``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 
 from surrogate.bundle import default_models_dir
 from surrogate.dataset import DEFAULT_PROFILES, sweep
+from surrogate.sampling import SAMPLER_VERSION
 from surrogate.train import train
 
-DEFAULT_SAMPLES = 9600
+DEFAULT_SAMPLES = 12000
 DEFAULT_SEED = 2026
 DEFAULT_ITERATIONS = 1200
 DEFAULT_DEPTH = 6
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CatBoost threads")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(args_list)
-    data = args.data or Path("build") / f"surrogate-sweep-{args.seed}"
+    data = args.data or Path("build") / f"surrogate-sweep-{args.seed}-v{SAMPLER_VERSION}"
     out = args.out or default_models_dir()
     recipe = "python -m surrogate.build_default " + " ".join(shlex.quote(a) for a in args_list)
     stats = sweep(args.samples, args.seed, data, profiles=DEFAULT_PROFILES, workers=args.workers,
