@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_cli
 
 from placer.arcflow import build_graph, decode, packing_flows
 from placer.binpack import (
@@ -18,7 +18,6 @@ from placer.binpack import (
     solve_binpack,
     triplet_instance,
 )
-from placer.cli import main
 from placer.packing import first_fit_decreasing
 from twin.errors import InputError
 
@@ -26,20 +25,9 @@ SHIPPED = Path(__file__).resolve().parents[1] / "instances" / "binpack"
 
 
 @pytest.fixture()
-def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+def invoke():
     """Run the console script in-process: (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["placer", *args])
-        code: object = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return (code if isinstance(code, int) else (0 if code is None else 1)), out, err
-
-    return run
+    return run_cli
 
 
 @pytest.mark.parametrize("solver", ["cpsat", "ilp", "ffd"])

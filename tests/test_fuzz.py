@@ -9,7 +9,6 @@ old file (or report folder) intact and no temporary file behind.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sys
@@ -18,10 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_run import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from placer.cli import main
 from placer.io import read_instance, write_instance
 from placer.result import GpuPlan, Result
 from twin.errors import InputError
@@ -237,24 +236,6 @@ def test_verify_rejects_plans_that_do_not_fit_with_the_reason(plan: Result, reas
 
 
 # --- the console script ---------------------------------------------------------------------------------
-def run_cli(*args: str) -> tuple[Any, str, str]:
-    """Run ``placer ARGS`` in-process: (exit code or the exception, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv
-    sys.argv = ["placer", *args]
-    code: Any = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code
-    except BaseException as exc:  # a traceback: the test fails and shows it
-        code = exc
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def broken_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     d = tmp_path_factory.mktemp("broken")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 
-from placer.cli import main
 from placer.io import write_instance
 from twin.spec import Adapter, Instance, Workload
 
@@ -24,20 +23,9 @@ def tiny(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+def invoke():
     """Run the console script in-process: (exit code, stdout)."""
-
-    def run(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["placer", *args])
-        code: object = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code
-        out, _ = capsys.readouterr()
-        return (code if isinstance(code, int) else (0 if code is None else 1)), out
-
-    return run
+    return lambda *args: run_cli(*args)[:2]
 
 
 def test_solve_out_then_verify_and_deploy(tiny: Path, tmp_path: Path, invoke) -> None:

@@ -19,18 +19,16 @@ An HTML comment on the line before a block changes how its commands are tested:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -116,23 +114,6 @@ def _params() -> list[Any]:
     return params
 
 
-def run_cli(argv: list[str]) -> tuple[Any, str, str]:
-    """``placer ARGV`` in-process: (exit code, stdout, stderr)."""
-    from placer.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved, sys.argv = sys.argv, ["placer", *argv]
-    code: Any = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("readme")
@@ -153,12 +134,12 @@ def test_readme_command_runs(cmd: Command, workdir: Path, monkeypatch: pytest.Mo
     if cmd.mode == "help":
         words = [a for a in argv if not a.startswith("-")]
         sub = words[:2] if len(words) > 1 and words[0] in ("twin", "surrogate") else words[:1]
-        code, out, err = run_cli([*sub, "--help"])
+        code, out, err = run_cli(*sub, "--help")
         assert code == 0, err
         for opt in (a.split("=")[0] for a in argv if a.startswith("--")):
             assert opt in out, f"README line {cmd.line}: {opt} is not an option of placer {' '.join(sub)}"
         return
-    code, out, err = run_cli(_with_time_limit(argv))
+    code, out, err = run_cli(*_with_time_limit(argv))
     assert code == 0, f"README line {cmd.line}: `{cmd.text}` exited {code}: {err.strip()[-500:]}"
     if "--json" in argv:
         json.loads(out)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_run import run_cli
 
 import twin
 from placer.compare import CompareRow
@@ -123,45 +124,25 @@ def test_report_of_an_infeasible_result_says_why(problem: twin.Instance, tmp_pat
 
 
 # --- the CLI hooks: --plot on solve / compare / twin simulate, --report on solve --------------------------
-def _cli(*args: str) -> tuple[int, str, str]:
-    import contextlib
-    import io
-    import sys
-
-    from placer.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved, sys.argv = sys.argv, ["placer", *args]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_cli_plot_and_report_options(problem: twin.Instance, tmp_path: Path) -> None:
     from placer.io import write_instance
 
     inst = tmp_path / "tiny.yaml"
     write_instance(problem, inst)
-    code, out, err = _cli("solve", str(inst), "--oracle", "analytic", "--plot", str(tmp_path / "p.svg"),
+    code, out, err = run_cli("solve", str(inst), "--oracle", "analytic", "--plot", str(tmp_path / "p.svg"),
                           "--report", str(tmp_path / "rep"), "--json")
     assert code == 0, err
     doc = json.loads(out)  # --json: only JSON on stdout, progress stays off
     assert doc["num_gpus"] == 1 and "verification" in doc
     assert "<svg" in (tmp_path / "p.svg").read_text()
     assert (tmp_path / "rep" / "README.md").exists() and (tmp_path / "rep" / "verification.json").exists()
-    code, out, err = _cli("twin", "simulate", str(inst), "--max-loras", "2",
+    code, out, err = run_cli("twin", "simulate", str(inst), "--max-loras", "2",
                           "--plot", str(tmp_path / "t.png"))
     assert code == 0, err
     assert (tmp_path / "t.png").read_bytes().startswith(PNG) and "chart written" in out
-    code, out, err = _cli("compare", str(inst), "--solvers", "ffd-bisect,least-loaded",
+    code, out, err = run_cli("compare", str(inst), "--solvers", "ffd-bisect,least-loaded",
                           "--oracle", "analytic", "--plot", str(tmp_path / "c.svg"), "--time-limit", "5")
     assert code == 0, err
     assert "lower bound" in (tmp_path / "c.svg").read_text()
-    code, _out, err = _cli("solve", str(inst), "--oracle", "analytic", "--plot", str(tmp_path / "p.gif"))
+    code, _out, err = run_cli("solve", str(inst), "--oracle", "analytic", "--plot", str(tmp_path / "p.gif"))
     assert code == 2 and "png or .svg" in err and not (tmp_path / "p.gif").exists()
