@@ -6,18 +6,15 @@ from typing import Any
 
 import numpy as np
 
+from twin.lengths import SHAREGPT_OUTPUT_MEAN, SHAREGPT_OUTPUT_MEAN_DEFAULT, SHAREGPT_PROMPT_MEAN
 from twin.spec import Instance, Lengths
 from twin.traces import load_trace
-
-# Mean request lengths of the calibration runs' ShareGPT V3 pool (calibration.md).
-SHAREGPT_INPUT_MEAN = 222.7
-SHAREGPT_OUTPUT_MEAN = {"llama-3.1-8b-instruct": 196.5, "qwen-2.5-7b-instruct": 200.1}
 
 
 def mean_lengths(lengths: Lengths, model: str) -> tuple[float, float]:
     """Expected (prompt, output) tokens per request for a length distribution (normal: before clipping)."""
     if lengths.kind == "sharegpt":
-        return SHAREGPT_INPUT_MEAN, SHAREGPT_OUTPUT_MEAN.get(model, 198.0)
+        return SHAREGPT_PROMPT_MEAN, SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
     if lengths.kind == "trace":
         tr = load_trace(str(lengths.trace))
         return float(tr.input_tokens.mean()), float(tr.output_tokens.mean())

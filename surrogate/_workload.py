@@ -12,14 +12,12 @@ from functools import lru_cache
 
 import numpy as np
 
+from twin.lengths import SHAREGPT_OUTPUT_MEAN, SHAREGPT_OUTPUT_MEAN_DEFAULT
+from twin.lengths import SHAREGPT_PROMPT_MEAN as SHAREGPT_INPUT_MEAN
 from twin.profile import Profile, load_profile
 from twin.spec import Lengths, ServerSettings, Workload
 
-# ShareGPT V3 first turn as filtered for the calibration runs (calibration.md; the twin's expected tokens per
-# request use the same means — a test checks the offered load against the twin's).
-SHAREGPT_INPUT_MEAN = 222.7
-SHAREGPT_OUTPUT_MEAN = {"llama-3.1-8b-instruct": 196.5, "qwen-2.5-7b-instruct": 200.1}
-SHAREGPT_OUTPUT_MEAN_DEFAULT = 198.3
+# ShareGPT V3 first turn as filtered for the calibration runs: the twin's own means (calibration.md).
 SHAREGPT_STD_OVER_MEAN = 1.0  # "the standard deviation is about equal to the mean"
 
 ARRIVAL_CODES = {"poisson": 0, "gamma": 1, "unpredictable": 2, "trace": 3}
