@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,11 @@ class ArcGraph:
     demand: tuple[int, ...]
     nodes: tuple[int, ...]
     arcs: tuple[tuple[int, int, int], ...]
+
+
+def use_arcflow(model: PackingModel, formulation: str, cuts: Sequence[tuple[int, ...]]) -> bool:
+    """Whether a solver asked for ``formulation`` (assignment | arcflow | auto) should use arc-flow here."""
+    return not cuts and (formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model)))
 
 
 def build_graph(weights: np.ndarray, capacity: int, max_arcs: int = MAX_ARCS) -> ArcGraph | None:

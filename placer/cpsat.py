@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from placer.packing import Packing, PackingModel, PackOutcome, canonical
+from placer.packing import Packing, PackingModel, PackOutcome, canonical, warm_start
 from placer.solve import register_solver
 
 MAX_ASSIGNMENT_VARS = 400_000  # beyond this the model is not built; the warm start is returned
@@ -48,15 +48,13 @@ def cpsat_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limi
     ``start`` must satisfy them.
     """
     t0 = time.perf_counter()
-    best_start = min((start, *[h for h in hints if h.is_valid(model) and not h.violates(cuts)]),
-                     key=lambda p: p.num_bins)
+    best_start, done = warm_start(model, start, hints, cuts, lower, t0)
+    if done is not None:
+        return done
     ub = best_start.num_bins
-    if lower >= ub:
-        return PackOutcome(best_start, "optimal", float(lower), time.perf_counter() - t0,
-                           detail="warm start meets the lower bound", solver_status="BOUND")
-    from placer.arcflow import arcflow_applicable, arcflow_cpsat
+    from placer.arcflow import arcflow_cpsat, use_arcflow
 
-    if not cuts and (formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model))):
+    if use_arcflow(model, formulation, cuts):
         return arcflow_cpsat(model, best_start, lower=lower, time_limit=time_limit, workers=workers,
                              seed=seed, t0=t0)
     n, n_cls = model.n_items, len(model.classes)

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from placer.packing import Packing, PackingModel, PackOutcome, canonical
+from placer.packing import Packing, PackingModel, PackOutcome, canonical, warm_start
 from placer.solve import register_solver
 
 NAME = "ilp"
@@ -76,15 +76,13 @@ def _ilp_pack(model: PackingModel, start: Packing, *, lower: int, time_limit: fl
               hints: tuple[Packing, ...], formulation: str,
               cuts: tuple[tuple[int, ...], ...]) -> PackOutcome:
     t0 = time.perf_counter()
-    best = min((start, *[h for h in hints if h.is_valid(model) and not h.violates(cuts)]),
-               key=lambda p: p.num_bins)
+    best, done = warm_start(model, start, hints, cuts, lower, t0)
+    if done is not None:
+        return done
     ub = best.num_bins
-    if lower >= ub:
-        return PackOutcome(best, "optimal", float(lower), time.perf_counter() - t0,
-                           detail="warm start meets the lower bound", solver_status="BOUND")
-    from placer.arcflow import arcflow_applicable
+    from placer.arcflow import use_arcflow
 
-    if not cuts and (formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model))):
+    if use_arcflow(model, formulation, cuts):
         from placer.arcflow import arcflow_ilp
 
         return arcflow_ilp(model, best, lower=lower, time_limit=time_limit, workers=workers, t0=t0)

@@ -13,6 +13,7 @@ Classic 1-D bin packing is the special case of one class with ``max_items`` = th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -195,3 +196,15 @@ def canonical(packing: Packing) -> Packing:
     order = sorted(range(packing.num_bins), key=lambda j: min(packing.bins[j]))
     return Packing(tuple(tuple(sorted(packing.bins[j])) for j in order),
                    tuple(packing.classes[j] for j in order))
+
+
+def warm_start(model: PackingModel, start: Packing, hints: Sequence[Packing],
+               cuts: Sequence[tuple[int, ...]], lower: int, t0: float) -> tuple[Packing, PackOutcome | None]:
+    """The best of ``start`` and the valid ``hints`` (respecting ``cuts``), and an ``optimal`` outcome when it
+    already meets ``lower`` (then no solver needs to run)."""
+    best = min((start, *[h for h in hints if h.is_valid(model) and not h.violates(cuts)]),
+               key=lambda p: p.num_bins)
+    if lower >= best.num_bins:
+        return best, PackOutcome(best, "optimal", float(lower), time.perf_counter() - t0,
+                                 detail="warm start meets the lower bound", solver_status="BOUND")
+    return best, None
