@@ -38,6 +38,19 @@ class ArcGraph:
     arcs: tuple[tuple[int, int, int], ...]
 
 
+def _incidence(graph: Any, flows: dict[Any, Any]) -> tuple[dict[int, list[Any]], dict[int, list[Any]],
+                                                            dict[int, list[Any]]]:
+    """The flow variables entering each node, leaving each node, and carrying each item size."""
+    inflow: dict[int, list[Any]] = {u: [] for u in graph.nodes}
+    outflow: dict[int, list[Any]] = {u: [] for u in graph.nodes}
+    by_size: dict[int, list[Any]] = {}
+    for a, v in flows.items():
+        outflow[a[0]].append(v)
+        inflow[a[1]].append(v)
+        by_size.setdefault(a[2], []).append(v)
+    return inflow, outflow, by_size
+
+
 def use_arcflow(model: PackingModel, formulation: str, cuts: Sequence[tuple[int, ...]]) -> bool:
     """Whether a solver asked for ``formulation`` (assignment | arcflow | auto) should use arc-flow here."""
     return not cuts and (formulation == "arcflow" or (formulation == "auto" and arcflow_applicable(model)))
@@ -143,13 +156,7 @@ def arcflow_ilp(model: PackingModel, start: Packing, *, lower: int, time_limit: 
     loss = {u: pulp.LpVariable(f"l_{u}", 0, ub, cat="Integer") for u in graph.nodes if u > 0}
     z = pulp.LpVariable("z", max(1, lower), ub, cat="Integer")
     prob += z
-    inflow: dict[int, list[Any]] = {u: [] for u in graph.nodes}
-    outflow: dict[int, list[Any]] = {u: [] for u in graph.nodes}
-    by_size: dict[int, list[Any]] = {}
-    for a, v in f.items():
-        outflow[a[0]].append(v)
-        inflow[a[1]].append(v)
-        by_size.setdefault(a[2], []).append(v)
+    inflow, outflow, by_size = _incidence(graph, f)
     prob += pulp.lpSum(outflow[0]) == z
     for u in graph.nodes:
         if u > 0:
@@ -192,13 +199,7 @@ def arcflow_cpsat(model: PackingModel, start: Packing, *, lower: int, time_limit
     f = {a: m.new_int_var(0, min(graph.demand[a[2]], ub), f"f{k}") for k, a in enumerate(graph.arcs)}
     loss = {u: m.new_int_var(0, ub, f"l{u}") for u in graph.nodes if u > 0}
     z = m.new_int_var(max(1, lower), ub, "z")
-    inflow: dict[int, list[Any]] = {u: [] for u in graph.nodes}
-    outflow: dict[int, list[Any]] = {u: [] for u in graph.nodes}
-    by_size: dict[int, list[Any]] = {}
-    for a, v in f.items():
-        outflow[a[0]].append(v)
-        inflow[a[1]].append(v)
-        by_size.setdefault(a[2], []).append(v)
+    inflow, outflow, by_size = _incidence(graph, f)
     m.add(sum(outflow[0]) == z)
     for u in graph.nodes:
         if u > 0:
