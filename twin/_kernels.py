@@ -7,6 +7,18 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, inline="always")
+def _lru_victim(resident, last_used, in_batch_stamp, step):
+    """The least recently used resident adapter that is not in this step's batch (-1 if none)."""
+    victim = -1
+    best = np.int64(1) << 62
+    for b in range(resident.shape[0]):
+        if resident[b] and in_batch_stamp[b] != step and last_used[b] < best:
+            best = last_used[b]
+            victim = b
+    return victim
+
+
 @njit(cache=True)
 def _load_adapters(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_batch_stamp,
                    counts, max_loras, max_cpu, p):
@@ -16,12 +28,7 @@ def _load_adapters(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, 
         a = batch[k]
         if not cpu_res[a]:  # host-cache miss: load from disk, evicting the LRU adapter not in this batch
             if counts[1] >= max_cpu:
-                victim = -1
-                best = np.int64(1) << 62
-                for b in range(cpu_res.shape[0]):
-                    if cpu_res[b] and in_batch_stamp[b] != step and cpu_last[b] < best:
-                        best = cpu_last[b]
-                        victim = b
+                victim = _lru_victim(cpu_res, cpu_last, in_batch_stamp, step)
                 cpu_res[victim] = False
                 counts[1] -= 1
                 if gpu_res[victim]:
@@ -34,12 +41,7 @@ def _load_adapters(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, 
         cpu_last[a] = step
         if not gpu_res[a]:
             if counts[0] >= max_loras:
-                victim = -1
-                best = np.int64(1) << 62
-                for b in range(gpu_res.shape[0]):
-                    if gpu_res[b] and in_batch_stamp[b] != step and gpu_last[b] < best:
-                        best = gpu_last[b]
-                        victim = b
+                victim = _lru_victim(gpu_res, gpu_last, in_batch_stamp, step)
                 gpu_res[victim] = False
                 counts[0] -= 1
             gpu_res[a] = True
