@@ -7,14 +7,10 @@ The OOM rule is never learned: it is the twin's :class:`twin.profile.MemoryModel
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
-from typing import Any
-
-import numpy as np
 
 from twin.profile import MemoryModel, Profile, load_profile
-from twin.spec import Instance, Lengths
+from twin.spec import Instance
 
 
 def profile_of(problem: Instance) -> Profile:
@@ -82,42 +78,10 @@ def max_slots(problem: Instance, max_lora_rank: int, upper: int) -> int:
     return lo
 
 
-@lru_cache(maxsize=256)
-def _tokens_per_request(model: str, kind: str, input_mean: float | None, output_mean: float | None,
-                        input_std: float | None, output_std: float | None, trace: str | None) -> float:
-    if kind == "normal":
-        return _clipped_mean(float(input_mean or 0), float(input_std or 0)) + \
-            _clipped_mean(float(output_mean or 0), float(output_std or 0))
-    if kind == "trace":
-        from twin.traces import load_trace
-
-        tr = load_trace(str(trace))
-        return float(tr.input_tokens.mean() + tr.output_tokens.mean())
-    # ShareGPT V3 first turn as filtered for the calibration runs (calibration.md)
-    out = {"llama-3.1-8b-instruct": 196.5, "qwen-2.5-7b-instruct": 200.1}.get(model, 198.0)
-    return 222.7 + out
-
-
-def _clipped_mean(mu: float, sigma: float, lo: float = 1.0) -> float:
-    if sigma <= 0:
-        return max(lo, mu)
-    a = (lo - mu) / sigma
-    cdf = 0.5 * (1 + math.erf(a / math.sqrt(2)))
-    pdf = math.exp(-a * a / 2) / math.sqrt(2 * math.pi)
-    return lo * cdf + mu * (1 - cdf) + sigma * pdf
-
-
 def tokens_per_request(problem: Instance) -> float:
-    """Mean prompt + expected output tokens of one request: the twin's expected tokens of the length law."""
-    ln = problem.workload.lengths
-    try:
-        from twin.workload import sample_lengths
-    except ImportError:  # pragma: no cover - older twin without the workload module
-        return _tokens_per_request(problem.model, ln.kind, ln.input_mean, ln.output_mean, ln.input_std,
-                                   ln.output_std, ln.trace)
-    return _expected_tokens(problem.model, ln, sample_lengths)
+    """Mean prompt + expected output tokens of one request: the twin's expected tokens of the length law,
+    with the profile's EOS shortfall (so that token loads add up to the twin's offered load)."""
+    from twin.lengths import expected_tokens
 
-
-@lru_cache(maxsize=256)
-def _expected_tokens(model: str, lengths: Lengths, sampler: Any) -> float:
-    return float(sampler(np.random.default_rng(0), 0, lengths, model)[2])
+    scale = load_profile(problem.model, problem.gpu).output_scale
+    return expected_tokens(problem.workload.lengths, problem.model, scale)

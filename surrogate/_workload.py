@@ -72,10 +72,12 @@ def _trace_stats(name: str) -> tuple[float, float, float, float, float]:
             float(tr.output_tokens.mean()), float(tr.output_tokens.std()), cv)
 
 
-def length_stats(lengths: Lengths, model: str) -> tuple[float, float, float, float]:
-    """(input mean, input std, output mean, output std) in tokens of a request-length distribution."""
+def length_stats(lengths: Lengths, model: str, output_scale: float = 1.0
+                 ) -> tuple[float, float, float, float]:
+    """(input mean, input std, output mean, output std) in tokens of a request-length distribution
+    (``output_scale``: the profile's EOS shortfall on the ShareGPT law's reference outputs)."""
     if lengths.kind == "sharegpt":
-        out = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+        out = output_scale * SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
         return (SHAREGPT_INPUT_MEAN, SHAREGPT_INPUT_MEAN * SHAREGPT_STD_OVER_MEAN,
                 out, out * SHAREGPT_STD_OVER_MEAN)
     if lengths.kind == "normal":
@@ -110,7 +112,7 @@ def _model_code(model: str) -> float:
 def context(model: str, gpu: str, server: ServerSettings, workload: Workload) -> Context:
     """The per-instance feature context (cached: all arguments are immutable)."""
     profile = load_profile(model, gpu)
-    im, isd, om, osd = length_stats(workload.lengths, model)
+    im, isd, om, osd = length_stats(workload.lengths, model, profile.output_scale)
     return Context(
         model_code=_model_code(model), input_mean=im, input_std=isd, output_mean=om, output_std=osd,
         arrival_code=float(ARRIVAL_CODES[workload.arrival]), arrival_cv=arrival_cv(workload),

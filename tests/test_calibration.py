@@ -16,6 +16,7 @@ from twin.calibrate import (
     FitLog,
     Outcome,
     fit_memory,
+    fit_output_scale,
     kv_tokens,
     load_kv_table,
     memory_error,
@@ -159,6 +160,28 @@ def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
     assert out.step.base_ms / base_ms == pytest.approx(1.2, rel=0.01)
     assert 0 < len(log.evaluations) <= 30
     assert scaled_step(prof.step, 2.0, 1.0).per_seq_ms == pytest.approx(2 * prof.step.per_seq_ms)
+
+
+def test_output_scale_is_the_median_eos_shortfall_of_unsaturated_runs() -> None:
+    def run(tokens_out: float, completed: float, waiting: float) -> RunRecord:
+        return RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
+                         ranks_composition="8x8", max_loras=8, max_cpu_loras=8, max_lora_rank=8,
+                         completed=completed, tokens_out=tokens_out, mean_waiting=waiting)
+
+    ref = 196.5  # the ShareGPT law's reference output mean for Llama
+    runs = [run(0.95 * ref * 1000, 1000, 0.0), run(0.97 * ref * 1000, 1000, 0.5),
+            run(0.96 * ref * 500, 500, 0.0), run(0.5 * ref * 1000, 1000, 300.0),  # saturated: ignored
+            run(0.5 * ref * 50, 50, 0.0)]                                         # too few requests
+    assert fit_output_scale(runs, LLAMA) == pytest.approx(0.96)
+    assert fit_output_scale(runs[:2], LLAMA) == 1.0  # fewer than 3 usable runs: no shortfall
+
+
+def test_profile_output_scale_round_trips_and_defaults_to_one() -> None:
+    prof = load_profile(LLAMA, "h100-64gb").replace(output_scale=0.9)
+    d = prof.to_dict()
+    assert type(prof).from_dict(d).output_scale == 0.9
+    del d["output_scale"]  # profiles written before the field existed
+    assert type(prof).from_dict(d).output_scale == 1.0
 
 
 # --------------------------------------------------------------------------------------------- datasheets

@@ -48,7 +48,8 @@ def test_kv_capacity_and_oom_rule_against_the_profile() -> None:
     assert not is_oom(kv, prof.max_model_len)
     res = simulate(_inst([0.5] * 4), max_loras=384, max_lora_rank=16, profile=prof)  # ~18 k < 131,072
     assert res.oom and res.completed == 0 and res.throughput_tok_s == 0.0 and not res.starved
-    assert res.expected_offered_tok_s == pytest.approx(2.0 * (222.7 + 196.5))  # 4 × 0.5 req/s
+    # 4 × 0.5 req/s × (prompt + output shortened by the profile's EOS shortfall)
+    assert res.expected_offered_tok_s == pytest.approx(2.0 * (222.7 + prof.output_scale * 196.5))
     assert res.kv_cache_tokens == pytest.approx(kv_capacity_tokens(prof, 384, 16))
     assert simulate(_inst([0.5] * 4), max_loras=384, max_lora_rank=16).oom  # shipped profile too
     # a lower memory utilisation removes (0.9 - 0.5) * GPU memory / bytes per token
@@ -72,7 +73,7 @@ def test_conservation_and_determinism() -> None:
     assert a.to_dict() | {"wall_s": 0} == b.to_dict() | {"wall_s": 0}
     assert a.arrived == a.completed + a.running_end + a.waiting_end
     assert a.adapter_arrived.sum() == a.arrived and a.adapter_completed.sum() == a.completed
-    req = generate_requests(inst, seed=4)
+    req = generate_requests(inst, seed=4, output_scale=load_profile(LLAMA, "h100-64gb").output_scale)
     assert a.arrived == len(req)
     # the throughput is the completed requests' tokens: at most the offered tokens
     assert 0 < a.throughput_tok_s <= a.offered_tok_s

@@ -50,6 +50,17 @@ def test_sharegpt_sample_moments_and_filters() -> None:
     assert expected == pytest.approx(222.7 + 196.5)
 
 
+def test_output_scale_shortens_sharegpt_outputs_and_their_expectation_only() -> None:
+    full = sample_lengths(np.random.default_rng(5), 200_000, Lengths(), LLAMA)
+    short = sample_lengths(np.random.default_rng(5), 200_000, Lengths(), LLAMA, output_scale=0.9)
+    assert (short[0] == full[0]).all()  # prompts untouched
+    assert short[1].mean() == pytest.approx(0.9 * full[1].mean(), rel=0.01) and short[1].min() >= 1
+    assert short[2] == pytest.approx(222.7 + 0.9 * 196.5)
+    normal = Lengths(kind="normal", input_mean=100, input_std=0, output_mean=50, output_std=0)
+    out = sample_lengths(np.random.default_rng(5), 10, normal, LLAMA, output_scale=0.5)
+    assert (out[1] == 50).all() and out[2] == pytest.approx(150)  # other laws are generated lengths
+
+
 def test_normal_lengths_are_clipped_at_one() -> None:
     rng = np.random.default_rng(1)
     lengths = Lengths(kind="normal", input_mean=10, input_std=20, output_mean=50, output_std=0)

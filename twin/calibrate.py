@@ -61,7 +61,8 @@ from twin.profile import Profile, StepModel
 from twin.runs import RunRecord
 
 __all__ = [
-    "CalibrationResult", "FitLog", "KVRow", "Outcome", "Rerun", "calibrate", "fit_memory", "fit_profile",
+    "CalibrationResult", "FitLog", "KVRow", "Outcome", "Rerun", "calibrate", "fit_memory", "fit_output_scale",
+    "fit_profile",
     "kv_rows_from_runs", "kv_tokens", "load_kv_table", "memory_error", "objective", "oom_accuracy",
     "prefit_step", "refine_step", "scaled_step", "select_runs", "step_ms",
 ]
@@ -149,6 +150,22 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, 
     fitted = model(sol.x)
     rounded = replace(fitted, **{k: float(f"{getattr(fitted, k):.6g}") for k in PREFIT_PARAMS})
     return rounded, float(np.sqrt(np.mean((sol.fun / weight) ** 2)))
+
+
+def fit_output_scale(runs: Sequence[RunRecord], model: str) -> float:
+    """The EOS shortfall (:attr:`twin.profile.Profile.output_scale`): median over unsaturated runs (mean
+    waiting < 1, ≥ 100 completed requests) of generated output tokens per completed request divided by the
+    ShareGPT law's reference output mean for ``model``; 1.0 when fewer than 3 runs qualify.
+
+    The real "offered load" of the calibration runs counts these generated tokens (ideal throughput =
+    arrivals × tokens per completed request), so the twin's offered load must count them too.
+    """
+    from twin.lengths import SHAREGPT_OUTPUT_MEAN, SHAREGPT_OUTPUT_MEAN_DEFAULT
+
+    ref = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+    xs = [r.tokens_out / r.completed / ref for r in runs
+          if not r.oom and r.completed >= 100 and r.mean_waiting < 1.0 and math.isfinite(r.tokens_out)]
+    return round(float(np.median(xs)), 4) if len(xs) >= 3 else 1.0
 
 
 # --------------------------------------------------------------------------------------------- step: stage b
@@ -288,7 +305,7 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     log = FitLog()
     step, rms = prefit_step(runs, base.step)
     log.prefit_rms_log_itl = rms
-    prof = base.replace(memory=memory, step=step)
+    prof = base.replace(memory=memory, step=step, output_scale=fit_output_scale(runs, base.model))
     if rerun is not None:
         prof = refine_step(prof, runs, rerun, seed=seed, n_runs=n_runs, window_s=window_s,
                            max_evals=max_evals, log=log)

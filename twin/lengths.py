@@ -156,10 +156,15 @@ def _sharegpt_tables(model: str) -> tuple[np.ndarray, np.ndarray]:
     return cdf_in, cdf_out
 
 
-def expected_tokens(lengths: Lengths, model: str = "") -> float:
-    """Mean prompt + output tokens of one request under ``lengths`` (without drawing any)."""
+def expected_tokens(lengths: Lengths, model: str = "", output_scale: float = 1.0) -> float:
+    """Mean prompt + output tokens of one request under ``lengths`` (without drawing any).
+
+    ``output_scale`` (a profile's EOS shortfall, :attr:`twin.profile.Profile.output_scale`) scales the
+    ShareGPT law's reference output lengths; other laws are generated lengths and ignore it.
+    """
     if lengths.kind == "sharegpt":
-        return SHAREGPT_PROMPT_MEAN + SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+        out_mean = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+        return SHAREGPT_PROMPT_MEAN + output_scale * out_mean
     if lengths.kind == "normal":
         assert lengths.input_mean is not None and lengths.input_std is not None
         assert lengths.output_mean is not None and lengths.output_std is not None
@@ -173,14 +178,19 @@ def expected_tokens(lengths: Lengths, model: str = "") -> float:
 
 
 def sample_lengths(rng: np.random.Generator, n: int, lengths: Lengths, model: str = "",
-                   ) -> tuple[np.ndarray, np.ndarray, float]:
-    """``n`` (prompt, output) lengths and the expected prompt + output tokens of one request."""
+                   output_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """``n`` (prompt, output) lengths and the expected prompt + output tokens of one request.
+
+    ``output_scale`` ≠ 1 shortens (or lengthens) the ShareGPT law's outputs to max(1, round(out · scale)):
+    the model's EOS shortfall against the reference completion lengths (see :func:`expected_tokens`).
+    """
     if lengths.kind == "sharegpt":
         cdf_in, cdf_out = _sharegpt_tables(model)
         inp = draw_discrete(cdf_in, rng.random(n), _NO_CAP)
         out = draw_discrete(cdf_out, rng.random(n), SHAREGPT_MAX_TOTAL - inp)
-        out_mean = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
-        return inp, out, SHAREGPT_PROMPT_MEAN + out_mean
+        if output_scale != 1.0:
+            out = np.maximum(np.rint(out * output_scale), 1).astype(np.int64)
+        return inp, out, expected_tokens(lengths, model, output_scale)
     if lengths.kind == "normal":
         assert lengths.input_mean is not None and lengths.input_std is not None
         assert lengths.output_mean is not None and lengths.output_std is not None

@@ -86,6 +86,10 @@ class Profile:
     version: str = "0"
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Generated output tokens per reference output token of the ShareGPT-like law: the model stops at EOS
+    #: before ``max_tokens`` (the reference completion length). Fitted by :mod:`twin.calibrate` from the runs'
+    #: tokens per completed request; 1.0 = no shortfall. Other length laws are taken as generated lengths.
+    output_scale: float = 1.0
 
     @property
     def name(self) -> str:
@@ -112,6 +116,7 @@ class Profile:
                 memory=MemoryModel(**mem), step=StepModel(**d["step"]),
                 calibrated=bool(d.get("calibrated", True)), version=str(d.get("version", "0")),
                 notes=str(d.get("notes", "")), extra=dict(d.get("extra", {})),
+                output_scale=float(d.get("output_scale", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a valid profile ({exc})", source=source) from None
