@@ -13,6 +13,7 @@ Modules: :mod:`~surrogate.features` (the one feature schema), :mod:`~surrogate.d
 from surrogate.bundle import (
     BatchPrediction,
     Prediction,
+    StaleSurrogateWarning,
     Surrogate,
     default_models_dir,
     load_default,
@@ -39,6 +40,7 @@ __all__ = [
     "N_FEATURES",
     "BatchPrediction",
     "Prediction",
+    "StaleSurrogateWarning",
     "StarvationModel",
     "Surrogate",
     "SurrogatePair",

@@ -169,20 +169,54 @@ def default_models_dir() -> Path:
     return Path(str(resources.files("surrogate").joinpath("models")))
 
 
+class StaleSurrogateWarning(UserWarning):
+    """The surrogate was trained on twin runs of another version of its profile than the current one."""
+
+
+def profile_mismatch(surrogate: Surrogate) -> str | None:
+    """Why ``surrogate`` no longer matches its twin profile (None when it matches or records no profile).
+
+    Models record the version and content hash of the profile their training runs used; a recalibrated
+    profile changes the twin, so the models must be retrained (``python -m surrogate.build_default``).
+    """
+    from surrogate.train import profile_fingerprint
+
+    trained = surrogate.meta.get("profile_sha256")
+    if not trained or "@" not in surrogate.name:
+        return None
+    current = profile_fingerprint(surrogate.name)
+    if current["profile_sha256"] == trained:
+        return None
+    was = f"v{surrogate.meta.get('profile_version')} ({trained})"
+    now = f"v{current['profile_version']} ({current['profile_sha256']})"
+    return (f"surrogate {surrogate.name} was trained on twin profile {was}; the current profile is {now}: "
+            "retrain it (python -m surrogate.build_default)")
+
+
+def _checked(surrogate: Surrogate) -> Surrogate:
+    reason = profile_mismatch(surrogate)
+    if reason:
+        import warnings
+
+        warnings.warn(reason, StaleSurrogateWarning, stacklevel=3)
+    return surrogate
+
+
 @cache
 def load_default(model: str, gpu: str) -> Surrogate:
-    """The shipped surrogate for (model, gpu); :class:`InputError` if none ships."""
+    """The shipped surrogate for (model, gpu); :class:`InputError` if none ships. Warns
+    (:class:`StaleSurrogateWarning`) when it was trained on another version of the profile."""
     check_model_gpu(model, gpu)
     name = f"{model}@{gpu}"
     if not (default_models_dir() / f"{name}.surrogate.json").exists():
         raise InputError(f"no shipped surrogate for {name} (build it with python -m surrogate.build_default)",
                          field="model", value=model)
-    return Surrogate.load(default_models_dir(), name)
+    return _checked(Surrogate.load(default_models_dir(), name))
 
 
 def load_surrogate(model: str, gpu: str, models_dir: str | Path | None = None) -> Surrogate:
-    """The surrogate for (model, gpu) from ``models_dir``, or the shipped one when None."""
+    """The surrogate for (model, gpu) from ``models_dir``, or the shipped one when None (warns when stale)."""
     if models_dir is None:
         return load_default(model, gpu)
     check_model_gpu(model, gpu)
-    return Surrogate.load(models_dir, f"{model}@{gpu}")
+    return _checked(Surrogate.load(models_dir, f"{model}@{gpu}"))

@@ -20,6 +20,7 @@ from twin._io import atomic_write_text
 from twin.errors import InputError
 
 TARGETS = ("log_capped", "log_ref", "log_fraction", "fraction", "log")
+LOSSES = ("MAE", "RMSE")
 CAPPED_MULTIPLE = 25.0  # log_capped: the reference saturates at 25x the slot-limited capacity estimate
 _FLOOR = 1e-3  # smallest served fraction / tok/s kept apart in log space
 _CAP_SLOTS = feature_index("capacity_slots_est_tok_s")
@@ -123,23 +124,30 @@ class ThroughputModel(_CatBoostEstimator):
     relative like SMAPE; beyond the sampled overload the prediction saturates with the capacity instead of
     growing with the offered load), ``log_ref`` (the same with 1 × the capacity estimate), ``log_fraction``
     (log of throughput / expected offered load), ``fraction`` (the served fraction) or ``log`` (log tok/s).
+
+    ``loss``: CatBoost's loss on that target. ``MAE`` (the default) on a log target is the L1 norm of the log
+    ratio, which is what SMAPE measures for small errors (|a − b|/(a + b) ≈ |log(a/b)|/2), and it predicts
+    the median where the twin's outcome is bimodal (few slots, heavy overload); ``RMSE`` predicts the mean.
     """
 
     _kind = "throughput"
 
-    def __init__(self, *, target: str = "log_capped", **kwargs: Any) -> None:
+    def __init__(self, *, target: str = "log_capped", loss: str = "MAE", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if target not in TARGETS:
             raise InputError(f"must be one of {list(TARGETS)}", field="target", value=target)
+        if loss not in LOSSES:
+            raise InputError(f"must be one of {list(LOSSES)}", field="loss", value=loss)
         self.target = target
+        self.loss = loss
 
     def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "target": self.target}
+        return {**super().get_params(), "target": self.target, "loss": self.loss}
 
     def _new_model(self) -> Any:
         from catboost import CatBoostRegressor
 
-        return CatBoostRegressor(**self._params(), loss_function="RMSE")
+        return CatBoostRegressor(**self._params(), loss_function=self.loss)
 
     def _ref(self, X: np.ndarray) -> np.ndarray:
         mult = CAPPED_MULTIPLE if self.target == "log_capped" else 1.0

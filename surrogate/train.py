@@ -51,12 +51,12 @@ def profile_fingerprint(name: str) -> dict[str, str]:
 
 
 def fit_pair(X: np.ndarray, thr: np.ndarray, starved: np.ndarray, *, iterations: int = 1000, depth: int = 6,
-             learning_rate: float = 0.08, target: str = "log_capped", seed: int = 0, thread_count: int = 1
-             ) -> tuple[ThroughputModel, StarvationModel]:
+             learning_rate: float = 0.08, target: str = "log_capped", loss: str = "MAE", seed: int = 0,
+             thread_count: int = 1) -> tuple[ThroughputModel, StarvationModel]:
     """Fit the throughput regressor and the starvation classifier on the same rows."""
     kw = {"iterations": iterations, "depth": depth, "learning_rate": learning_rate, "random_seed": seed,
           "thread_count": thread_count}
-    tm = ThroughputModel(target=target, **kw).fit(X, thr)  # type: ignore[arg-type]
+    tm = ThroughputModel(target=target, loss=loss, **kw).fit(X, thr)  # type: ignore[arg-type]
     sm = StarvationModel(**kw).fit(X, starved)  # type: ignore[arg-type]
     return tm, sm
 
