@@ -141,7 +141,7 @@ def arcflow_ilp(model: PackingModel, start: Packing, *, lower: int, time_limit: 
     """The arc-flow MILP through PuLP + CBC, MIP-started from ``start``."""
     import pulp
 
-    from placer.ilp import finish, run_cbc
+    from placer.ilp import CBC_OVERHEAD_S, finish, run_cbc
 
     t0 = time.perf_counter() if t0 is None else t0
     cls = model.classes[0]
@@ -169,7 +169,8 @@ def arcflow_ilp(model: PackingModel, start: Packing, *, lower: int, time_limit: 
     for u, v in loss.items():
         v.setInitialValue(ls.get(u, 0))
     z.setInitialValue(ub)
-    sol_status, cbc_bound, result = run_cbc(prob, time_limit - (time.perf_counter() - t0), workers, warm=True)
+    sol_status, cbc_bound, result = run_cbc(prob, time_limit - (time.perf_counter() - t0) - CBC_OVERHEAD_S,
+                                            workers, warm=True)
     runtime = time.perf_counter() - t0
     packing = None
     if sol_status in (1, 2):

@@ -8,8 +8,9 @@ All bounds are with respect to the linearised model (:mod:`placer.linear`): a GP
 - ``l2``: Martello–Toth L2 on the weight dimension (bins relaxed to the largest capacity);
 - each of these is also taken per rank threshold ρ: the items of rank ≥ ρ can only use classes with
   ``max_kind`` ≥ ρ, so their own L1/count/L2 with those classes' limits is a bound too;
-- ``lp``: the LP relaxation of the assignment model, aggregated per rank (items of one rank are
-  interchangeable in the relaxation), solved with GLOP: tiny whatever the number of items.
+- ``lp``: an LP relaxation aggregated per rank (counts and loads per class, tied by the envelopes of each
+  rank's weights), solved with GLOP: tiny whatever the number of items;
+- the pattern (Gilmore–Gomory) LP bound, much stronger on small problems, is :mod:`placer.colgen`.
 
 The pure-numpy bounds run in O(n log n): 10,000 items take a few milliseconds.
 """
@@ -25,6 +26,7 @@ import numpy as np
 from placer.packing import PackingModel
 
 _EPS = 1e-9
+TANGENTS = 16  # tangent lines per weight envelope in the LP bound (more: slower, hardly stronger)
 
 
 def l1_bound(weights: np.ndarray, capacity: int) -> int:
@@ -101,36 +103,59 @@ def _combinatorial(model: PackingModel) -> tuple[int, int, int]:
     return best_l1, best_cnt, best_l2
 
 
+def _tangents(n: int) -> list[int]:
+    """Breakpoints m where a kind of n items gets tangent lines on its weight envelopes (all when few)."""
+    if n <= TANGENTS:
+        return list(range(n))
+    return sorted({int(x) for x in np.round(np.linspace(0, n - 1, TANGENTS))})
+
+
 def lp_bound(model: PackingModel) -> float | None:
-    """Optimum of the LP relaxation (aggregated per kind); None if the LP solver is unavailable or fails."""
+    """Optimum of an LP relaxation aggregated per kind; None if the LP solver is unavailable or fails.
+
+    Per kind g and class k: how many items ``n_gk`` and how much weight ``W_gk`` go to bins of class k, with
+    Σ_k n_gk = n_g, Σ_k W_gk = W_g; per class, Σ_g W_gk ≤ C_k·u_k and Σ_g n_gk ≤ N_k·u_k (N_k: at most the
+    lightest admissible items that fit); minimise Σ_k u_k. The items of one kind are *not* interchangeable
+    (a class with a high capacity and a low count limit takes the heavy ones), so ``W_gk`` is only tied to
+    ``n_gk`` by the envelopes of the kind's weights: between the sum of the n_gk lightest and of the n_gk
+    heaviest items (tangent lines of these convex / concave piecewise-linear functions at up to
+    :data:`TANGENTS` points). Every packing satisfies these rows, so the optimum is a valid bound. Tiny
+    whatever the number of items. (A proportional split, W_gk = W_g·n_gk/n_g, is *not* a relaxation: it
+    over-estimated.)
+    """
     try:
         from ortools.linear_solver import pywraplp
     except ImportError:  # pragma: no cover
         return None
     cap, cnt, knd = model.class_arrays
     kinds, w = model.kinds, model.weights
-    groups = np.unique(kinds)
     solver = pywraplp.Solver.CreateSolver("GLOP")
     if solver is None:  # pragma: no cover
         return None
     inf = solver.infinity()
-    # Per-class effective count limit: no more items than the lightest admissible ones that fit.
     eff_cnt = [min(int(cnt[k]), max(1, max_items_that_fit(w[kinds <= knd[k]], int(cap[k]))))
                for k in range(len(cap))]
     u = [solver.NumVar(0, inf, f"u{k}") for k in range(len(cap))]
     load_terms: list[list[Any]] = [[] for _ in cap]
     count_terms: list[list[Any]] = [[] for _ in cap]
-    for g in groups:
-        mask = kinds == g
-        wg, ng = float(w[mask].sum()), float(mask.sum())
+    for g in np.unique(kinds):
+        wg = np.sort(w[kinds == g]).astype(np.float64)
+        ng = wg.size
+        light = np.concatenate(([0.0], np.cumsum(wg)))  # sum of the m lightest
+        heavy = np.concatenate(([0.0], np.cumsum(wg[::-1])))  # sum of the m heaviest
         ks = [k for k in range(len(cap)) if knd[k] >= g]
         if not ks:
             return None
-        f = [solver.NumVar(0, 1, f"f{g}_{k}") for k in ks]
-        solver.Add(sum(f) == 1)
-        for k, fk in zip(ks, f, strict=True):
-            load_terms[k].append(wg * fk)
-            count_terms[k].append(ng * fk)
+        nv = [solver.NumVar(0, ng, f"n{g}_{k}") for k in ks]
+        wv = [solver.NumVar(0, float(heavy[-1]), f"w{g}_{k}") for k in ks]
+        solver.Add(sum(nv) == ng)
+        solver.Add(sum(wv) == float(heavy[-1]))
+        for k, n_k, w_k in zip(ks, nv, wv, strict=True):
+            for m in _tangents(ng):  # W ≥ light(m) + w_(m+1)·(n − m); W ≤ heavy(m) + w'_(m+1)·(n − m)
+                solver.Add(w_k >= float(light[m]) + float(wg[m]) * (n_k - m))
+                solver.Add(w_k <= float(heavy[m]) + float(wg[ng - 1 - m]) * (n_k - m))
+            load_terms[k].append(w_k)
+            count_terms[k].append(n_k)
     for k in range(len(cap)):
         if load_terms[k]:
             solver.Add(sum(load_terms[k]) <= float(cap[k]) * u[k])

@@ -1,8 +1,10 @@
 """Glue shared by the exact placement solvers (``cpsat``, ``ilp``): model, warm start, oracle check, repair.
 
 1. Build the linearised model (:mod:`placer.linear`) and its bounds (:mod:`placer.bounds`).
-2. Warm start: the best of first/best-fit decreasing on the model and our best heuristic's plan (when that
-   plan is admissible in the model); the FFD packing gives the upper bound on the number of GPUs.
+2. Warm start: the best of first/best-fit decreasing on the model, our best heuristic's plan (when that
+   plan is admissible in the model) and a packing from the pattern LP (:mod:`placer.colgen`: a dive,
+   else an integer set cover of its patterns), whose Gilmore–Gomory bound joins the lower bounds; when the
+   warm start meets the bound, no solver runs.
 3. Solve the model with the given core (CP-SAT or CBC), time-limited.
 4. The lower bound is proven on the *relaxed* model (optimistic capacities, :mod:`placer.linear`): its
    combinatorial/LP bounds, and the same core run on it with the time left (warm-started from the model's
@@ -15,6 +17,10 @@
    the rejected GPUs split (logic-based Benders; ``extra.rounds``, ``extra.no_goods``). If time or
    rounds run out first, the rejected GPUs are split (first fit, oracle-checked), ``extra.oracle_rejected``
    names them, the status is ``feasible`` and ``reason`` says why.
+
+Time: everything, the model build included, counts against ``time_limit``; :data:`RESERVE_SHARE` of it (at
+most :data:`RESERVE_MAX_S`) is kept for the final oracle check and repair, so the runtime stays below the
+limit (the model build, cached per oracle, is the one step that is not interrupted).
 
 The bounds hold under the linearisation's assumptions (capacity measured on representative mixes, not
 growing with the adapter count), not as a proof about the oracle.
@@ -31,8 +37,9 @@ from typing import Any
 import numpy as np
 
 from placer.bounds import model_bounds
+from placer.colgen import PatternBound, pattern_bound, pattern_dive, pattern_packing
 from placer.oracle import Oracle
-from placer.packing import Packing, PackingModel, PackOutcome, first_fit_decreasing
+from placer.packing import Packing, PackingModel, PackOutcome, first_fit_decreasing, warm_start
 from placer.result import GpuPlan, Result
 from twin.errors import InfeasibleError
 from twin.spec import Instance
@@ -40,28 +47,54 @@ from twin.spec import Instance
 Core = Callable[..., PackOutcome]
 HEURISTIC_SHARE = 0.2  # of the time limit, for the warm-start heuristic (at most HEURISTIC_MAX_S)
 HEURISTIC_MAX_S = 10.0
+PATTERN_SHARE = 0.15  # of the time left, for the pattern LP (column generation) of the model
+PACKING_SHARE = 0.1  # of the time left, for the price-and-branch packing over its patterns
+RESERVE_SHARE = 0.1  # of the time limit, kept for the final bounds and oracle check (at most RESERVE_MAX_S)
+RESERVE_MAX_S = 1.0
+MIN_STEP_S = 0.2  # a solver or pattern-LP step is skipped when less time than this is left
 MODEL_SHARE = 0.7  # of the remaining time for the model's optimum; the rest proves the relaxed bound
 MAX_ROUNDS = 25  # solve / oracle-check / learn rounds
 CONFLICT_MAX = 8  # rejected GPUs up to this size are shrunk to a minimal conflict
 NOGOOD_MAX = 3  # conflicts up to this size become no-good cuts; larger ones lower the class capacities
 
 
-def _relaxed_bound(lm: Any, out: PackOutcome, final: Packing | None, deadline: float, seed: int, core: Core,
-                   options: dict[str, Any], cuts: list[tuple[int, ...]]) -> tuple[PackOutcome | None, Any]:
-    """Bound the relaxed model (optimistic capacities, plus the oracle's no-goods) by solving it, warm-started
-    from the model's oracle-accepted packing ``final``.
+def _pattern_summary(pb: PatternBound | None) -> dict[str, Any] | None:
+    if pb is None:
+        return None
+    return {"bound": round(pb.bound, 6), "lp": round(pb.lp_value, 6), "converged": pb.converged,
+            "iterations": pb.iterations, "patterns": len(pb.patterns), "runtime_s": round(pb.runtime_s, 3)}
 
-    Returns (the relaxed run or None when not needed / not possible, the relaxed model's bounds)."""
+
+def _relaxed_bound(lm: Any, final: Packing | None, deadline: float, seed: int, core: Core,
+                   options: dict[str, Any], cuts: list[tuple[int, ...]]
+                   ) -> tuple[PackOutcome | None, Any, PatternBound | None]:
+    """Bound the relaxed model (optimistic capacities, plus the oracle's no-goods): its pattern LP, then the
+    core warm-started from the model's oracle-accepted packing ``final``, with the time left.
+
+    Returns (the relaxed core run or None when not needed / not possible, the relaxed model's bounds, its
+    pattern LP or None)."""
     relaxed = lm.bound_model
     report = model_bounds(relaxed)
-    if final is None or report.best >= final.num_bins:
-        return None, report
+    if final is None or report.best >= final.num_bins or deadline - time.perf_counter() < MIN_STEP_S:
+        return None, report, None
+    pattern = pattern_bound(relaxed, columns=final.bins, target=final.num_bins,
+                            time_limit=0.5 * (deadline - time.perf_counter()))
+    lower = max(report.best, pattern.best)
     start = Packing.from_bins(relaxed, final.bins)
     left = deadline - time.perf_counter()
-    if start is None or start.violates(cuts) or left < 0.2:
-        return None, report
-    return core(relaxed, start, lower=report.best, time_limit=left, seed=seed, cuts=tuple(cuts),
-                **options), report
+    if lower >= final.num_bins or start is None or start.violates(cuts) or left < MIN_STEP_S:
+        return None, report, pattern
+    return core(relaxed, start, lower=lower, time_limit=left, seed=seed, cuts=tuple(cuts),
+                **options), report, pattern
+
+
+def _no_time(model: PackingModel, start: Packing, hints: tuple[Packing, ...], cuts: list[tuple[int, ...]],
+             lower: int) -> PackOutcome:
+    """The best warm start as the outcome when no time is left to run a solver."""
+    t0 = time.perf_counter()
+    best, done = warm_start(model, start, hints, cuts, lower, t0)
+    return done or PackOutcome(best, "timeout", float(lower), 0.0, solver_status="SKIPPED",
+                               detail="no time left for the solver; the best warm start returned")
 
 
 def _learn(problem: Instance, oracle: Oracle, model: PackingModel, rejected: list[np.ndarray]
@@ -147,18 +180,38 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
                       runtime_s=time.perf_counter() - t0, gpus=(), reason=str(exc))
     model = lm.packing
     report = model_bounds(model)
+    deadline = t0 + time_limit - min(RESERVE_MAX_S, RESERVE_SHARE * time_limit)
     start = first_fit_decreasing(model)
-    budget = min(HEURISTIC_SHARE * time_limit, HEURISTIC_MAX_S)
-    hint, heur_gpus = heuristic_packing(problem, model, oracle, budget, seed)
-    hints = (hint,) if hint is not None else ()
-    deadline = t0 + time_limit
+    ffd_bins, packed_bins = start.num_bins, None
+    budget = min(HEURISTIC_SHARE * time_limit, HEURISTIC_MAX_S, deadline - time.perf_counter())
+    hint, heur_gpus = (heuristic_packing(problem, model, oracle, budget, seed) if budget > 0.05
+                       else (None, None))
+    hints: tuple[Packing, ...] = (hint,) if hint is not None else ()
+    lower, pattern = report.best, None
+    upper = min(p.num_bins for p in (start, *hints))
+    if lower < upper and deadline - time.perf_counter() > MIN_STEP_S:  # pattern LP: bound and start
+        left = deadline - time.perf_counter()
+        pattern = pattern_bound(model, columns=[b for p in (start, *hints) for b in p.bins],
+                                time_limit=PATTERN_SHARE * left, target=upper)
+        lower = max(lower, pattern.best)
+        if lower < upper:  # dive on the pattern LP; if that does not meet the bound, an integer set cover
+            packed = pattern_dive(model, columns=pattern.patterns, time_limit=PACKING_SHARE * left)
+            if packed is None or packed.num_bins > lower:
+                best = min((start, *hints, *([packed] if packed else [])), key=lambda p: p.num_bins)
+                cover = pattern_packing(model, pattern, time_limit=PACKING_SHARE * left, seed=seed, hint=best)
+                packed = min((p for p in (packed, cover) if p is not None), key=lambda p: p.num_bins,
+                             default=None)
+            packed_bins = None if packed is None else packed.num_bins
+            if packed is not None and packed.num_bins < upper:
+                hints = (*hints, packed)
     cuts: list[tuple[int, ...]] = []
     rounds = 0
     while True:  # solve, let the oracle judge every GPU, learn a no-good per rejected GPU, re-solve
         rounds += 1
-        left = max(0.5, deadline - time.perf_counter())
-        out = core(model, start, lower=report.best, time_limit=MODEL_SHARE * left, seed=seed, hints=hints,
-                   cuts=tuple(cuts), **core_options)
+        left = deadline - time.perf_counter()
+        out = (core(model, start, lower=lower, time_limit=MODEL_SHARE * left, seed=seed, hints=hints,
+                    cuts=tuple(cuts), **core_options) if left > MIN_STEP_S
+               else _no_time(model, start, hints, cuts, lower))
         bins = [np.array(sorted(b), dtype=np.int64) for b in out.packing.bins]
         verdicts = oracle.evaluate_many(problem, bins)
         rejected = [j for j, v in enumerate(verdicts) if not v.feasible]
@@ -173,11 +226,13 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
             repaired = first_fit_decreasing(model)  # always valid; cuts only bind sets of ≥ 2 items
             if repaired.violates(cuts):
                 repaired = Packing.from_bins(model, [[i] for i in range(model.n_items)])
-        if rounds >= MAX_ROUNDS or time.perf_counter() > t0 + MODEL_SHARE * time_limit or repaired is None:
+        late = time.perf_counter() > t0 + MODEL_SHARE * (deadline - t0)
+        if rounds >= MAX_ROUNDS or late or repaired is None:
             break
         start, hints = repaired, ()
     final = Packing.from_bins(model, [b.tolist() for b in bins]) if not rejected else None
-    bound_out, relaxed_report = _relaxed_bound(lm, out, final, deadline, seed, core, core_options, cuts)
+    bound_out, relaxed_report, relaxed_pattern = _relaxed_bound(lm, final, deadline, seed, core, core_options,
+                                                                cuts)
     gpus: list[GpuPlan] = []
     for b, v in zip(bins, verdicts, strict=True):
         if v.feasible:
@@ -186,7 +241,7 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
         for part in _repair(problem, b, oracle):
             pv = oracle.evaluate(problem, part)
             gpus.append(pv.gpu_plan([problem.ids[i] for i in np.sort(part)]))
-    lower = relaxed_report.best
+    lower = max(relaxed_report.best, relaxed_pattern.best if relaxed_pattern is not None else 0)
     if bound_out is not None and math.isfinite(bound_out.bound):
         lower = max(lower, int(math.ceil(bound_out.bound - 1e-6)))
     lower = min(lower, len(gpus))
@@ -211,12 +266,14 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
         "detail": out.detail,
         "bounds": relaxed_report.to_dict(),
         "model_bounds": report.to_dict(),
+        "pattern_lp": _pattern_summary(pattern),
+        "relaxed_pattern_lp": _pattern_summary(relaxed_pattern),
         "classes": [{"max_lora_rank": c.max_kind, "max_adapters": c.max_items,
                      "capacity_tok_s": round(c.capacity_tok_s, 1), "max_loras": c.max_loras}
                     for c in model.classes],
         "oracle_calls_for_model": lm.oracle_calls,
-        "warm_start": {"ffd": start.num_bins, "heuristic": heur_gpus,
-                       "heuristic_admissible": hint is not None},
+        "warm_start": {"ffd": ffd_bins, "heuristic": heur_gpus, "heuristic_admissible": hint is not None,
+                       "patterns": packed_bins},
         "oracle_rejected": rejected,
         "rounds": rounds,
         "no_goods": len(cuts),

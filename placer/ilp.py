@@ -28,6 +28,7 @@ from placer.solve import register_solver
 
 NAME = "ilp"
 MAX_ASSIGNMENT_VARS = 200_000
+CBC_OVERHEAD_S = 0.15  # kept for writing the model, starting CBC and reading its solution back
 
 
 @contextlib.contextmanager
@@ -45,7 +46,7 @@ def run_cbc(prob: Any, time_limit: float, workers: int, warm: bool) -> tuple[int
     fd, log = tempfile.mkstemp(prefix="placer-cbc-", suffix=".log")
     os.close(fd)
     try:
-        cmd = pulp.PULP_CBC_CMD(timeLimit=max(1.0, float(time_limit)), threads=max(1, int(workers)),
+        cmd = pulp.PULP_CBC_CMD(timeLimit=max(0.1, float(time_limit)), threads=max(1, int(workers)),
                                 msg=False, warmStart=warm, logPath=log)
         prob.solve(cmd)
         with open(log, errors="replace") as f:
@@ -131,7 +132,10 @@ def _ilp_pack(model: PackingModel, start: Packing, *, lower: int, time_limit: fl
         y[j].setInitialValue(1 if j < hint.num_bins else 0)
         for k in range(n_cls):
             z[j][k].setInitialValue(1 if j < hint.num_bins and hint.classes[j] == k else 0)
-    remaining = time_limit - (time.perf_counter() - t0)
+    remaining = time_limit - (time.perf_counter() - t0) - CBC_OVERHEAD_S
+    if remaining < CBC_OVERHEAD_S:  # no time to write, start and read back a CBC run
+        return PackOutcome(best, "timeout", float(lower), time.perf_counter() - t0, solver_status="SKIPPED",
+                           detail="no time left for CBC; warm start returned")
     sol_status, cbc_bound, result = run_cbc(prob, remaining, workers, warm=True)
     runtime = time.perf_counter() - t0
     if sol_status not in (1, 2):

@@ -18,9 +18,10 @@ Per-GPU capacity is not additive (it depends on the mix), so the exact solvers u
   with C = 0 are dropped, as are dominated classes (another class with r', n', C' all ≥).
 
 Two class sets are kept: the *model* (above: a GPU of n adapters gets the capacity measured at the next
-grid count ≥ n, conservative) which the exact solvers optimise, and a *relaxation* (each count gets the
-over-estimate — the first infeasible load of the bisection — measured at the previous grid count) on which
-lower bounds are computed (:mod:`placer.bounds`, :mod:`placer.exact`).
+grid count ≥ n, conservative) which the exact solvers optimise, and a *relaxation* (a grid count gets the
+over-estimate — the first infeasible load of the bisection — measured at that count, a count between two
+grid points the over-estimate of the smaller one) on which lower bounds are computed (:mod:`placer.bounds`,
+:mod:`placer.exact`).
 
 The model is exact w.r.t. itself, not w.r.t. the oracle: a GPU the model admits can still be rejected (mix
 effects), so every exact plan goes back through the one evaluator. Models are cached per (problem, oracle).
@@ -260,16 +261,20 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
     rows += [(r, n, c, s, hi) for (r, n), (c, hi, s) in zip(specs, caps, strict=True) if c > 0]
     if not rows:
         raise InfeasibleError("no GPU configuration carries any load under this oracle")
-    # Conservative classes: count n at the capacity measured at n. Relaxed classes (for lower bounds): count n
-    # at the over-estimate (first infeasible load) of the previous grid count (or of n, if larger): a GPU
-    # with a count between two grid points carries at most what the smaller count carries.
+    # Conservative classes: count n at the capacity measured at n. Relaxed classes (for lower bounds): a grid
+    # count n at its own over-estimate (the first infeasible load), and the counts strictly between two grid
+    # points p < n (class n − 1) at the over-estimate of p: a GPU with such a count carries at most what p
+    # adapters carry.
     rows.sort()
     relaxed_rows: list[tuple[int, int, float, int]] = []
-    prev: dict[int, float] = {}
+    prev: dict[int, tuple[int, float]] = {}
     for r, n, lo, s, hi in rows:
         over = hi if math.isfinite(hi) else lo
-        relaxed_rows.append((r, n, max(prev.get(r, 0.0), over), s))
-        prev[r] = over
+        p_n, p_over = prev.get(r, (n - 1, 0.0))
+        if p_n < n - 1:
+            relaxed_rows.append((r, n - 1, p_over, s))
+        relaxed_rows.append((r, n, over, s))
+        prev[r] = (n, over)
     unit = max(c for _, _, c, _, _ in rows) / RESOLUTION
     # Rounded to the nearest unit (1e-6 of the largest capacity): a GPU filled exactly to a capacity the
     # bisection approached from below still fits; the evaluator re-checks every GPU anyway.

@@ -182,7 +182,8 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
                       runtime_s=time.perf_counter() - start, gpus=(), instance=problem.name,
                       model=problem.model, gpu=problem.gpu, oracle=oracle.name, reason=reason,
                       extra={"unplaceable": [problem.adapters[i].id for i in bad]})
-    result = fn(problem, time_limit=float(time_limit), seed=int(seed), oracle=oracle)
+    left = max(0.01, float(time_limit) - (time.perf_counter() - start))  # the pre-check counts against it
+    result = fn(problem, time_limit=left, seed=int(seed), oracle=oracle)
     runtime = time.perf_counter() - start  # pre-check + solver; the lower bound is timed on its own
     if result.status == "infeasible":
         return result.replace(runtime_s=runtime, instance=problem.name, model=problem.model,
