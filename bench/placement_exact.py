@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -72,6 +73,8 @@ def main() -> None:
                                  "model_bound": r.extra.get("model_bound"),
                                  "oracle_rejected": len(r.extra.get("oracle_rejected") or []),
                                  "classes": len(r.extra.get("classes") or []), "reason": r.reason or "",
+                                 "pattern_lp": (r.extra.get("pattern_lp") or {}).get("bound"),
+                                 "warm_start_patterns": (r.extra.get("warm_start") or {}).get("patterns"),
                                  "oracle": oracle.name})
                     print(f"{family:9s} n={n:3d} s={seed} {name:12s} {r.status:10s} GPUs={r.num_gpus:3d} "
                           f"LB={r.lower_bound:3d} t={r.runtime_s:6.2f}s "
@@ -85,13 +88,39 @@ def main() -> None:
     atomic_write_text(out / f"{stem}-{dt.date.today().isoformat()}.md", summary(df, args))
 
 
+def _git(*args: str) -> str:
+    """Short hash of the last commit (of the paths after ``--``), or ``?`` outside git."""
+    try:
+        out = subprocess.run(["git", "log", "-1", "--format=%h", *args], cwd=ROOT.parent, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip() or "?"
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def _dirty(*paths: str) -> bool:
+    """Whether the working tree has uncommitted changes under ``paths`` (default placer/ and bench/)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", *(paths or ("placer", "bench"))],
+                             cwd=ROOT.parent, capture_output=True, text=True, check=True)
+        return any(ln and not ln.startswith("??") for ln in out.stdout.splitlines())
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
 def summary(df: pd.DataFrame, args: argparse.Namespace) -> str:
     """Proven-optimal counts, and each heuristic's gap to the proven optimum."""
     lines = [f"# Exact placement solvers ({dt.date.today().isoformat()})", "",
              f"Protocol: bench/placement_exact.md. "
              f"Oracle `{df['oracle'].iloc[0] if len(df) else args.oracle}`, "
              f"time limit {args.time_limit:g} s, model {args.model}, "
-             f"{args.rate_per_adapter:g} req/s per adapter (zipf/dirichlet/trace).", ""]
+             f"{args.rate_per_adapter:g} req/s per adapter (zipf/dirichlet/trace).", "",
+             f"Command: `python bench/placement_exact.py {' '.join(sys.argv[1:])}`; code at commit "
+             f"{_git('HEAD')}{' (uncommitted changes in placer/ or bench/)' if _dirty() else ''}, surrogate "
+             f"models of commit {_git('HEAD', '--', 'surrogate/models')}, "
+             f"twin of commit {_git('HEAD', '--', 'twin')}"
+             f"{' (uncommitted twin changes in the working tree)' if _dirty('twin') else ''}; "
+             f"sequential on a shared 2-core machine.", ""]
     inst_cols = ["family", "n", "seed"]
     solved = df[df["status"] != "infeasible"]
     lines.append(f"Instances: {df.groupby(inst_cols).ngroups}; "
@@ -111,6 +140,21 @@ def summary(df: pd.DataFrame, args: argparse.Namespace) -> str:
             proven = int((g["model_status"] == "optimal").sum())
             lines.append(f"- {name}: linear-model optimum proven on {proven}/{len(g)} (status `optimal` "
                          "above also needs the plan to meet the relaxed lower bound)")
+    exact = df[df["solver"].isin(EXACT)]
+    if len(exact):
+        over = int((exact["runtime_s"] > args.time_limit).sum())
+        lines.append(f"- exact solvers' runtime: max {exact['runtime_s'].max():.2f} s for a "
+                     f"{args.time_limit:g} s limit; runs over the limit: {over}")
+    model_opt = exact[exact["model_status"] == "optimal"].groupby(inst_cols)["model_objective"].min()
+    for h in HEURISTICS:
+        hh = df[df["solver"] == h].set_index(inst_cols)["num_gpus"]
+        joined = pd.concat([hh, model_opt.rename("optimum")], axis=1, join="inner")
+        if not joined.empty:
+            diff = joined["num_gpus"] - joined["optimum"]
+            lines.append(f"- {h} vs the proven linear-model optimum ({len(joined)} instances): equal on "
+                         f"{int((diff == 0).sum())} ({100 * (diff == 0).mean():.0f} %), within +1 on "
+                         f"{int((diff <= 1).sum())}, max excess {int(diff.max())}, "
+                         f"below on {int((diff < 0).sum())}")
     opt = df[df["solver"].isin(EXACT) & (df["status"] == "optimal")]
     best = opt.groupby(inst_cols)["num_gpus"].min().rename("optimum")
     lines += ["", f"Instances with a proven optimum (either exact solver): {len(best)}.", ""]
