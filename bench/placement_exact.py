@@ -99,9 +99,10 @@ def _git(*args: str) -> str:
 
 
 def _dirty(*paths: str) -> bool:
-    """Whether the working tree has uncommitted changes under ``paths`` (default placer/ and bench/)."""
+    """Whether the working tree has uncommitted changes under ``paths`` (default: placer/ and this script)."""
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", *(paths or ("placer", "bench"))],
+        where = paths or ("placer", "bench/placement_exact.py")
+        out = subprocess.run(["git", "status", "--porcelain", "--", *where],
                              cwd=ROOT.parent, capture_output=True, text=True, check=True)
         return any(ln and not ln.startswith("??") for ln in out.stdout.splitlines())
     except (OSError, subprocess.CalledProcessError):
@@ -116,8 +117,8 @@ def summary(df: pd.DataFrame, args: argparse.Namespace) -> str:
              f"time limit {args.time_limit:g} s, model {args.model}, "
              f"{args.rate_per_adapter:g} req/s per adapter (zipf/dirichlet/trace).", "",
              f"Command: `python bench/placement_exact.py {' '.join(sys.argv[1:])}`; code at commit "
-             f"{_git('HEAD')}{' (uncommitted changes in placer/ or bench/)' if _dirty() else ''}, surrogate "
-             f"models of commit {_git('HEAD', '--', 'surrogate/models')}, "
+             f"{_git('HEAD')}{' (uncommitted changes in placer/ or this script)' if _dirty() else ''}, "
+             f"surrogate models of commit {_git('HEAD', '--', 'surrogate/models')}, "
              f"twin of commit {_git('HEAD', '--', 'twin')}"
              f"{' (uncommitted twin changes in the working tree)' if _dirty('twin') else ''}; "
              f"sequential on a shared 2-core machine.", ""]

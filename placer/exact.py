@@ -230,6 +230,11 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
         if rounds >= MAX_ROUNDS or late or repaired is None:
             break
         start, hints = repaired, ()
+        if deadline - time.perf_counter() > MIN_STEP_S:  # a dive on the corrected model (tighter, same bound)
+            dived = pattern_dive(model, columns=pattern.patterns if pattern is not None else (),
+                                 time_limit=PACKING_SHARE * (deadline - time.perf_counter()))
+            if dived is not None and dived.num_bins < repaired.num_bins and not dived.violates(cuts):
+                hints = (dived,)
     final = Packing.from_bins(model, [b.tolist() for b in bins]) if not rejected else None
     bound_out, relaxed_report, relaxed_pattern = _relaxed_bound(lm, final, deadline, seed, core, core_options,
                                                                 cuts)

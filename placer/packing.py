@@ -200,9 +200,10 @@ def canonical(packing: Packing) -> Packing:
 
 def warm_start(model: PackingModel, start: Packing, hints: Sequence[Packing],
                cuts: Sequence[tuple[int, ...]], lower: int, t0: float) -> tuple[Packing, PackOutcome | None]:
-    """The best of ``start`` and the valid ``hints`` (respecting ``cuts``), and an ``optimal`` outcome when it
-    already meets ``lower`` (then no solver needs to run)."""
-    best = min((start, *[h for h in hints if h.is_valid(model) and not h.violates(cuts)]),
+    """The best of ``start`` and the valid ``hints`` (respecting ``cuts``; a hint wins a tie: hints such as a
+    heuristic's oracle-checked plan need no correction), and an ``optimal`` outcome when it already meets
+    ``lower`` (then no solver needs to run)."""
+    best = min((*[h for h in hints if h.is_valid(model) and not h.violates(cuts)], start),
                key=lambda p: p.num_bins)
     if lower >= best.num_bins:
         return best, PackOutcome(best, "optimal", float(lower), time.perf_counter() - t0,

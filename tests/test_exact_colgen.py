@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from placer.bounds import lp_bound, model_bounds
-from placer.colgen import pattern_bound, pattern_packing
+from placer.colgen import pattern_bound, pattern_dive, pattern_packing
 from placer.evaluate import evaluate
 from placer.linear import build_linear_model
 from placer.oracle import AnalyticOracle
@@ -33,8 +33,8 @@ def brute_force(model: PackingModel) -> int:
 
 
 def test_aggregated_lp_is_a_relaxation_when_classes_split_heavy_and_light_items() -> None:
-    # one heavy item fills a one-item class; ten light ones fit one high-count class: optimum 2. A proportional
-    # split of the kind's weight over the classes (the previous LP) claimed 6.
+    # one heavy item fills a one-item class; ten light ones fit one high-count class: optimum 2. A
+    # proportional split of the kind's weight over the classes (the previous LP) claimed 6.
     model = PackingModel(np.array([100] + [2] * 10), np.zeros(11, dtype=np.int64),
                          (BinClass(100, 1, 0), BinClass(20, 10, 0)))
     lp = lp_bound(model)
@@ -53,6 +53,17 @@ def test_pattern_bound_proves_what_l1_l2_and_the_lp_cannot() -> None:
     assert packing is not None and packing.is_valid(model) and packing.num_bins == 3
 
 
+def test_the_dive_finds_the_optimum_first_fit_decreasing_misses() -> None:
+    # capacity 100: {52, 46} {50, 34, 16} {41, 30, 24} is a perfect-enough 3-bin packing; FFD puts 52+46,
+    # 50+41, 34+30+24 and has no room left for 16: 4 bins
+    model = PackingModel(np.array([52, 50, 46, 41, 34, 30, 24, 16]), np.zeros(8, dtype=np.int64),
+                         (BinClass(100, 8, 0),))
+    assert first_fit_decreasing(model).num_bins == 4
+    pb = pattern_bound(model)
+    dive = pattern_dive(model, columns=pb.patterns)
+    assert pb.best == 3 and dive is not None and dive.is_valid(model) and dive.num_bins == 3
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_pattern_bound_is_valid_and_its_packing_feasible(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -62,8 +73,8 @@ def test_pattern_bound_is_valid_and_its_packing_feasible(seed: int) -> None:
     pb = pattern_bound(model)
     opt = brute_force(model)
     assert pb.best <= opt and model_bounds(model).best <= opt
-    packing = pattern_packing(model, pb)
-    assert packing is None or (packing.is_valid(model) and packing.num_bins >= opt)
+    for packing in (pattern_packing(model, pb), pattern_dive(model, columns=pb.patterns)):
+        assert packing is not None and packing.is_valid(model) and packing.num_bins >= opt
 
 
 def test_pattern_bound_respects_the_kind_limits() -> None:
