@@ -16,7 +16,9 @@ from twin.calibrate import (
     FitLog,
     Outcome,
     fit_memory,
+    fit_output_exponent,
     fit_output_scale,
+    kv_per_running_request,
     kv_tokens,
     load_kv_table,
     memory_error,
@@ -174,6 +176,25 @@ def test_output_scale_is_the_median_eos_shortfall_of_unsaturated_runs() -> None:
             run(0.5 * ref * 50, 50, 0.0)]                                         # too few requests
     assert fit_output_scale(runs, LLAMA) == pytest.approx(0.96)
     assert fit_output_scale(runs[:2], LLAMA) == 1.0  # fewer than 3 usable runs: no shortfall
+
+
+def test_output_exponent_is_recovered_from_the_kv_cache_held_per_running_request() -> None:
+    from twin.engine import kv_capacity_tokens
+
+    prof = load_profile(LLAMA, "h100-64gb")
+    truth = prof.replace(output_exponent=0.7)
+    held = kv_per_running_request(truth)
+    assert held < kv_per_running_request(prof) - 30  # a thinner tail holds less KV per request
+
+    def run(slots: int, running: float, waiting: float) -> RunRecord:
+        kv = kv_capacity_tokens(prof, slots, 16)
+        return RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
+                         ranks_composition="16x8", max_loras=slots, max_cpu_loras=slots, max_lora_rank=16,
+                         mean_running=running, mean_waiting=waiting, mean_kv_usage=held * running / kv)
+
+    runs = [run(8, 40.0, 0.0), run(16, 80.0, 0.2), run(32, 120.0, 0.0), run(8, 900.0, 5000.0)]
+    assert fit_output_exponent(runs, prof) == pytest.approx(0.7, abs=0.005)
+    assert fit_output_exponent(runs[:2], prof) == 1.0  # too few unsaturated runs
 
 
 def test_profile_output_scale_round_trips_and_defaults_to_one() -> None:

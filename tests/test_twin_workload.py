@@ -61,6 +61,14 @@ def test_output_scale_shortens_sharegpt_outputs_and_their_expectation_only() -> 
     assert (out[1] == 50).all() and out[2] == pytest.approx(150)  # other laws are generated lengths
 
 
+def test_output_exponent_thins_the_tail_and_keeps_the_mean() -> None:
+    ref = sample_lengths(np.random.default_rng(6), 200_000, Lengths(), LLAMA)
+    thin = sample_lengths(np.random.default_rng(6), 200_000, Lengths(), LLAMA, 0.95, 0.6)
+    assert thin[1].mean() == pytest.approx(0.95 * SHAREGPT_OUTPUT_MEAN[LLAMA], rel=0.005)
+    assert thin[1].std() < 0.75 * ref[1].std()  # the long tail is cut
+    assert np.corrcoef(ref[1], thin[1])[0, 1] > 0.9  # same requests, monotone transform
+
+
 def test_normal_lengths_are_clipped_at_one() -> None:
     rng = np.random.default_rng(1)
     lengths = Lengths(kind="normal", input_mean=10, input_std=20, output_mean=50, output_std=0)

@@ -177,19 +177,47 @@ def expected_tokens(lengths: Lengths, model: str = "", output_scale: float = 1.0
     return float(tr.input_tokens.mean() + tr.output_tokens.mean())
 
 
+@cache
+def _power_norm(model: str, exponent: float) -> float:
+    """E[o] / E[o^exponent] under the ShareGPT output law of ``model`` with its prompt-dependent cap (from a
+    fixed stratified sample of 2^18 draws: deterministic)."""
+    cdf_in, cdf_out = _sharegpt_tables(model)
+    n = 1 << 18
+    rng = np.random.default_rng(12345)
+    u = (np.arange(n) + rng.random(n)) / n
+    inp = draw_discrete(cdf_in, u, _NO_CAP)
+    out = draw_discrete(cdf_out, rng.permutation(u), SHAREGPT_MAX_TOTAL - inp).astype(np.float64)
+    return float(out.mean() / (out**exponent).mean())
+
+
+def generated_outputs(reference: np.ndarray, model: str, output_scale: float = 1.0,
+                      output_exponent: float = 1.0) -> np.ndarray:
+    """Generated output tokens of requests whose ShareGPT reference completions are ``reference``.
+
+    The model stops at EOS before ``max_tokens`` = the reference length, more often on long references:
+    generated = max(1, round(c · reference^output_exponent)) with c = output_scale · E[o] / E[o^exponent],
+    so the mean is ``output_scale`` × the reference mean and an exponent below 1 thins the long tail (both
+    are profile parameters fitted by :mod:`twin.calibrate`; 1, 1 = the reference lengths).
+    """
+    if output_scale == 1.0 and output_exponent == 1.0:
+        return reference
+    c = output_scale * _power_norm(model, float(output_exponent))
+    return np.maximum(np.rint(c * reference.astype(np.float64) ** output_exponent), 1).astype(np.int64)
+
+
 def sample_lengths(rng: np.random.Generator, n: int, lengths: Lengths, model: str = "",
-                   output_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, float]:
+                   output_scale: float = 1.0, output_exponent: float = 1.0
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
     """``n`` (prompt, output) lengths and the expected prompt + output tokens of one request.
 
-    ``output_scale`` ≠ 1 shortens (or lengthens) the ShareGPT law's outputs to max(1, round(out · scale)):
-    the model's EOS shortfall against the reference completion lengths (see :func:`expected_tokens`).
+    For the ShareGPT law, outputs are the serving model's generated lengths (:func:`generated_outputs`:
+    its EOS shortfall against the reference completions, see :func:`expected_tokens`).
     """
     if lengths.kind == "sharegpt":
         cdf_in, cdf_out = _sharegpt_tables(model)
         inp = draw_discrete(cdf_in, rng.random(n), _NO_CAP)
         out = draw_discrete(cdf_out, rng.random(n), SHAREGPT_MAX_TOTAL - inp)
-        if output_scale != 1.0:
-            out = np.maximum(np.rint(out * output_scale), 1).astype(np.int64)
+        out = generated_outputs(out, model, output_scale, output_exponent)
         return inp, out, expected_tokens(lengths, model, output_scale)
     if lengths.kind == "normal":
         assert lengths.input_mean is not None and lengths.input_std is not None

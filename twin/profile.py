@@ -90,6 +90,9 @@ class Profile:
     #: before ``max_tokens`` (the reference completion length). Fitted by :mod:`twin.calibrate` from the runs'
     #: tokens per completed request; 1.0 = no shortfall. Other length laws are taken as generated lengths.
     output_scale: float = 1.0
+    #: The shortfall's shape: generated ∝ reference^output_exponent (below 1: long references are cut more;
+    #: see :func:`twin.lengths.generated_outputs`). Fitted from the KV cache held per running request.
+    output_exponent: float = 1.0
 
     @property
     def name(self) -> str:
@@ -117,6 +120,7 @@ class Profile:
                 calibrated=bool(d.get("calibrated", True)), version=str(d.get("version", "0")),
                 notes=str(d.get("notes", "")), extra=dict(d.get("extra", {})),
                 output_scale=float(d.get("output_scale", 1.0)),
+                output_exponent=float(d.get("output_exponent", 1.0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"not a valid profile ({exc})", source=source) from None

@@ -50,7 +50,8 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
     cfg = _config(instance.n_adapters, instance.ranks, max_loras, max_cpu_loras, max_lora_rank)
     kv = kv_capacity_tokens(prof, cfg[0], cfg[2], instance.server.gpu_memory_utilization)
     max_len = instance.server.max_model_len or prof.max_model_len
-    reqs = None if is_oom(kv, max_len) else generate_requests(instance, seed, output_scale=prof.output_scale)
+    reqs = None if is_oom(kv, max_len) else generate_requests(
+        instance, seed, output_scale=prof.output_scale, output_exponent=prof.output_exponent)
     return _run(reqs, instance.ids, instance.ranks, float(instance.total_rate_rps),
                 duration_s=float(instance.workload.duration_s), server=instance.server, profile=prof,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=seed,

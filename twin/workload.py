@@ -180,12 +180,13 @@ def _trace(arng: np.random.Generator, rates: np.ndarray, duration: float, name: 
 
 
 def generate_requests(instance: Instance, seed: int = 0, *, workload: Workload | None = None,
-                      rates: np.ndarray | None = None, output_scale: float = 1.0) -> Requests:
+                      rates: np.ndarray | None = None, output_scale: float = 1.0,
+                      output_exponent: float = 1.0) -> Requests:
     """The requests of one run window of ``instance`` (arrivals in [0, duration_s)), sorted by arrival.
 
     ``workload`` and ``rates`` override the instance's (e.g. to scale every rate with common random numbers).
-    ``output_scale`` is the serving model's EOS shortfall on ShareGPT reference lengths
-    (:attr:`twin.profile.Profile.output_scale`; see :func:`twin.lengths.sample_lengths`).
+    ``output_scale`` and ``output_exponent`` are the serving model's EOS shortfall on ShareGPT reference
+    lengths (the profile's; see :func:`twin.lengths.generated_outputs`).
     """
     wl = workload if workload is not None else instance.workload
     r = np.asarray(instance.rates if rates is None else rates, dtype=np.float64)
@@ -212,7 +213,8 @@ def generate_requests(instance: Instance, seed: int = 0, *, workload: Workload |
         inp, out = tr.input_tokens[rows], tr.output_tokens[rows]
         exp_tokens = float(tr.input_tokens.mean() + tr.output_tokens.mean())
     else:
-        inp, out, exp_tokens = sample_lengths(lrng, times.size, wl.lengths, instance.model, output_scale)
+        inp, out, exp_tokens = sample_lengths(lrng, times.size, wl.lengths, instance.model, output_scale,
+                                             output_exponent)
     if wl.arrival == "poisson" or rows is not None:  # already sorted
         arrays = [times, adapter, inp, out]
         for i, (a, dt) in enumerate(zip(arrays, (np.float64, np.int64, np.int64, np.int64), strict=True)):
