@@ -169,11 +169,14 @@ def pattern_bound(model: PackingModel, *, columns: Sequence[Sequence[int]] = (),
                         tuple(values))
 
 
-def pattern_dive(model: PackingModel, *, columns: Sequence[Sequence[int]] = (),
-                 time_limit: float = 10.0) -> Packing | None:
+def pattern_dive(model: PackingModel, *, columns: Sequence[Sequence[int]] = (), time_limit: float = 10.0,
+                 pool: set[tuple[int, ...]] | None = None) -> Packing | None:
     """A packing by diving on the pattern LP: solve it, fix the real patterns at value ≈ 1 (or else the one
     of largest value), solve it again on the items left (warm-started with the patterns restricted to them),
-    until first-fit decreasing on the rest meets the rest's bound. None when time runs out first."""
+    until first-fit decreasing on the rest meets the rest's bound. None when time runs out first.
+
+    ``pool``, if given, receives every real pattern generated on the way (as items of ``model``): columns for
+    :func:`pattern_packing`."""
     t0 = time.perf_counter()
     left = np.arange(model.n_items)
     cols = [tuple(int(i) for i in c) for c in columns]
@@ -186,6 +189,9 @@ def pattern_dive(model: PackingModel, *, columns: Sequence[Sequence[int]] = (),
         sub = PackingModel(model.weights[left], model.kinds[left], model.classes, scale=model.scale)
         sub_cols = [tuple(pos[i] for i in c if i in pos) for c in cols]
         pb = pattern_bound(sub, columns=[c for c in sub_cols if c], time_limit=budget)
+        if pool is not None:
+            pool.update(tuple(int(left[i]) for i in p)
+                        for p, ok in zip(pb.patterns, pb.real, strict=True) if ok)
         rest = first_fit_decreasing(sub)
         ranked = sorted((v, int(sub.weights[list(p)].sum()), p)
                         for p, ok, v in zip(pb.patterns, pb.real, pb.values, strict=True) if ok and v > 1e-6)
@@ -205,16 +211,21 @@ def pattern_dive(model: PackingModel, *, columns: Sequence[Sequence[int]] = (),
 
 
 def pattern_packing(model: PackingModel, result: PatternBound, *, time_limit: float = 5.0, seed: int = 0,
-                    cuts: Sequence[tuple[int, ...]] = (), hint: Packing | None = None) -> Packing | None:
-    """The best packing built from the real generated patterns (integer set cover by CP-SAT), or None."""
+                    cuts: Sequence[tuple[int, ...]] = (), hint: Packing | None = None,
+                    extra: Sequence[tuple[int, ...]] = ()) -> Packing | None:
+    """The best packing built from the real generated patterns and the ``extra`` ones (e.g. a dive's pool):
+    an integer set cover by CP-SAT, hinted with ``hint``; None if they do not cover every item."""
     t0 = time.perf_counter()
     if time_limit < MIN_SOLVE_S:
         return None
     from ortools.sat.python import cp_model
 
     cut_sets = [set(c) for c in cuts]
-    cols = [p for p, ok in zip(result.patterns, result.real, strict=True)
-            if ok and not any(c <= set(p) for c in cut_sets)]
+    found = {p for p, ok in zip(result.patterns, result.real, strict=True) if ok}
+    found |= {tuple(sorted(x)) for x in extra}
+    if hint is not None:
+        found |= {tuple(sorted(b)) for b in hint.bins}
+    cols = sorted(p for p in found if not any(c <= set(p) for c in cut_sets))
     covered = {i for p in cols for i in p}
     if len(covered) < model.n_items:
         return None
@@ -237,6 +248,7 @@ def pattern_packing(model: PackingModel, result: PatternBound, *, time_limit: fl
     solver.parameters.max_time_in_seconds = max(0.01, float(time_limit) - (time.perf_counter() - t0))
     solver.parameters.num_workers = 2
     solver.parameters.random_seed = int(seed)
+    solver.parameters.linearization_level = 2
     if solver.solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     taken: set[int] = set()

@@ -113,6 +113,8 @@ def cpsat_pack(model: PackingModel, start: Packing, *, lower: int = 0, time_limi
     solver.parameters.max_time_in_seconds = max(0.05, float(time_limit) - (time.perf_counter() - t0))
     solver.parameters.num_workers = max(1, int(workers))
     solver.parameters.random_seed = int(seed)
+    solver.parameters.linearization_level = 2  # measured on trace-60 at 2.1 req/s/adapter (seed 2): 16 GPUs
+    # found in 31 s; level 1 (symmetry level 4) was still at 17 after 40 s
     code = solver.solve(m)
     name = solver.status_name(code)
     runtime = time.perf_counter() - t0

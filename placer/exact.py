@@ -195,10 +195,12 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
                                 time_limit=PATTERN_SHARE * left, target=upper)
         lower = max(lower, pattern.best)
         if lower < upper:  # dive on the pattern LP; if that does not meet the bound, an integer set cover
-            packed = pattern_dive(model, columns=pattern.patterns, time_limit=PACKING_SHARE * left)
+            pool: set[tuple[int, ...]] = set()
+            packed = pattern_dive(model, columns=pattern.patterns, time_limit=PACKING_SHARE * left, pool=pool)
             if packed is None or packed.num_bins > lower:
                 best = min((start, *hints, *([packed] if packed else [])), key=lambda p: p.num_bins)
-                cover = pattern_packing(model, pattern, time_limit=PACKING_SHARE * left, seed=seed, hint=best)
+                cover = pattern_packing(model, pattern, time_limit=PACKING_SHARE * left, seed=seed, hint=best,
+                                        extra=sorted(pool))
                 packed = min((p for p in (packed, cover) if p is not None), key=lambda p: p.num_bins,
                              default=None)
             packed_bins = None if packed is None else packed.num_bins
