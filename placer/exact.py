@@ -7,16 +7,17 @@
    warm start meets the bound, no solver runs.
 3. Solve the model with the given core (CP-SAT or CBC), time-limited.
 4. The lower bound is proven on the *relaxed* model (optimistic capacities, :mod:`placer.linear`): its
-   combinatorial/LP bounds, and the same core run on it with the time left (warm-started from the model's
-   packing). ``status`` is ``optimal`` only when the plan meets that bound; a model optimum above it is
-   reported as ``feasible`` with ``extra.model_status`` = ``optimal``.
+   combinatorial/LP bounds, its pattern LP, and the same core run on it with the time left (warm-started
+   from the model's packing). ``status`` is ``optimal`` only when the plan meets that bound; a model
+   optimum above it is reported as ``feasible`` with ``extra.model_status`` = ``optimal``.
 5. Every GPU of the model's optimum goes back to the oracle (:meth:`Oracle.evaluate_many`, the same judgement
    the one evaluator applies). Each GPU the oracle rejects teaches the model (:func:`_learn`): a small
    minimal conflict becomes a no-good cut ("these never share a GPU"), otherwise the classes that admitted
    it get their capacity lowered below its load; the model is solved again, warm-started from the plan with
    the rejected GPUs split (logic-based Benders; ``extra.rounds``, ``extra.no_goods``). If time or
    rounds run out first, the rejected GPUs are split (first fit, oracle-checked), ``extra.oracle_rejected``
-   names them, the status is ``feasible`` and ``reason`` says why.
+   names them, the status is ``feasible`` and ``reason`` says why. After a correction a new dive on the
+   tightened model joins the warm start (the bounds of the original model still hold for it).
 
 Time: everything, the model build included, counts against ``time_limit``; :data:`RESERVE_SHARE` of it (at
 most :data:`RESERVE_MAX_S`) is kept for the final oracle check and repair, so the runtime stays below the
@@ -48,11 +49,11 @@ Core = Callable[..., PackOutcome]
 HEURISTIC_SHARE = 0.2  # of the time limit, for the warm-start heuristic (at most HEURISTIC_MAX_S)
 HEURISTIC_MAX_S = 10.0
 PATTERN_SHARE = 0.15  # of the time left, for the pattern LP (column generation) of the model
-PACKING_SHARE = 0.1  # of the time left, for the price-and-branch packing over its patterns
+PACKING_SHARE = 0.1  # of the time left, for the dive, and again for the set cover over its patterns
 RESERVE_SHARE = 0.1  # of the time limit, kept for the final bounds and oracle check (at most RESERVE_MAX_S)
 RESERVE_MAX_S = 1.0
 MIN_STEP_S = 0.2  # a solver or pattern-LP step is skipped when less time than this is left
-MODEL_SHARE = 0.7  # of the remaining time for the model's optimum; the rest proves the relaxed bound
+MODEL_SHARE = 0.85  # of the remaining time for the model's optimum; the rest proves the relaxed bound
 MAX_ROUNDS = 25  # solve / oracle-check / learn rounds
 CONFLICT_MAX = 8  # rejected GPUs up to this size are shrunk to a minimal conflict
 NOGOOD_MAX = 3  # conflicts up to this size become no-good cuts; larger ones lower the class capacities
