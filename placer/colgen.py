@@ -2,21 +2,23 @@
 price-and-branch packing.
 
 The pattern LP — min Σ_p λ_p subject to every item covered, over every *pattern* (a set of items some class
-admits) — is far stronger than the assignment model's LP (it sees that two items of 0.4 C and one of 0.3 C
-cannot share a bin with a fourth item); its rounded-up optimum equals the integer optimum on almost all
-bin-packing instances. It is solved by column generation: a restricted master LP (GLOP) over the patterns
-found so far, and a pricing problem per class — a knapsack with a load row and a count row over the items of
-admitted kinds — solved by dynamic programming on *floored* weights (⌊w / q⌋ with capacities ⌊C / q⌋, a grid
-of :data:`GRID` steps): every real pattern stays feasible there, so the DP value bounds the true pricing value
-from above.
+admits) — is far stronger than the LPs that only see loads and counts (items 54, 48, 39, 29, 25 with C = 100:
+load LP 1.95, pattern LP 7/3, optimum 3); for classic bin packing its rounded-up optimum equals the integer
+optimum on almost all instances. It is solved by column generation: a restricted master LP (GLOP) over the
+patterns found so far, and a pricing problem per class — a knapsack with a load row and a count row over the
+items of admitted kinds — solved by dynamic programming on *floored* weights (⌊w / q⌋ with capacities
+⌊C / q⌋, a grid of :data:`GRID` steps): every real pattern stays feasible there, so the DP value bounds the
+true pricing value from above.
 
 The bound is Farley's: for the master duals π ≥ 0 and v ≥ the best pattern value Σ_{i∈p} π_i (the DP's),
 π / v is dual feasible for the full pattern LP, so Σ π / v is a valid lower bound at every iteration, whatever
 the LP tolerances, and it converges to the LP optimum. Patterns that only fit with floored weights are kept in
 the master (it stays a relaxation) but never used in packings.
 
-:func:`pattern_packing` then solves the master as an integer set cover over the real patterns (CP-SAT,
-time-limited) and turns the cover into a packing (an item covered twice stays in its first bin): a warm start.
+Packings (warm starts for the exact solvers): :func:`pattern_dive` fixes the patterns the LP likes best and
+solves the LP again on the items left; :func:`pattern_packing` solves the master as an integer set cover over
+the real patterns (CP-SAT, time-limited) and turns the cover into a packing (an item covered twice stays in
+its first bin).
 """
 
 from __future__ import annotations
