@@ -113,3 +113,21 @@ def test_wrong_profile_is_an_input_error(tiny_models: Path) -> None:
     with pytest.raises(InputError):
         s.predict(qwen, 1)
     assert features(qwen, 1).shape == features_for_groups(qwen, [[0]], 1)[0].shape
+
+
+def test_models_trained_on_another_profile_version_are_flagged(tiny_models: Path, tmp_path: Path) -> None:
+    from surrogate.bundle import StaleSurrogateWarning, load_surrogate, profile_mismatch
+
+    fresh = Surrogate.load(tiny_models, LLAMA)
+    assert profile_mismatch(fresh) is None  # trained just now on the current profile
+    Surrogate(fresh.throughput, fresh.starvation, name=LLAMA,
+              meta={**fresh.meta, "profile_sha256": "0" * 16, "profile_version": "0.9"}).save(tmp_path)
+    with pytest.warns(StaleSurrogateWarning, match="v0.9"):
+        load_surrogate("llama-3.1-8b-instruct", "h100-64gb", tmp_path)
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b-instruct@h100-64gb", "qwen-2.5-7b-instruct@h100-64gb"])
+def test_shipped_models_were_trained_on_the_shipped_profiles(name: str) -> None:
+    from surrogate.bundle import default_models_dir, profile_mismatch
+
+    assert profile_mismatch(Surrogate.load(default_models_dir(), name)) is None
