@@ -4,18 +4,19 @@ One interface, :class:`Oracle`, answers for a set of adapters (indices into the 
 :meth:`Oracle.evaluate` → :class:`GpuVerdict` (feasible, best ``max_loras``, ``max_lora_rank``, predicted
 throughput, offered load, starvation probability, OOM, reason). *Feasible* = neither starved nor OOM at the
 best slot count; the best slot count is the one with the highest predicted throughput among the non-OOM,
-non-starved candidates: the papers' test points {8, 16, ..., 576} up to the adapter count, the adapter count
-itself, and the largest slot count memory allows at the set's rank.
+non-starved candidates (within 1 % of the highest, the one with the lowest starvation probability): the
+papers' test points {8, 16, ..., 576} up to the adapter count, the adapter count itself, and the largest
+slot count memory allows at the set's rank.
 
 The memory rule (OOM) is the twin's exact :class:`~twin.profile.MemoryModel` (:mod:`placer.memory`), never
 learned. Starvation is the backend's: the CatBoost surrogates (:class:`SurrogateOracle`, default, batched) or
 the twin itself (:class:`TwinOracle`, slow, exact w.r.t. the twin). A point is starved when the backend says
 so or its starvation probability exceeds ``starved_threshold`` (the surrogate: its classifier's own threshold
-unless one is given — the papers' rule). An optional safety ``margin`` makes every backend stricter: the
-predicted throughput must also reach ``(0.9 + margin) × offered``; a load ``headroom`` h judges every GPU
-at (1 + h) × its request rates (the surrogate's default: :data:`DEFAULT_HEADROOM`, which makes its plans pass
-twin verification). Answers are cached by (problem, adapter set, settings); the oracle's own settings are
-part of its :attr:`Oracle.name`.
+unless one is given — the papers' rule). A safety ``margin`` makes every backend stricter: the predicted
+throughput must also reach ``(0.9 + margin) × offered`` (the surrogate's default:
+:data:`DEFAULT_SURROGATE_MARGIN` = 0, its regressor must agree with its classifier); a load ``headroom`` h
+judges every GPU at (1 + h) × its request rates (the surrogate's default: :data:`DEFAULT_HEADROOM`). Answers
+are cached by (problem, adapter set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from twin.spec import Adapter, Instance
 PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 STARVATION_RATIO = 0.9  # starved <=> throughput < 0.9 x offered (mission.md)
 DEFAULT_HEADROOM = 0.10  # the surrogate oracle's default load headroom (bench/placement.md)
+DEFAULT_SURROGATE_MARGIN = 0.0  # the surrogate oracle: the regressor must agree with the classifier
+SLOT_TIE = 0.01  # slot counts whose predicted throughput is within 1 % of the best count as ties
 _MAX_CACHED_PROBLEMS = 32
 
 
@@ -297,7 +300,12 @@ class Oracle(abc.ABC):
                               f"memory error: max_lora_rank {rank} leaves no KV cache for even 1 slot")
         ok = [p for p in pts if p.feasible]
         if ok:
-            best = max(ok, key=lambda p: (p.throughput_tok_s, -p.max_loras))
+            # Throughput first; among slot counts within SLOT_TIE of the best (an unsaturated GPU serves its
+            # offered load at any of them), the one least likely to starve: the predictions differ there by
+            # noise, and too few slots for many adapters is where the twin's outcome turns bimodal.
+            top = max(p.throughput_tok_s for p in ok)
+            near = [p for p in ok if p.throughput_tok_s >= (1.0 - SLOT_TIE) * top]
+            best = min(near, key=lambda p: (p.starved_probability, -p.throughput_tok_s, p.max_loras))
             return GpuVerdict(True, best.max_loras, rank, n, best.throughput_tok_s, best.offered_tok_s,
                               best.starved_probability, False, "")
         best = max(pts, key=lambda p: (p.throughput_tok_s, -p.max_loras))

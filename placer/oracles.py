@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from placer.oracle import DEFAULT_HEADROOM, Oracle, Query
+from placer.oracle import DEFAULT_HEADROOM, DEFAULT_SURROGATE_MARGIN, Oracle, Query
 from twin.spec import Instance
 
 
@@ -21,11 +21,15 @@ class SurrogateOracle(Oracle):
     classifier.
 
     All configurations of one :meth:`~Oracle.points` call go to the surrogate in one batched prediction.
+    By default (``margin`` :data:`DEFAULT_SURROGATE_MARGIN` = 0) a point is feasible only when both models
+    agree: the classifier's starvation probability is at most its threshold *and* the regressor's predicted
+    throughput reaches 0.9 × offered. Their disagreements sit at the starvation boundary, where a plan
+    accepted on the classifier alone is the one the twin then finds starved (bench/placement.md).
     """
 
     kind = "surrogate"
 
-    def __init__(self, *, bundle: Any = None, margin: float | None = None,
+    def __init__(self, *, bundle: Any = None, margin: float | None = DEFAULT_SURROGATE_MARGIN,
                  starved_threshold: float | None = None, headroom: float = DEFAULT_HEADROOM,
                  **kwargs: Any) -> None:
         super().__init__(margin=margin, starved_threshold=starved_threshold, headroom=headroom, **kwargs)

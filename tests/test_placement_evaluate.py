@@ -155,3 +155,52 @@ def test_headroom_judges_at_a_higher_load() -> None:
     v = tight.evaluate(p, [0, 1])
     assert not v.feasible and "headroom=0.1" in tight.name
     assert v.offered_tok_s == pytest.approx(1.95 * tight.tokens_per_request(p))     # reported at nominal load
+
+
+class _TableBundle:
+    """A stand-in surrogate: per slot count, a fixed served fraction (of the offered load) and p(starved)."""
+
+    def __init__(self, table: dict[int, tuple[float, float]]) -> None:
+        self.table = table
+
+    def predict_groups(self, problem: Instance, groups, max_loras, max_lora_rank, max_cpu_loras):  # type: ignore[no-untyped-def]
+        from placer.memory import tokens_per_request
+
+        tpr = tokens_per_request(problem)
+        thr = [self.table[int(s)][0] * float(problem.rates[g].sum()) * tpr
+               for g, s in zip(groups, max_loras, strict=True)]
+        prob = [self.table[int(s)][1] for s in max_loras]
+        return dataclasses.make_dataclass("P", ["throughput_tok_s", "starved_probability"])(thr, prob)
+
+
+def _eight() -> Instance:
+    return Instance("t", "llama-3.1-8b-instruct", "h100-64gb",
+                    tuple(Adapter(f"a{i}", 8, 0.1) for i in range(12)))
+
+
+def test_surrogate_oracle_needs_both_models_to_agree_by_default() -> None:
+    from placer.oracles import SurrogateOracle
+
+    prob = _eight()
+    idx = list(range(12))
+    cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
+    disagree = _TableBundle({s: (0.85, 0.1) for s in cands})  # classifier: fine; regressor: starved
+    assert not SurrogateOracle(bundle=disagree, headroom=0.0).evaluate(prob, idx).feasible
+    assert SurrogateOracle(bundle=disagree, headroom=0.0, margin=None).evaluate(prob, idx).feasible  # papers'
+    agree = _TableBundle({s: (0.97, 0.1) for s in cands})
+    assert SurrogateOracle(bundle=agree, headroom=0.0).evaluate(prob, idx).feasible
+
+
+def test_near_equal_throughputs_pick_the_safest_slot_count() -> None:
+    from placer.oracles import SurrogateOracle
+
+    prob = _eight()
+    cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
+    assert len(cands) >= 2
+    lo, hi = cands[0], cands[-1]
+    table = {s: (0.95, 0.4) for s in cands} | {lo: (1.0, 0.45), hi: (0.995, 0.05)}  # within 1 %: safest wins
+    v = SurrogateOracle(bundle=_TableBundle(table), headroom=0.0).evaluate(prob, range(12))
+    assert v.best_max_loras == hi
+    table[hi] = (0.97, 0.05)  # 3 % less throughput: the best throughput wins
+    v = SurrogateOracle(bundle=_TableBundle(table), headroom=0.0).evaluate(prob, range(12))
+    assert v.best_max_loras == lo
