@@ -12,10 +12,9 @@ The memory rule (OOM) is the twin's exact :class:`~twin.profile.MemoryModel` (:m
 learned. Starvation is the backend's: the CatBoost surrogates (:class:`SurrogateOracle`, default, batched) or
 the twin itself (:class:`TwinOracle`, slow, exact w.r.t. the twin). A point is starved when the backend says
 so or its starvation probability exceeds ``starved_threshold`` (the surrogate: its classifier's own threshold
-unless one is given — the papers' rule). A safety ``margin`` makes every backend stricter: the predicted
-throughput must also reach ``(0.9 + margin) × offered`` (the surrogate's default:
-:data:`DEFAULT_SURROGATE_MARGIN` = 0, its regressor must agree with its classifier); a load ``headroom`` h
-judges every GPU at (1 + h) × its request rates (the surrogate's default: :data:`DEFAULT_HEADROOM`). Answers
+unless one is given — the papers' rule). An optional safety ``margin`` makes every backend stricter: the
+predicted throughput must also reach ``(0.9 + margin) × offered``; a load ``headroom`` h judges every GPU at
+(1 + h) × its request rates (the surrogate's default: :data:`DEFAULT_HEADROOM`). Answers
 are cached by (problem, adapter set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
 """
 
@@ -37,7 +36,6 @@ from twin.spec import Adapter, Instance
 PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 STARVATION_RATIO = 0.9  # starved <=> throughput < 0.9 x offered (mission.md)
 DEFAULT_HEADROOM = 0.10  # the surrogate oracle's default load headroom (bench/placement.md)
-DEFAULT_SURROGATE_MARGIN = 0.0  # the surrogate oracle: the regressor must agree with the classifier
 SLOT_TIE = 0.01  # slot counts whose predicted throughput is within 1 % of the best count as ties
 _MAX_CACHED_PROBLEMS = 32
 

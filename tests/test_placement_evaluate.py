@@ -178,17 +178,17 @@ def _eight() -> Instance:
                     tuple(Adapter(f"a{i}", 8, 0.1) for i in range(12)))
 
 
-def test_surrogate_oracle_needs_both_models_to_agree_by_default() -> None:
+def test_surrogate_oracle_margin_zero_needs_both_models_to_agree() -> None:
     from placer.oracles import SurrogateOracle
 
     prob = _eight()
     idx = list(range(12))
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
     disagree = _TableBundle({s: (0.85, 0.1) for s in cands})  # classifier: fine; regressor: starved
-    assert not SurrogateOracle(bundle=disagree, headroom=0.0).evaluate(prob, idx).feasible
-    assert SurrogateOracle(bundle=disagree, headroom=0.0, margin=None).evaluate(prob, idx).feasible  # papers'
+    assert SurrogateOracle(bundle=disagree, headroom=0.0).evaluate(prob, idx).feasible  # the papers' rule
+    assert not SurrogateOracle(bundle=disagree, headroom=0.0, margin=0.0).evaluate(prob, idx).feasible
     agree = _TableBundle({s: (0.97, 0.1) for s in cands})
-    assert SurrogateOracle(bundle=agree, headroom=0.0).evaluate(prob, idx).feasible
+    assert SurrogateOracle(bundle=agree, headroom=0.0, margin=0.0).evaluate(prob, idx).feasible
 
 
 def test_near_equal_throughputs_pick_the_safest_slot_count() -> None:
