@@ -52,6 +52,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--oracle", default="surrogate")
     ap.add_argument("--margin", type=float, default=None)
+    ap.add_argument("--starved-threshold", type=float, default=None,
+                    help="surrogate oracle: starved when the classifier's probability exceeds this")
     ap.add_argument("--verify-max-gpus", type=int, default=4,
                     help="simulate every GPU of a plan up to this many, else a seeded sample of this many")
     ap.add_argument("--verify-max-size", type=int, default=10_000, help="skip twin checks above this size")
@@ -158,7 +160,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
     missing = [s for s in solvers if s not in SOLVERS]
     if missing:
         sys.exit(f"unknown solvers {missing}; registered: {sorted(SOLVERS)}")
-    opts = {} if args.margin is None else {"margin": args.margin}
+    opts: dict[str, float] = {} if args.margin is None else {"margin": args.margin}
+    if args.starved_threshold is not None:
+        opts["starved_threshold"] = args.starved_threshold
     rows = []
     for model in args.models.split(","):  # warm-up (length tables, surrogate load, JIT): not timed
         tiny = make_instance("zipf", 8, 0, model)

@@ -11,8 +11,9 @@ slot count memory allows at the set's rank.
 The memory rule (OOM) is the twin's exact :class:`~twin.profile.MemoryModel` (:mod:`placer.memory`), never
 learned. Starvation is the backend's: the CatBoost surrogates (:class:`SurrogateOracle`, default, batched) or
 the twin itself (:class:`TwinOracle`, slow, exact w.r.t. the twin). A point is starved when the backend says
-so or its starvation probability exceeds ``starved_threshold`` (the surrogate: its classifier's own threshold
-unless one is given — the papers' rule). An optional safety ``margin`` makes every backend stricter: the
+so or its starvation probability exceeds ``starved_threshold`` (the surrogate:
+:data:`DEFAULT_SURROGATE_THRESHOLD` = 0.2 unless one is given; None = the classifier's own 0.5, the papers'
+rule). An optional safety ``margin`` makes every backend stricter: the
 predicted throughput must also reach ``(0.9 + margin) × offered``; a load ``headroom`` h judges every GPU at
 (1 + h) × its request rates (the surrogate's default: :data:`DEFAULT_HEADROOM`). Answers
 are cached by (problem, adapter set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
@@ -36,6 +37,7 @@ from twin.spec import Adapter, Instance
 PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
 STARVATION_RATIO = 0.9  # starved <=> throughput < 0.9 x offered (mission.md)
 DEFAULT_HEADROOM = 0.10  # the surrogate oracle's default load headroom (bench/placement.md)
+DEFAULT_SURROGATE_THRESHOLD = 0.2  # the surrogate oracle: starved when p(starved) > 0.2 (bench/placement.md)
 SLOT_TIE = 0.01  # slot counts whose predicted throughput is within 1 % of the best count as ties
 _MAX_CACHED_PROBLEMS = 32
 

@@ -191,6 +191,18 @@ def test_surrogate_oracle_margin_zero_needs_both_models_to_agree() -> None:
     assert SurrogateOracle(bundle=agree, headroom=0.0, margin=0.0).evaluate(prob, idx).feasible
 
 
+def test_surrogate_oracle_is_stricter_than_the_classifier_by_default() -> None:
+    from placer.oracles import SurrogateOracle
+
+    prob = _eight()
+    cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
+    unsure = _TableBundle({s: (0.97, 0.3) for s in cands})  # p 0.3: not starved at the classifier's 0.5
+    assert not SurrogateOracle(bundle=unsure, headroom=0.0).evaluate(prob, range(12)).feasible
+    papers = SurrogateOracle(bundle=unsure, headroom=0.0, starved_threshold=None)
+    assert "p_starved<=0.2" in SurrogateOracle(bundle=unsure).name
+    assert papers.evaluate(prob, range(12)).feasible  # the classifier's own threshold (the papers' rule)
+
+
 def test_near_equal_throughputs_pick_the_safest_slot_count() -> None:
     from placer.oracles import SurrogateOracle
 
@@ -198,7 +210,7 @@ def test_near_equal_throughputs_pick_the_safest_slot_count() -> None:
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
     assert len(cands) >= 2
     lo, hi = cands[0], cands[-1]
-    table = {s: (0.95, 0.4) for s in cands} | {lo: (1.0, 0.45), hi: (0.995, 0.05)}  # within 1 %: safest wins
+    table = {s: (0.95, 0.18) for s in cands} | {lo: (1.0, 0.15), hi: (0.995, 0.05)}  # within 1 %: safest wins
     v = SurrogateOracle(bundle=_TableBundle(table), headroom=0.0).evaluate(prob, range(12))
     assert v.best_max_loras == hi
     table[hi] = (0.97, 0.05)  # 3 % less throughput: the best throughput wins
