@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import numbers
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from placer.result import Result
@@ -40,11 +40,17 @@ class SolverFn(Protocol):
     def __call__(self, problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result: ...
 
 
-class _Registry(dict[str, "SolverFn"]):
-    """The solver dict; reading it first imports the plugin modules (so any import order works)."""
+class _Registry(Mapping[str, "SolverFn"]):
+    """The solver mapping; reading it first imports the plugin modules (so any import order works).
 
-    _loading = False
-    _loaded = False
+    Read-only: solvers are added with :func:`register_solver` (``Mapping`` derives ``get``, ``keys``,
+    ``items``, ``values`` and ``in`` from the three methods below, so every read goes through them).
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[str, SolverFn] = {}
+        self._loading = False
+        self._loaded = False
 
     def _ensure(self) -> None:
         if not (self._loaded or self._loading):
@@ -55,44 +61,25 @@ class _Registry(dict[str, "SolverFn"]):
             finally:
                 self._loading = False
 
-    def __contains__(self, key: object) -> bool:
-        self._ensure()
-        return super().__contains__(key)
-
     def __getitem__(self, key: str) -> SolverFn:
         self._ensure()
-        return super().__getitem__(key)
+        return self._data[key]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         self._ensure()
-        return super().__iter__()
+        return iter(self._data)
 
     def __len__(self) -> int:
         self._ensure()
-        return super().__len__()
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        self._ensure()
-        return super().get(key, default)
-
-    def keys(self):  # type: ignore[no-untyped-def]
-        self._ensure()
-        return super().keys()
-
-    def items(self):  # type: ignore[no-untyped-def]
-        self._ensure()
-        return super().items()
-
-    def values(self):  # type: ignore[no-untyped-def]
-        self._ensure()
-        return super().values()
+        return len(self._data)
 
     def __repr__(self) -> str:
         self._ensure()
-        return super().__repr__()
+        return repr(self._data)
 
 
-SOLVERS: dict[str, SolverFn] = _Registry()
+_REGISTRY = _Registry()
+SOLVERS: Mapping[str, SolverFn] = _REGISTRY
 DEFAULT_SOLVER = "ffd-bisect"
 DEFAULT_TIME_LIMIT = 60.0
 
@@ -110,14 +97,14 @@ def register_solver(name: str, fn: Callable[..., Result], *, replace: bool = Fal
     """Add ``fn`` to :data:`SOLVERS` under ``name`` (re-registering the same function is a no-op)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"solver name must be a non-empty string (got {name!r})")
-    old = dict.get(SOLVERS, name)
+    old = _REGISTRY._data.get(name)  # no plugin loading: registration happens during it
     if old is not None and old is not fn and not replace:
         if getattr(old, "__qualname__", None) == getattr(fn, "__qualname__", None) and \
                 getattr(old, "__module__", None) == getattr(fn, "__module__", None):
-            dict.__setitem__(SOLVERS, name, fn)  # the same function from a re-imported module
+            _REGISTRY._data[name] = fn  # the same function from a re-imported module
             return
         raise ValueError(f"solver {name!r} is already registered")
-    dict.__setitem__(SOLVERS, name, fn)
+    _REGISTRY._data[name] = fn
 
 
 def solver_names() -> tuple[str, ...]:
