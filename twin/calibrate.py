@@ -168,6 +168,11 @@ def fit_output_scale(runs: Sequence[RunRecord], model: str) -> float:
     return round(float(np.median(xs)), 4) if len(xs) >= 3 else 1.0
 
 
+def _kv_held(inp: np.ndarray, out: np.ndarray, block_size: int) -> float:
+    p, o = inp.astype(np.float64), out.astype(np.float64)
+    return float((p * o).sum() / o.sum() + (o * o).sum() / (2 * o.sum()) + block_size / 2)
+
+
 def kv_per_running_request(profile: Profile, *, n: int = 200_000, seed: int = 0) -> float:
     """KV-cache tokens a decoding ShareGPT request holds on average over its decode steps, under the
     profile's generated lengths: E[p·o]/E[o] + E[o²]/(2·E[o]) + half a KV block (allocation granularity)."""
@@ -176,8 +181,7 @@ def kv_per_running_request(profile: Profile, *, n: int = 200_000, seed: int = 0)
 
     inp, out, _ = sample_lengths(np.random.default_rng(seed), n, Lengths(), profile.model,
                                  profile.output_scale, profile.output_exponent)
-    p, o = inp.astype(np.float64), out.astype(np.float64)
-    return float((p * o).sum() / o.sum() + (o * o).sum() / (2 * o.sum()) + profile.memory.block_size / 2)
+    return _kv_held(inp, out, profile.memory.block_size)
 
 
 def fit_output_exponent(runs: Sequence[RunRecord], profile: Profile) -> float:
@@ -197,9 +201,15 @@ def fit_output_exponent(runs: Sequence[RunRecord], profile: Profile) -> float:
     if len(xs) < 3:
         return 1.0
     target = float(np.median(xs))
+    from twin.lengths import generated_outputs, sample_lengths
+    from twin.spec import Lengths
+
+    # one reference sample (the draws of kv_per_running_request), reshaped for every exponent tried
+    inp, ref, _ = sample_lengths(np.random.default_rng(0), 200_000, Lengths(), profile.model)
 
     def held(g: float) -> float:
-        return kv_per_running_request(replace(profile, output_exponent=g))
+        out = generated_outputs(ref, profile.model, profile.output_scale, g)
+        return _kv_held(inp, out, profile.memory.block_size)
 
     if held(1.0) <= target:
         return 1.0

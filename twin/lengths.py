@@ -178,15 +178,17 @@ def expected_tokens(lengths: Lengths, model: str = "", output_scale: float = 1.0
 
 
 @cache
+def _reference_outputs(model: str) -> np.ndarray:
+    """A fixed sample (2^18 draws, seed 12345) of the ShareGPT law's reference output lengths for ``model``,
+    with the prompt-dependent cap."""
+    _, out, _ = sample_lengths(np.random.default_rng(12345), 1 << 18, Lengths(), model)
+    return out.astype(np.float64)
+
+
+@cache
 def _power_norm(model: str, exponent: float) -> float:
-    """E[o] / E[o^exponent] under the ShareGPT output law of ``model`` with its prompt-dependent cap (from a
-    fixed stratified sample of 2^18 draws: deterministic)."""
-    cdf_in, cdf_out = _sharegpt_tables(model)
-    n = 1 << 18
-    rng = np.random.default_rng(12345)
-    u = (np.arange(n) + rng.random(n)) / n
-    inp = draw_discrete(cdf_in, u, _NO_CAP)
-    out = draw_discrete(cdf_out, rng.permutation(u), SHAREGPT_MAX_TOTAL - inp).astype(np.float64)
+    """E[o] / E[o^exponent] under the ShareGPT output law of ``model`` (on :func:`_reference_outputs`)."""
+    out = _reference_outputs(model)
     return float(out.mean() / (out**exponent).mean())
 
 
