@@ -63,14 +63,15 @@ def simulate_all(runs: list[RunRecord], prof: Profile, fit_label: str, modes: li
 
 
 def lowo_profiles(runs: list[RunRecord], base: Profile, kv_rows: list[Any], seed: int, n_runs: int,
-                  max_evals: int) -> dict[str, tuple[Profile, float]]:
+                  max_evals: int, refine_batch: bool = False,
+                  fit_output_shape: bool = False) -> dict[str, tuple[Profile, float]]:
     """Leave-one-workload-out: for each workload, a profile fitted on the other workloads' runs."""
     out = {}
     for w in sorted({r.workload for r in runs}):
         t0 = time.perf_counter()
         train = [r for r in runs if r.workload != w]
         res = fit_profile(train, base, kv_rows=kv_rows, rerun=capped(), seed=seed, n_runs=n_runs,
-                          max_evals=max_evals)
+                          max_evals=max_evals, refine_batch=refine_batch, fit_output_shape=fit_output_shape)
         out[w] = (res.profile, time.perf_counter() - t0)
         print(f"  LOWO fit without {w}: {out[w][1]:.0f} s, step {res.profile.step}", flush=True)
     return out
@@ -184,6 +185,10 @@ def main() -> None:
     ap.add_argument("--no-insample", action="store_true", help="skip the in-sample re-simulation")
     ap.add_argument("--merge", nargs="*", default=[], help="runs CSVs of earlier parts to summarise with")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--refine-batch", action="store_true",
+                    help="LOWO fits also refine the per-sequence step term (calibrate --refine-batch)")
+    ap.add_argument("--fit-output-shape", action="store_true",
+                    help="LOWO fits also fit the output lengths' tail (calibrate --fit-output-shape)")
     args = ap.parse_args()
     modes = args.modes.split(",")
     stamp = time.strftime("%Y-%m-%d")
@@ -205,7 +210,8 @@ def main() -> None:
             rows += simulate_all(runs, prof, "in-sample", modes, args.seed, args.workers)
         if args.lowo:
             for w, (p, _) in lowo_profiles(runs, prof, kv_rows, args.seed, args.lowo_runs,
-                                           args.lowo_evals).items():
+                                           args.lowo_evals, args.refine_batch,
+                                           args.fit_output_shape).items():
                 rows += simulate_all([r for r in runs if r.workload == w], p, "LOWO", modes, args.seed,
                                      args.workers)
     df = pd.concat([pd.read_csv(p) for p in args.merge] + [pd.DataFrame(rows)], ignore_index=True)

@@ -103,7 +103,7 @@ def group_features(rates_all: np.ndarray, ranks_all: np.ndarray, idx: np.ndarray
         in_batch = min(slots, n)
         lora = 1.0 + step[4] * in_batch + (step[5] * rmax if in_batch > 0 else 0.0)
         step_ms = ((step[0] + step[1] * b + step[2] * b * in_mean / mo + step[3] * b * mean_ctx / 1000.0)
-                   * lora + step[6] + step[7] * b)
+                   * lora + step[8] * in_batch * rmax + step[6] + step[7] * b)
         cap = b * (in_mean + mo) / mo / max(step_ms, 1e-6) * 1000.0
         row = X[g]
         row[0] = n

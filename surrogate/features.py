@@ -70,7 +70,8 @@ def _packed(model: str, gpu: str, server: ServerSettings, workload: Workload
                     c.max_model_len])
     st = c.profile.step
     step = np.array([st.base_ms, st.per_seq_ms, st.per_prefill_token_ms, st.per_ctx_ktoken_ms,
-                     st.lora_per_adapter, st.lora_per_rank, st.sched_base_ms, st.sched_per_running_ms])
+                     st.lora_per_adapter, st.lora_per_rank, st.sched_base_ms, st.sched_per_running_ms,
+                     st.lora_ms_per_adapter_rank])
     mem = c.profile.memory
     offset = (c.utilization - mem.ref_utilization) * mem.gpu_mem_gib * 2**30 / mem.kv_bytes_per_token
     memv = np.array([mem.kv_base_tokens, mem.kv_per_slot_rank, mem.kv_per_slot, offset])

@@ -132,11 +132,15 @@ def _synthetic_runs(true: StepModel, n: int = 30) -> list[RunRecord]:
 
 def test_prefit_recovers_the_step_model_that_generated_the_itls() -> None:
     true = StepModel(base_ms=14.0, per_seq_ms=0.1, per_prefill_token_ms=0.03, lora_per_adapter=0.004,
-                     lora_per_rank=0.002)
+                     lora_ms_per_adapter_rank=0.01)
     runs = _synthetic_runs(true)
-    start = StepModel(base_ms=20.0, per_seq_ms=0.05, per_prefill_token_ms=0.01, lora_per_adapter=0.01)
+    start = StepModel(base_ms=20.0, per_seq_ms=0.05, per_prefill_token_ms=0.01, lora_per_adapter=0.01,
+                      lora_per_rank=0.003)
     fitted, rms = prefit_step(runs, start)
     assert rms < 0.01
+    assert fitted.lora_per_rank == 0.0  # the additive weight read carries the rank cost
+    for name in ("base_ms", "per_seq_ms", "lora_per_adapter", "lora_ms_per_adapter_rank"):
+        assert getattr(fitted, name) == pytest.approx(getattr(true, name), rel=0.05), name
     for r in runs[:5]:
         A = min(r.max_loras, 64 * (1 - math.exp(-r.mean_running / 64)))
         P = r.tokens_in / 3600 * r.mean_itl_ms / 1000

@@ -76,6 +76,20 @@ def test_two_slots_serve_both_adapters_in_one_step() -> None:
     assert res.steps == 1 and res.ttft_mean_s == pytest.approx(0.010)
 
 
+def test_lora_weight_read_is_per_distinct_adapter_times_max_rank() -> None:
+    # 0.05 ms per adapter per rank unit. r0, r1 (adapters 0, 1; 2 tokens out), r2 (adapter 0; 1 out), all at
+    # t=0, max_lora_rank 16, two slots. Steps 1 and 2 hold both adapters: 10 + 0.05·2·16 = 11.6 ms each (r2
+    # and then r0, r1 finish). With max_lora_rank 32 the same steps cost 10 + 0.05·2·32 = 13.2 ms: the term is
+    # additive (the 10 ms forward is not scaled) and counts the padded rank, not the adapters' own ranks.
+    prof = _profile(lora_ms_per_adapter_rank=0.05)
+    rows = [(0.0, 0, 10, 2), (0.0, 1, 10, 2), (0.0, 0, 10, 1)]
+    for max_rank, step_s in ((16, 0.0116), (32, 0.0132)):
+        res = _run(rows, ranks=(8, 16), max_loras=2, max_lora_rank=max_rank, profile=prof)
+        assert res.steps == 2
+        assert res.ttft_mean_s == pytest.approx(step_s)
+        assert res.itl_mean_s == pytest.approx(step_s)
+
+
 def test_preemption_keeps_generated_tokens_and_readmits_at_the_front() -> None:
     # KV = 32 tokens = 2 blocks of 16. rA: 16 prompt + 3 out; rB: 15 prompt + 3 out; both at t=0.
     # step 1: both admitted (1 block each), prefill 31 tokens: 10 + 3.1 ms -> 13.1 ms; both have token 1.

@@ -98,10 +98,17 @@ def step_ms(step: StepModel, B: Any, P: Any, C: Any, A: Any, R: Any, W: Any = 0.
     fwd = (step.base_ms + step.per_seq_ms * B + step.per_prefill_token_ms * P
            + step.per_ctx_ktoken_ms * C / 1000)
     lora = 1.0 + step.lora_per_adapter * A + step.lora_per_rank * R * (np.asarray(A) > 0)
-    return fwd * lora + step.sched_base_ms + step.sched_per_running_ms * B + step.sched_per_waiting_ms * W
+    return (fwd * lora + step.lora_ms_per_adapter_rank * np.asarray(A) * R + step.sched_base_ms
+            + step.sched_per_running_ms * B + step.sched_per_waiting_ms * W)
 
 
-PREFIT_PARAMS = ("base_ms", "per_seq_ms", "per_prefill_token_ms", "lora_per_adapter", "lora_per_rank")
+#: The forward parameters the pre-fit estimates. The rank cost is the additive LoRA weight read
+#: (``lora_ms_per_adapter_rank``·A·R); ``lora_per_rank`` (a rank factor on the whole forward) is set to 0:
+#: fitted that way on dt_real it turned into a free scale between the low-load and the saturated regime, and
+#: its value moved 3× between leave-one-workload-out folds (Qwen 0.0030–0.0121), where the additive term's
+#: moves 1.4× (0.0067–0.0084 ms).
+PREFIT_PARAMS = ("base_ms", "per_seq_ms", "per_prefill_token_ms", "lora_per_adapter",
+                 "lora_ms_per_adapter_rank")
 _PREFIT_SCALE = np.array([10.0, 0.05, 0.01, 0.01, 0.001])
 
 
@@ -139,7 +146,7 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, 
     def model(x: np.ndarray) -> StepModel:
         full = x_all.copy()
         full[free] = x
-        return replace(base, sched_per_waiting_ms=0.0,
+        return replace(base, sched_per_waiting_ms=0.0, lora_per_rank=0.0,
                        **{k: float(v) for k, v in zip(PREFIT_PARAMS, full * _PREFIT_SCALE, strict=True)})
 
     def resid(x: np.ndarray) -> np.ndarray:
@@ -237,13 +244,15 @@ class Outcome:
 Rerun = Callable[[RunRecord, Profile, int, float | None], Outcome]
 
 
-def scaled_step(step: StepModel, scale: float, lora_scale: float) -> StepModel:
-    """The step model with every forward term × ``scale`` and the LoRA terms × ``lora_scale``."""
-    return replace(step, base_ms=step.base_ms * scale, per_seq_ms=step.per_seq_ms * scale,
+def scaled_step(step: StepModel, scale: float, lora_scale: float, batch_scale: float = 1.0) -> StepModel:
+    """The step model with every forward term × ``scale``, the LoRA terms × ``lora_scale`` and the
+    per-sequence term × ``batch_scale`` too."""
+    return replace(step, base_ms=step.base_ms * scale, per_seq_ms=step.per_seq_ms * scale * batch_scale,
                    per_prefill_token_ms=step.per_prefill_token_ms * scale,
                    per_ctx_ktoken_ms=step.per_ctx_ktoken_ms * scale,
                    lora_per_adapter=step.lora_per_adapter * lora_scale,
-                   lora_per_rank=step.lora_per_rank * lora_scale)
+                   lora_per_rank=step.lora_per_rank * lora_scale,
+                   lora_ms_per_adapter_rank=step.lora_ms_per_adapter_rank * lora_scale)
 
 
 def select_runs(runs: Sequence[RunRecord], n: int, seed: int) -> list[RunRecord]:
@@ -278,11 +287,20 @@ class FitLog:
     wall_s: float = 0.0
 
 
+#: The refinement's coordinate passes: (coordinate: 0 step scale, 1 LoRA scale, 2 per-sequence scale; log
+#: bounds; x tolerance).
+REFINE_COORDINATES: tuple[tuple[int, float, float, float], ...] = (
+    (0, -0.35, 0.35, 0.004), (1, -1.5, 1.0, 0.03), (0, -0.35, 0.35, 0.004))
+REFINE_COORDINATES_BATCH: tuple[tuple[int, float, float, float], ...] = (
+    (0, -0.35, 0.35, 0.004), (1, -1.5, 1.0, 0.03), (2, -1.0, 0.7, 0.03), (0, -0.35, 0.35, 0.004))
+
+
 def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, seed: int = 0,
                 n_runs: int = 16, window_s: float | None = None, max_evals: int = 20,
-                log: FitLog | None = None) -> Profile:
-    """Stage b: coordinate search (bounded 1-D minimisations: step scale, LoRA scale, step scale again) of
-    :func:`objective` over a fixed subsample of runs; at most ``max_evals`` objective evaluations."""
+                log: FitLog | None = None, refine_batch: bool = False) -> Profile:
+    """Stage b: coordinate search (bounded 1-D minimisations: step scale, LoRA scale, [per-sequence scale,]
+    step scale again) of :func:`objective` over a fixed subsample of runs; at most ``max_evals`` objective
+    evaluations."""
     from scipy.optimize import minimize_scalar
 
     sample = select_runs(runs, n_runs, seed)
@@ -290,32 +308,30 @@ def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, se
         return profile
     log = log if log is not None else FitLog()
     log.runs_used = len(sample)
-    cache: dict[tuple[float, float], float] = {}
+    cache: dict[tuple[float, float, float], float] = {}
 
-    def f(ls: float, ll: float) -> float:
-        key = (round(float(ls), 4), round(float(ll), 4))
+    def f(x: tuple[float, float, float]) -> float:
+        key = (round(float(x[0]), 4), round(float(x[1]), 4), round(float(x[2]), 4))
         if key not in cache:
             if len(cache) >= max_evals:
                 return math.inf
-            prof = profile.replace(step=scaled_step(profile.step, math.exp(key[0]), math.exp(key[1])))
+            prof = profile.replace(step=scaled_step(profile.step, *(math.exp(v) for v in key)))
             outs = [rerun(r, prof, seed, window_s if window_s is not None else r.window_s) for r in sample]
             cache[key] = objective(outs, sample)
-            log.evaluations.append({"log_scale": key[0], "log_lora_scale": key[1], "objective": cache[key]})
+            log.evaluations.append({"log_scale": key[0], "log_lora_scale": key[1], "log_batch_scale": key[2],
+                                    "objective": cache[key]})
         return cache[key]
 
-    ls, ll = 0.0, 0.0
-    budget = max(3, max_evals // 3)
-    for which, lo, hi in (("s", -0.35, 0.35), ("l", -1.5, 1.0), ("s", -0.35, 0.35)):
-        if which == "s":
-            res = minimize_scalar(lambda v, ll=ll: f(v, ll), bounds=(lo, hi), method="bounded",
-                                  options={"maxiter": budget, "xatol": 0.004})
-        else:
-            res = minimize_scalar(lambda v, ls=ls: f(ls, v), bounds=(lo, hi), method="bounded",
-                                  options={"maxiter": budget, "xatol": 0.03})
-        best = min(cache, key=lambda k: cache[k])
-        ls, ll = best
-        del res
-    step = scaled_step(profile.step, math.exp(ls), math.exp(ll))
+    coords = REFINE_COORDINATES_BATCH if refine_batch else REFINE_COORDINATES
+    x = (0.0, 0.0, 0.0)
+    budget = max(3, max_evals // len(coords))
+    for i, lo, hi, xatol in coords:
+        def along(v: float, i: int = i, x: tuple[float, float, float] = x) -> float:
+            return f(tuple(v if j == i else x[j] for j in range(3)))  # type: ignore[arg-type]
+
+        minimize_scalar(along, bounds=(lo, hi), method="bounded", options={"maxiter": budget, "xatol": xatol})
+        x = min(cache, key=lambda k: cache[k])
+    step = scaled_step(profile.step, *(math.exp(v) for v in x))
     step = replace(step, **{k: float(f"{getattr(step, k):.6g}") for k in PREFIT_PARAMS})
     return profile.replace(step=step)
 
@@ -343,8 +359,8 @@ class CalibrationResult:
 
 def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[KVRow] | None = None,
                 rerun: Rerun | None = None, seed: int = 0, n_runs: int = 16, window_s: float | None = None,
-                max_evals: int = 20, version: str | None = None, fit_output_shape: bool = False
-                ) -> CalibrationResult:
+                max_evals: int = 20, version: str | None = None, fit_output_shape: bool = False,
+                refine_batch: bool = False) -> CalibrationResult:
     """Fit memory and step models of ``base`` to ``runs`` (one model/GPU). ``rerun=None`` skips stage b.
 
     The EOS shortfall's mean (``output_scale``) is always fitted; its shape (``output_exponent``, from the
@@ -371,7 +387,7 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
         prof = prof.replace(output_exponent=fit_output_exponent(runs, prof))
     if rerun is not None:
         prof = refine_step(prof, runs, rerun, seed=seed, n_runs=n_runs, window_s=window_s,
-                           max_evals=max_evals, log=log)
+                           max_evals=max_evals, log=log, refine_batch=refine_batch)
     log.wall_s = time.perf_counter() - t0
     checks = rows + [(r.max_loras, r.max_lora_rank, None if r.oom else 10**9) for r in runs]
     ok, total = oom_accuracy(prof, checks)
@@ -385,7 +401,8 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
 def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path | None = None,
               source: str | None = "auto", seed: int = 0, refine: bool = True,
               client_cap: int | str | None = "auto", max_evals: int = 20, n_runs: int = 16,
-              version: str | None = None, fit_output_shape: bool = False) -> CalibrationResult:
+              version: str | None = None, fit_output_shape: bool = False,
+              refine_batch: bool = False) -> CalibrationResult:
     """Fit the profile of (model, gpu) to a runs CSV: the library call behind ``placer twin calibrate``.
 
     Starts from the current profile (shipped, or derived from datasheets); ``kv_csv`` defaults to a
@@ -419,4 +436,4 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
             client_cap = DEFAULT_CLIENT_CAP if source == "dt_real" else None
         rerun = capped(int(client_cap) if client_cap else None)
     return fit_profile(runs, base, kv_rows=rows, rerun=rerun, seed=seed, n_runs=n_runs, max_evals=max_evals,
-                       version=version, fit_output_shape=fit_output_shape)
+                       version=version, fit_output_shape=fit_output_shape, refine_batch=refine_batch)

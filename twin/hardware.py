@@ -150,6 +150,7 @@ def derived_profile(model: str, gpu: str, *, reference: Profile | None = None) -
         per_prefill_token_ms=s.per_prefill_token_ms * flop_ratio,
         per_ctx_ktoken_ms=s.per_ctx_ktoken_ms * ctx_ratio,
         load_gpu_ms=s.load_gpu_ms * lora_ratio, load_gpu_ms_per_rank=s.load_gpu_ms_per_rank * lora_ratio,
+        lora_ms_per_adapter_rank=s.lora_ms_per_adapter_rank * lora_ratio * (rg.hbm_tb_s / g.hbm_tb_s),
     )
     step = replace(step, **{k: float(f"{v:.6g}") for k, v in step.__dict__.items()})
     return Profile(

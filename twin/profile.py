@@ -50,10 +50,14 @@ class StepModel:
     """Duration of one engine step, in milliseconds.
 
     forward = (base_ms + per_seq_ms·S + per_prefill_token_ms·P + per_ctx_ktoken_ms·C/1000)
-              × (1 + lora_per_adapter·A + lora_per_rank·R·[A > 0])
+              × (1 + lora_per_adapter·A + lora_per_rank·R·[A > 0]) + lora_ms_per_adapter_rank·A·R
     step = forward + sched_base_ms + sched_per_running_ms·B + sched_per_waiting_ms·W + loads
     with S sequences in the batch, P prefill tokens scheduled, C context tokens read by attention, A distinct
-    adapters in the batch, R = max_lora_rank, B running and W waiting requests; each adapter load from host
+    adapters in the batch, R = max_lora_rank, B running and W waiting requests. The additive A·R term is
+    the LoRA weights the step reads (A adapters' A/B matrices, padded to R, whatever the batch size): on
+    dt_real a larger ``max_lora_rank`` costs ~10 % at small batches but ~2 % at saturated ones, which a
+    rank factor on the whole forward cannot express (fitted profiles ≥ v1.2 use the additive term and
+    leave ``lora_per_rank`` at 0). Each adapter load from host
     memory costs load_gpu_ms + load_gpu_ms_per_rank·rank, each load from disk (host-cache miss) load_disk_ms
     more. The published twin's constants map to base_ms = c2·k2/100, per_seq_ms = c1·k2/100,
     lora_per_adapter = k1/k2.
@@ -71,6 +75,7 @@ class StepModel:
     load_gpu_ms: float = 0.0
     load_gpu_ms_per_rank: float = 0.0
     load_disk_ms: float = 0.0
+    lora_ms_per_adapter_rank: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ def calibrate_cmd(
     max_evals: int = typer.Option(20, "--max-evals", help="Objective evaluations of the refinement."),
     fit_output_shape: bool = typer.Option(False, "--fit-output-shape", help="Also fit the generated "
                                           "output lengths' tail to the KV cache held per running request."),
+    refine_batch: bool = typer.Option(False, "--refine-batch", help="Also refine the step model's "
+                                      "per-sequence term by re-simulation (a third coordinate)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit a profile (KV model and step-time model) to measured runs and write it as JSON."""
@@ -49,7 +51,8 @@ def calibrate_cmd(
                              value=client_cap)
         cap = int(cap)
     result = calibrate(runs_csv, model=model, gpu=gpu, kv_csv=kv_cache, seed=seed, refine=refine,
-                       client_cap=cap, max_evals=max_evals, fit_output_shape=fit_output_shape)
+                       client_cap=cap, max_evals=max_evals, fit_output_shape=fit_output_shape,
+                       refine_batch=refine_batch)
     result.profile.save(out)
     summary = {**result.summary(), "out": str(out)}
     if as_json:
