@@ -15,6 +15,8 @@ from placer.cli import app
 from twin.calibrate import (
     FitLog,
     Outcome,
+    _state,
+    effective_step_ms,
     fit_memory,
     fit_output_exponent,
     fit_output_scale,
@@ -148,6 +150,18 @@ def test_prefit_recovers_the_step_model_that_generated_the_itls() -> None:
         assert pred == pytest.approx(r.mean_itl_ms, rel=0.02)
 
 
+def test_prefit_targets_the_effective_step_time_where_tokens_were_counted() -> None:
+    # 100 running requests, 4,000 output tokens/s -> 25 ms per step, whatever the clients' mean ITL says
+    run = RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
+                    ranks_composition="8x8", max_loras=8, max_cpu_loras=8, max_lora_rank=8, duration_s=100.0,
+                    tokens_out=400_000.0, tokens_in=450_000.0, mean_running=100.0, mean_itl_ms=30.0)
+    assert effective_step_ms(run) == pytest.approx(25.0)
+    assert _state([run])["itl"][0] == pytest.approx(25.0)
+    assert _state([run], target="itl")["itl"][0] == pytest.approx(30.0)
+    no_count = replace(run, tokens_out=math.nan)
+    assert math.isnan(effective_step_ms(no_count)) and _state([no_count])["itl"][0] == pytest.approx(30.0)
+
+
 def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
     prof = load_profile(LLAMA, "h100-64gb")
     runs = [RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
@@ -166,6 +180,29 @@ def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
     assert out.step.base_ms / base_ms == pytest.approx(1.2, rel=0.01)
     assert 0 < len(log.evaluations) <= 30
     assert scaled_step(prof.step, 2.0, 1.0).per_seq_ms == pytest.approx(2 * prof.step.per_seq_ms)
+
+
+def test_refine_batch_also_finds_the_per_sequence_scale() -> None:
+    # a fake twin whose throughput is right only when per_seq_ms is 1.5× the profile's and the rest unchanged
+    prof = load_profile(LLAMA, "h100-64gb")
+    runs = [RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
+                      ranks_composition="8x8", max_loras=8, max_cpu_loras=8, max_lora_rank=8,
+                      throughput_total=1000.0 * (1 + i / 10), ideal_throughput=5000.0, starved_real=1.0,
+                      mean_itl_ms=50.0, run_name=f"r{i}") for i in range(6)]
+    s0 = prof.step
+
+    def fake(run: RunRecord, p: object, seed: int, window: float | None) -> Outcome:
+        st = p.step  # type: ignore[attr-defined]
+        i = int(run.run_name[1:])  # even runs see the step scale, odd runs the per-sequence share
+        share = (st.per_seq_ms / st.base_ms) / (s0.per_seq_ms / s0.base_ms)
+        miss = st.base_ms / s0.base_ms if i % 2 == 0 else share / 1.5
+        return Outcome(run.throughput_total * miss, 5000.0, True, False)
+
+    plain = refine_step(prof, runs, fake, n_runs=6, max_evals=40)
+    batch = refine_step(prof, runs, fake, n_runs=6, max_evals=40, refine_batch=True)
+    assert plain.step.per_seq_ms / plain.step.base_ms == pytest.approx(s0.per_seq_ms / s0.base_ms, rel=1e-4)
+    assert batch.step.per_seq_ms / s0.per_seq_ms == pytest.approx(1.5, rel=0.03)
+    assert batch.step.base_ms / s0.base_ms == pytest.approx(1.0, rel=0.03)
 
 
 def test_output_scale_is_the_median_eos_shortfall_of_unsaturated_runs() -> None:

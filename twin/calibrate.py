@@ -12,18 +12,24 @@ Two independent parts, both deterministic for a seed:
 2. **Step-time model** (:func:`fit_step`), in two stages:
 
    a. *Analytic pre-fit* (:func:`prefit_step`, instantaneous). Every measured run gives a steady-state
-      relation between its mean inter-token latency and its mean state: ITL ≈ step(S = B̄, P̄ = prefill tokens
-      per step = input-token rate × ITL, C̄ = B̄ · mean context, Ā = expected distinct adapters among B̄
-      running requests (capped at max_loras), R = max_lora_rank). ``scipy.optimize.least_squares`` fits the
-      StepModel's forward parameters to log(ITL), saturated runs weighted 3×; the per-prompt-token cost is
-      pinned from the TTFT of lightly loaded runs (:func:`prefill_cost_from_ttft`). The per-waiting-request
-      scheduler term is left at zero: the real client capped the waiting queue at ~25 k requests (it ran out
+      relation between its mean step time and its mean state. The step time is the run's *effective* one
+      (:func:`effective_step_ms`: mean running requests / output tokens per ms — each running request
+      decodes one token per step), which is what its throughput sees; the clients' mean ITL overstates it by
+      up to 16 % at moderate loads on dt_real (it is used only where the token count is missing):
+      step ≈ step_model(S = B̄, P̄ = prefill tokens per step = input-token rate × step, C̄ = B̄ · mean
+      context, Ā = expected distinct adapters among B̄ running requests (capped at max_loras),
+      R = max_lora_rank). ``scipy.optimize.least_squares`` fits the StepModel's forward parameters (base,
+      per sequence, per prefill token, LoRA factor per distinct adapter, additive LoRA weight read per
+      adapter × R) to log(step), saturated runs weighted 3×; the per-prompt-token cost is pinned from the
+      TTFT of lightly loaded runs (:func:`prefill_cost_from_ttft`). The per-waiting-request scheduler
+      term is left at zero: the real client capped the waiting queue at ~25 k requests (it ran out
       of connections) while the twin's queue is unbounded, so a per-waiting cost learnt from the real runs
       would be extrapolated far out of range.
 
    b. *Simulation refinement* (:func:`refine_step`). Multipliers on the pre-fitted parameters — an overall
-      step-time scale and a scale of the LoRA factor — are searched by bounded 1-D minimisations in turn
-      (scale, LoRA scale, scale; fixed seed, common random numbers, ≤ 20 evaluations) to minimise, over a
+      step-time scale and a scale of the LoRA terms (and, with ``refine_batch``, of the per-sequence term) —
+      are searched by bounded 1-D minimisations in turn (scale, LoRA scale, [batch scale,] scale; fixed seed,
+      common random numbers, ≤ 20 evaluations) to minimise, over a
       fixed subsample of 16 runs re-simulated in the twin,
 
           J = mean_runs |log(thr_twin / thr_real)|  +  w_itl · median_runs |log(itl_twin / itl_real)|
@@ -61,7 +67,7 @@ from twin.profile import Profile, StepModel
 from twin.runs import RunRecord
 
 __all__ = [
-    "CalibrationResult", "FitLog", "KVRow", "Outcome", "Rerun", "calibrate", "fit_memory",
+    "CalibrationResult", "FitLog", "effective_step_ms", "KVRow", "Outcome", "Rerun", "calibrate", "fit_memory",
     "fit_output_exponent", "fit_output_scale", "fit_profile", "kv_per_running_request",
     "kv_rows_from_runs", "kv_tokens", "load_kv_table", "memory_error", "objective", "oom_accuracy",
     "prefit_step", "refine_step", "scaled_step", "select_runs", "step_ms",
@@ -82,10 +88,26 @@ def _rates(r: RunRecord) -> np.ndarray:
     return np.repeat([v for v, _ in r.rates], [c for _, c in r.rates])
 
 
-def _state(runs: Sequence[RunRecord]) -> dict[str, np.ndarray]:
+def effective_step_ms(r: RunRecord) -> float:
+    """The run's mean step time as its throughput sees it: mean running requests / output tokens per ms
+    (each running request decodes one token per step). NaN without a token count."""
+    if not (math.isfinite(r.tokens_out) and r.tokens_out > 0 and math.isfinite(r.duration_s)):
+        return math.nan
+    return r.mean_running * 1000.0 * r.duration_s / r.tokens_out
+
+
+#: What the pre-fit's step time is fitted to: "step" = :func:`effective_step_ms` (the mean ITL where it is
+#: missing), "itl" = the runs' mean inter-token latency.
+PREFIT_TARGET = "step"
+
+
+def _state(runs: Sequence[RunRecord], target: str | None = None) -> dict[str, np.ndarray]:
     ok = [r for r in runs if not r.oom and math.isfinite(r.mean_itl_ms) and math.isfinite(r.mean_running)]
     B = np.array([r.mean_running for r in ok])
     itl = np.array([r.mean_itl_ms for r in ok])
+    if (target or PREFIT_TARGET) == "step":
+        eff = np.array([effective_step_ms(r) for r in ok])
+        itl = np.where(np.isfinite(eff) & (eff > 0), eff, itl)
     tin = np.array([r.tokens_in / r.duration_s if math.isfinite(r.tokens_in) else
                     r.throughput_total * 0.53 for r in ok])
     A = np.array([expected_distinct(_rates(r), b, r.max_loras) for r, b in zip(ok, B, strict=True)])
@@ -125,7 +147,7 @@ def prefill_cost_from_ttft(runs: Sequence[RunRecord], mean_prompt: float = 222.7
 
 
 def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, float]:
-    """Stage a: least-squares fit of the forward parameters to the runs' mean ITL -> (step, rms log error).
+    """Stage a: least-squares fit of the forward parameters to the runs' step times -> (step, rms log error).
 
     The per-prefill-token cost is pinned by :func:`prefill_cost_from_ttft` when possible (the ITL relation
     alone cannot separate it from the per-sequence cost: both grow with the load); runs with more than 150
