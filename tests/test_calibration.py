@@ -162,12 +162,16 @@ def test_prefit_targets_the_effective_step_time_where_tokens_were_counted() -> N
     assert math.isnan(effective_step_ms(no_count)) and _state([no_count])["itl"][0] == pytest.approx(30.0)
 
 
-def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
-    prof = load_profile(LLAMA, "h100-64gb")
-    runs = [RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
+def _saturated_runs(n: int) -> list[RunRecord]:
+    return [RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
                       ranks_composition="8x8", max_loras=8, max_cpu_loras=8, max_lora_rank=8,
                       throughput_total=1000.0 * (1 + i / 10), ideal_throughput=5000.0, starved_real=1.0,
-                      mean_itl_ms=50.0, run_name=f"r{i}") for i in range(6)]
+                      mean_itl_ms=50.0, run_name=f"r{i}") for i in range(n)]
+
+
+def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
+    prof = load_profile(LLAMA, "h100-64gb")
+    runs = _saturated_runs(6)
     base_ms = prof.step.base_ms
 
     def fake(run: RunRecord, p: object, seed: int, window: float | None) -> Outcome:
@@ -185,10 +189,7 @@ def test_refine_finds_the_step_scale_that_matches_throughput() -> None:
 def test_refine_batch_also_finds_the_per_sequence_scale() -> None:
     # a fake twin whose throughput is right only when per_seq_ms is 1.5× the profile's and the rest unchanged
     prof = load_profile(LLAMA, "h100-64gb")
-    runs = [RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
-                      ranks_composition="8x8", max_loras=8, max_cpu_loras=8, max_lora_rank=8,
-                      throughput_total=1000.0 * (1 + i / 10), ideal_throughput=5000.0, starved_real=1.0,
-                      mean_itl_ms=50.0, run_name=f"r{i}") for i in range(6)]
+    runs = _saturated_runs(6)
     s0 = prof.step
 
     def fake(run: RunRecord, p: object, seed: int, window: float | None) -> Outcome:

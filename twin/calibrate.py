@@ -67,8 +67,8 @@ from twin.profile import Profile, StepModel
 from twin.runs import RunRecord
 
 __all__ = [
-    "CalibrationResult", "FitLog", "effective_step_ms", "KVRow", "Outcome", "Rerun", "calibrate", "fit_memory",
-    "fit_output_exponent", "fit_output_scale", "fit_profile", "kv_per_running_request",
+    "CalibrationResult", "FitLog", "KVRow", "Outcome", "Rerun", "calibrate", "effective_step_ms",
+    "fit_memory", "fit_output_exponent", "fit_output_scale", "fit_profile", "kv_per_running_request",
     "kv_rows_from_runs", "kv_tokens", "load_kv_table", "memory_error", "objective", "oom_accuracy",
     "prefit_step", "refine_step", "scaled_step", "select_runs", "step_ms",
 ]
