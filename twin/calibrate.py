@@ -127,8 +127,8 @@ def step_ms(step: StepModel, B: Any, P: Any, C: Any, A: Any, R: Any, W: Any = 0.
 #: The forward parameters the pre-fit estimates. The rank cost is the additive LoRA weight read
 #: (``lora_ms_per_adapter_rank``·A·R); ``lora_per_rank`` (a rank factor on the whole forward) is set to 0:
 #: fitted that way on dt_real it turned into a free scale between the low-load and the saturated regime, and
-#: its value moved 3× between leave-one-workload-out folds (Qwen 0.0030–0.0121), where the additive term's
-#: moves 1.4× (0.0067–0.0084 ms).
+#: its value moved 4× between leave-one-workload-out folds (Qwen 0.0030–0.0121), where the additive term
+#: moves 1.3× (0.0065–0.0087 ms; bench/results/twin_fidelity_summary_2026-11-23.md).
 PREFIT_PARAMS = ("base_ms", "per_seq_ms", "per_prefill_token_ms", "lora_per_adapter",
                  "lora_ms_per_adapter_rank")
 _PREFIT_SCALE = np.array([10.0, 0.05, 0.01, 0.01, 0.001])
