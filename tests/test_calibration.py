@@ -292,3 +292,19 @@ def test_cli_profiles_and_calibrate_without_refinement(tmp_path: Path) -> None:
     assert summary["oom_accuracy"].split("/")[0] == summary["oom_accuracy"].split("/")[1]
     saved = json.loads(out.read_text())
     assert saved["calibrated"] is True and saved["memory"]["table"][-1] == [512, 64, None]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "real_runs.csv").exists(), reason="calibration data not present")
+@pytest.mark.parametrize("model", [LLAMA, "qwen-2.5-7b-instruct"])
+def test_shipped_profile_is_what_calibrate_fits_on_the_real_runs(model: str, tmp_path: Path) -> None:
+    # the shipped profile is reproducible: `placer twin calibrate real_runs.csv` (seed 0) gives its numbers
+    out = tmp_path / "p.json"
+    res = CliRunner().invoke(app, ["twin", "calibrate", str(SHARED / "real_runs.csv"), "--model", model,
+                                   "--gpu", "h100-64gb", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    fitted, shipped = json.loads(out.read_text()), load_profile(model, "h100-64gb").to_dict()
+    assert fitted["step"] == pytest.approx(shipped["step"], rel=1e-6)
+    assert fitted["memory"] == shipped["memory"]
+    assert fitted["output_scale"] == shipped["output_scale"]
+    assert fitted["output_exponent"] == shipped["output_exponent"]
