@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from twin.lengths import SHAREGPT_OUTPUT_MEAN, SHAREGPT_OUTPUT_MEAN_DEFAULT, SHAREGPT_PROMPT_MEAN
+from twin.lengths import SHAREGPT_PROMPT_MEAN, sharegpt_output_mean
 from twin.spec import Instance, Lengths
 from twin.traces import load_trace
 
@@ -18,8 +18,7 @@ def mean_lengths(lengths: Lengths, model: str, output_scale: float = 1.0) -> tup
     law's outputs are reference lengths, and the model stops that much earlier on average, as in the twin.
     """
     if lengths.kind == "sharegpt":
-        reference = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
-        return SHAREGPT_PROMPT_MEAN, output_scale * reference
+        return SHAREGPT_PROMPT_MEAN, sharegpt_output_mean(model, output_scale)
     if lengths.kind == "trace":
         tr = load_trace(str(lengths.trace))
         return float(tr.input_tokens.mean()), float(tr.output_tokens.mean())

@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from twin.lengths import SHAREGPT_OUTPUT_MEAN, SHAREGPT_OUTPUT_MEAN_DEFAULT
 from twin.lengths import SHAREGPT_PROMPT_MEAN as SHAREGPT_INPUT_MEAN
+from twin.lengths import sharegpt_output_mean
 from twin.profile import Profile, load_profile
 from twin.spec import Lengths, ServerSettings, Workload
 
@@ -77,7 +77,7 @@ def length_stats(lengths: Lengths, model: str, output_scale: float = 1.0
     """(input mean, input std, output mean, output std) in tokens of a request-length distribution
     (``output_scale``: the profile's EOS shortfall on the ShareGPT law's reference outputs)."""
     if lengths.kind == "sharegpt":
-        out = output_scale * SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+        out = sharegpt_output_mean(model, output_scale)
         return (SHAREGPT_INPUT_MEAN, SHAREGPT_INPUT_MEAN * SHAREGPT_STD_OVER_MEAN,
                 out, out * SHAREGPT_STD_OVER_MEAN)
     if lengths.kind == "normal":

@@ -189,9 +189,9 @@ def fit_output_scale(runs: Sequence[RunRecord], model: str) -> float:
     The real "offered load" of the calibration runs counts these generated tokens (ideal throughput =
     arrivals × tokens per completed request), so the twin's offered load must count them too.
     """
-    from twin.lengths import SHAREGPT_OUTPUT_MEAN, SHAREGPT_OUTPUT_MEAN_DEFAULT
+    from twin.lengths import sharegpt_output_mean
 
-    ref = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+    ref = sharegpt_output_mean(model)
     xs = [r.tokens_out / r.completed / ref for r in runs
           if not r.oom and r.completed >= 100 and r.mean_waiting < 1.0 and math.isfinite(r.tokens_out)]
     return round(float(np.median(xs)), 4) if len(xs) >= 3 else 1.0

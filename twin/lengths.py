@@ -94,7 +94,7 @@ def sharegpt_fit(model: str = "") -> tuple[float, float, float, float]:
     mu_in, s_in = _fit_tln(SHAREGPT_PROMPT_MEAN, SHAREGPT_CV, lo_in, hi_in)
     u = (np.arange(256) + 0.5) / 256
     prompts = np.round(_sample_tln(mu_in, s_in, lo_in, hi_in, u))
-    out_mean = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+    out_mean = sharegpt_output_mean(model)
     mu_out, s_out = _fit_tln(out_mean, SHAREGPT_CV, 0.5, SHAREGPT_MAX_TOTAL - prompts + 0.5)
     return mu_in, s_in, mu_out, s_out
 
@@ -156,6 +156,12 @@ def _sharegpt_tables(model: str) -> tuple[np.ndarray, np.ndarray]:
     return cdf_in, cdf_out
 
 
+def sharegpt_output_mean(model: str = "", output_scale: float = 1.0) -> float:
+    """Mean output tokens of the ShareGPT law for ``model``: the reference completions' mean × the profile's
+    EOS shortfall ``output_scale`` (:attr:`twin.profile.Profile.output_scale`; 1 = the reference mean)."""
+    return output_scale * SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
+
+
 def expected_tokens(lengths: Lengths, model: str = "", output_scale: float = 1.0) -> float:
     """Mean prompt + output tokens of one request under ``lengths`` (without drawing any).
 
@@ -163,8 +169,7 @@ def expected_tokens(lengths: Lengths, model: str = "", output_scale: float = 1.0
     ShareGPT law's reference output lengths; other laws are generated lengths and ignore it.
     """
     if lengths.kind == "sharegpt":
-        out_mean = SHAREGPT_OUTPUT_MEAN.get(model, SHAREGPT_OUTPUT_MEAN_DEFAULT)
-        return SHAREGPT_PROMPT_MEAN + output_scale * out_mean
+        return SHAREGPT_PROMPT_MEAN + sharegpt_output_mean(model, output_scale)
     if lengths.kind == "normal":
         assert lengths.input_mean is not None and lengths.input_std is not None
         assert lengths.output_mean is not None and lengths.output_std is not None
