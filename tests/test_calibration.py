@@ -156,10 +156,10 @@ def test_prefit_targets_the_effective_step_time_where_tokens_were_counted() -> N
                     ranks_composition="8x8", max_loras=8, max_cpu_loras=8, max_lora_rank=8, duration_s=100.0,
                     tokens_out=400_000.0, tokens_in=450_000.0, mean_running=100.0, mean_itl_ms=30.0)
     assert effective_step_ms(run) == pytest.approx(25.0)
-    assert _state([run])["itl"][0] == pytest.approx(25.0)
-    assert _state([run], target="itl")["itl"][0] == pytest.approx(30.0)
+    assert _state([run])["step"][0] == pytest.approx(25.0)
+    assert _state([run], target="itl")["step"][0] == pytest.approx(30.0)
     no_count = replace(run, tokens_out=math.nan)
-    assert math.isnan(effective_step_ms(no_count)) and _state([no_count])["itl"][0] == pytest.approx(30.0)
+    assert math.isnan(effective_step_ms(no_count)) and _state([no_count])["step"][0] == pytest.approx(30.0)
 
 
 def _saturated_runs(n: int) -> list[RunRecord]:

@@ -96,23 +96,21 @@ def effective_step_ms(r: RunRecord) -> float:
     return r.mean_running * 1000.0 * r.duration_s / r.tokens_out
 
 
-#: What the pre-fit's step time is fitted to: "step" = :func:`effective_step_ms` (the mean ITL where it is
-#: missing), "itl" = the runs' mean inter-token latency.
-PREFIT_TARGET = "step"
-
-
-def _state(runs: Sequence[RunRecord], target: str | None = None) -> dict[str, np.ndarray]:
+def _state(runs: Sequence[RunRecord], target: str = "step") -> dict[str, np.ndarray]:
+    """The runs' mean state and the step time the pre-fit targets: ``target`` "step" =
+    :func:`effective_step_ms` (the mean ITL where it is missing), "itl" = the runs' mean inter-token
+    latency."""
     ok = [r for r in runs if not r.oom and math.isfinite(r.mean_itl_ms) and math.isfinite(r.mean_running)]
     B = np.array([r.mean_running for r in ok])
-    itl = np.array([r.mean_itl_ms for r in ok])
-    if (target or PREFIT_TARGET) == "step":
+    step = np.array([r.mean_itl_ms for r in ok])
+    if target == "step":
         eff = np.array([effective_step_ms(r) for r in ok])
-        itl = np.where(np.isfinite(eff) & (eff > 0), eff, itl)
+        step = np.where(np.isfinite(eff) & (eff > 0), eff, step)
     tin = np.array([r.tokens_in / r.duration_s if math.isfinite(r.tokens_in) else
                     r.throughput_total * 0.53 for r in ok])
     A = np.array([expected_distinct(_rates(r), b, r.max_loras) for r, b in zip(ok, B, strict=True)])
     R = np.array([float(r.max_lora_rank) for r in ok])
-    return {"B": B, "itl": itl, "P": tin * itl / 1000.0, "A": A, "R": R, "C": B * MEAN_CONTEXT_TOKENS}
+    return {"B": B, "step": step, "P": tin * step / 1000.0, "A": A, "R": R, "C": B * MEAN_CONTEXT_TOKENS}
 
 
 def step_ms(step: StepModel, B: Any, P: Any, C: Any, A: Any, R: Any, W: Any = 0.0) -> Any:
@@ -173,7 +171,7 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, 
 
     def resid(x: np.ndarray) -> np.ndarray:
         pred = step_ms(model(x), s["B"], s["P"], s["C"], s["A"], s["R"])
-        return weight * np.log(np.maximum(pred, 1e-6) / s["itl"])
+        return weight * np.log(np.maximum(pred, 1e-6) / s["step"])
 
     sol = least_squares(resid, np.clip(x_all[free], 0, 100), bounds=(0.0, 100.0))
     fitted = model(sol.x)
@@ -313,8 +311,8 @@ class FitLog:
 #: bounds; x tolerance).
 REFINE_COORDINATES: tuple[tuple[int, float, float, float], ...] = (
     (0, -0.35, 0.35, 0.004), (1, -1.5, 1.0, 0.03), (0, -0.35, 0.35, 0.004))
-REFINE_COORDINATES_BATCH: tuple[tuple[int, float, float, float], ...] = (
-    (0, -0.35, 0.35, 0.004), (1, -1.5, 1.0, 0.03), (2, -1.0, 0.7, 0.03), (0, -0.35, 0.35, 0.004))
+#: The per-sequence pass ``refine_batch`` adds before the last step-scale pass.
+BATCH_PASS: tuple[int, float, float, float] = (2, -1.0, 0.7, 0.03)
 
 
 def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, seed: int = 0,
@@ -344,7 +342,8 @@ def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, se
                                     "objective": cache[key]})
         return cache[key]
 
-    coords = REFINE_COORDINATES_BATCH if refine_batch else REFINE_COORDINATES
+    coords = REFINE_COORDINATES[:-1] + (BATCH_PASS,) + REFINE_COORDINATES[-1:] if refine_batch \
+        else REFINE_COORDINATES
     x = (0.0, 0.0, 0.0)
     budget = max(3, max_evals // len(coords))
     for i, lo, hi, xatol in coords:
