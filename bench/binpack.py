@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from placer.binpack import solve_binpack, triplet_instance
-from twin._io import atomic_write_text
+from placer.exact.binpack import solve_binpack, triplet_instance
+from twin.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
 

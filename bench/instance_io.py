@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from placer.generate import generate
-from placer.io import read_instance, write_instance
+from placer.problem.generate import generate
+from placer.problem.io import read_instance, write_instance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,14 +25,14 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-from placer.evaluate import evaluate
-from placer.generate import DEFAULT_RATE_PER_ADAPTER, generate
+from placer.check.evaluate import evaluate
+from placer.check.repair import repair
+from placer.check.verify import _simulate_gpu
 from placer.oracle import Oracle, make_oracle
-from placer.repair import repair
+from placer.problem.generate import DEFAULT_RATE_PER_ADAPTER, generate
 from placer.result import Result
 from placer.solve import SOLVERS, solve
-from placer.verify import _simulate_gpu
-from twin._io import atomic_write_text
+from twin.files import atomic_write_text
 from twin.spec import Instance
 
 ROOT = Path(__file__).resolve().parent

@@ -47,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     import placer
+    from placer.check.repair import repair
+    from placer.check.verify import verify
     from placer.oracle import make_oracle
-    from placer.plots import plan_chart
-    from placer.repair import repair
-    from placer.report import write_report
+    from placer.reporting.charts import plan_chart
+    from placer.reporting.report import write_report
     from placer.solve import solve
-    from placer.verify import verify
 
     stages: dict[str, float] = {"import_s": time.perf_counter() - t_start}
     work = Path(tempfile.mkdtemp(prefix="placer-scale-"))

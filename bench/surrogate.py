@@ -24,7 +24,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from surrogate.evaluate import evaluate, flat_metrics, smape  # noqa: E402
+from surrogate.evaluate import evaluate, flat_metrics  # noqa: E402
+from twin.metrics import smape_paper as smape  # noqa: E402
 
 TARGETS = {  # metric: (comparison, target) — issue 5
     "throughput_smape_pct": ("<=", 2.5),

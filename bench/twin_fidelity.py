@@ -25,11 +25,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from twin.calibrate import fit_profile, load_kv_table, memory_error  # noqa: E402
-from twin.metrics import smape, smape_paper  # noqa: E402
-from twin.profile import Profile, load_profile  # noqa: E402
-from twin.replay import DEFAULT_CLIENT_CAP, capped, rerun  # noqa: E402
-from twin.runs import RunRecord, load_runs  # noqa: E402
+from twin.calibration.fit import fit_profile, load_kv_table, memory_error  # noqa: E402
+from twin.calibration.replay import DEFAULT_CLIENT_CAP, capped, rerun  # noqa: E402
+from twin.calibration.runs import RunRecord, load_runs  # noqa: E402
+from twin.catalogue import load_profile  # noqa: E402
+from twin.metrics import smape_paper  # noqa: E402
+from twin.metrics import smape_symmetric as smape  # noqa: E402
+from twin.profile import Profile  # noqa: E402
 
 SHARED = Path("/work/shared/calibration")
 MODELS = ("llama-3.1-8b-instruct", "qwen-2.5-7b-instruct")

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from twin import Adapter, Instance, Workload, generate_requests, simulate  # noqa: E402
-from twin._io import atomic_write_text  # noqa: E402
+from twin.files import atomic_write_text  # noqa: E402
 
 LLAMA, QWEN = "llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"
 # name: (model, n adapters, rates, ranks, max_loras)

@@ -1,16 +1,16 @@
 """placer: minimise the GPUs that serve a multi-LoRA vLLM workload, with verifiable, deployable plans."""
 
-from placer.binpack import read_bpp, solve_binpack, triplet_instance
-from placer.bounds import lower_bound
+from placer.check.evaluate import Evaluation, evaluate
+from placer.check.repair import repair
+from placer.check.verify import VerifyReport, verify
 from placer.deploy import launch_commands
-from placer.evaluate import Evaluation, evaluate
-from placer.generate import generate
-from placer.io import read_instance, write_instance
+from placer.exact.binpack import read_bpp, solve_binpack, triplet_instance
+from placer.exact.bounds import lower_bound
 from placer.oracle import GpuVerdict, Oracle, make_oracle
-from placer.repair import repair
+from placer.problem.generate import generate
+from placer.problem.io import read_instance, write_instance
 from placer.result import GpuPlan, Result
 from placer.solve import DEFAULT_SOLVER, SOLVERS, register_solver, solve
-from placer.verify import VerifyReport, verify
 from twin.errors import InfeasibleError, InputError, PlacerError
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 

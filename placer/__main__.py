@@ -1,3 +1,3 @@
-from placer.cli import main
+from placer.cli.app import main
 
 main()

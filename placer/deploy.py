@@ -12,8 +12,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from placer.evaluate import check_plan
-from placer.memory import max_model_len
+from placer.check.evaluate import check_plan
+from placer.problem.memory import max_model_len
 from placer.result import Result
 from twin.errors import InputError
 from twin.spec import Instance

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twin._io import atomic_write_text
 from twin.errors import InputError
+from twin.files import atomic_write_text
 
 STATUSES = ("optimal", "feasible", "timeout", "infeasible")
 

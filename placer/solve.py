@@ -5,33 +5,36 @@ A solver is a plain function ``fn(problem, *, time_limit, seed, oracle) -> Resul
 - ``problem``: a validated :class:`twin.spec.Instance` (the placer calls it *Problem*);
 - ``time_limit``: seconds of wall time the solver may use (heuristics may finish far sooner);
 - ``seed``: the only source of randomness (``numpy.random.default_rng(seed)``); same seed, same plan;
-- ``oracle``: the :class:`placer.oracle.Oracle` that decides whether a set of adapters fits one GPU and with
+- ``oracle``: the :class:`placer.oracle.base.Oracle` that decides whether a set of adapters fits one GPU and
+with
   which ``max_loras``; a solver must only build GPUs that this oracle calls feasible.
 
-Solvers register themselves with :func:`register_solver` when their module is imported; :data:`SOLVERS` maps
-names to functions and is the CLI's list of choices. Modules listed in :data:`PLUGIN_MODULES` are imported
-the first time :data:`SOLVERS` is read, so it is always complete, whatever was imported first. A plugin module
-should import heavy dependencies (ortools, pulp) inside its functions, not at module level.
+:data:`SOLVERS` maps names to functions and is the CLI's list of choices: the built-in solvers are listed
+explicitly below (a missing module is an import error, never a silently absent solver); an embedding
+application adds its own with :func:`register_solver`.
 
 :func:`solve` adds what no solver should compute for itself: the default oracle, the infeasibility check (an
-adapter that fits on no GPU alone), the lower bound (``placer.bounds.lower_bound`` when that module exists),
-the wall time and the instance/oracle names. Solvers never grade themselves: :mod:`placer.evaluate` does.
+adapter that fits on no GPU alone), the lower bound (:func:`placer.exact.bounds.lower_bound`),
+the wall time and the instance/oracle names. Solvers never grade themselves: :mod:`placer.check.evaluate`
+does.
 """
 
 from __future__ import annotations
 
-import importlib
 import numbers
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from placer.exact import bounds, cpsat, ilp
+from placer.heuristics import baselines, ffd_bisect, greedy_paper
 from placer.result import Result
 from twin.errors import InputError
 from twin.spec import Instance
 
 if TYPE_CHECKING:
-    from placer.oracle import Oracle
+    from placer.oracle.base import Oracle
 
 
 class SolverFn(Protocol):
@@ -40,71 +43,30 @@ class SolverFn(Protocol):
     def __call__(self, problem: Instance, *, time_limit: float, seed: int, oracle: Oracle) -> Result: ...
 
 
-class _Registry(Mapping[str, "SolverFn"]):
-    """The solver mapping; reading it first imports the plugin modules (so any import order works).
-
-    Read-only: solvers are added with :func:`register_solver` (``Mapping`` derives ``get``, ``keys``,
-    ``items``, ``values`` and ``in`` from the three methods below, so every read goes through them).
-    """
-
-    def __init__(self) -> None:
-        self._data: dict[str, SolverFn] = {}
-        self._loading = False
-        self._loaded = False
-
-    def _ensure(self) -> None:
-        if not (self._loaded or self._loading):
-            self._loading = True
-            try:
-                _load_plugins()
-                self._loaded = True
-            finally:
-                self._loading = False
-
-    def __getitem__(self, key: str) -> SolverFn:
-        self._ensure()
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        self._ensure()
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        self._ensure()
-        return len(self._data)
-
-    def __repr__(self) -> str:
-        self._ensure()
-        return repr(self._data)
-
-
-_REGISTRY = _Registry()
-SOLVERS: Mapping[str, SolverFn] = _REGISTRY
 DEFAULT_SOLVER = "ffd-bisect"
 DEFAULT_TIME_LIMIT = 60.0
 
-# Modules that register solvers on import (skipped while they do not exist yet).
-PLUGIN_MODULES: tuple[str, ...] = (
-    "placer.greedy",       # greedy-paper
-    "placer.heuristics",   # ffd-bisect (our best heuristic)
-    "placer.baselines",    # loraserve, dlora, least-loaded, round-robin
-    "placer.cpsat",        # cpsat (exact)
-    "placer.ilp",          # ilp (exact)
-)
+# The built-in solvers, listed explicitly: a module that is missing is an import error, never a missing
+# solver.
+_BUILTIN: dict[str, SolverFn] = {
+    ffd_bisect.NAME: ffd_bisect.solve_ffd_bisect,      # our best heuristic (the default)
+    greedy_paper.NAME: greedy_paper.solve_greedy_paper,  # the papers' greedy
+    **baselines.BASELINES,                             # loraserve, dlora, least-loaded, round-robin
+    cpsat.NAME: cpsat.solve_cpsat,                     # exact (OR-Tools CP-SAT)
+    ilp.NAME: ilp.solve_ilp,                           # exact (PuLP + CBC)
+}
+_SOLVERS: dict[str, SolverFn] = dict(_BUILTIN)
+SOLVERS: Mapping[str, SolverFn] = MappingProxyType(_SOLVERS)  # read-only view; add with register_solver
 
 
 def register_solver(name: str, fn: Callable[..., Result], *, replace: bool = False) -> None:
-    """Add ``fn`` to :data:`SOLVERS` under ``name`` (re-registering the same function is a no-op)."""
+    """Add a user solver ``fn`` to :data:`SOLVERS` under ``name`` (``replace=True`` to override one)."""
     if not name or not isinstance(name, str):
         raise ValueError(f"solver name must be a non-empty string (got {name!r})")
-    old = _REGISTRY._data.get(name)  # no plugin loading: registration happens during it
+    old = _SOLVERS.get(name)
     if old is not None and old is not fn and not replace:
-        if getattr(old, "__qualname__", None) == getattr(fn, "__qualname__", None) and \
-                getattr(old, "__module__", None) == getattr(fn, "__module__", None):
-            _REGISTRY._data[name] = fn  # the same function from a re-imported module
-            return
         raise ValueError(f"solver {name!r} is already registered")
-    _REGISTRY._data[name] = fn
+    _SOLVERS[name] = fn
 
 
 def solver_names() -> tuple[str, ...]:
@@ -133,14 +95,8 @@ def default_oracle(problem: Instance, kind: str = "surrogate", **options: Any) -
 
 
 def lower_bound(problem: Instance, oracle: Oracle) -> int:
-    """The best lower bound on the GPU count we can compute (``placer.bounds`` when present, else 1)."""
-    try:
-        bounds = importlib.import_module("placer.bounds")
-        return max(1, int(bounds.lower_bound(problem, oracle)))
-    except ModuleNotFoundError as exc:  # the bound module (or a placer module it needs) is not there yet
-        if not (exc.name or "").startswith("placer."):
-            raise
-        return 1
+    """The best lower bound on the GPU count we can compute (at least 1)."""
+    return max(1, int(bounds.lower_bound(problem, oracle)))
 
 
 def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float = DEFAULT_TIME_LIMIT,
@@ -189,12 +145,3 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
         status = "optimal"
     return result.replace(status=status, lower_bound=lb, runtime_s=runtime, instance=problem.name,
                           model=problem.model, gpu=problem.gpu, oracle=oracle.name, extra=extra)
-
-
-def _load_plugins() -> None:
-    for module_name in PLUGIN_MODULES:
-        try:
-            importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise

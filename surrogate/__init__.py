@@ -20,7 +20,7 @@ from surrogate.bundle import (
     load_surrogate,
 )
 from surrogate.dataset import DEFAULT_PROFILES, SweepStats, load_dataset, sweep
-from surrogate.evaluate import evaluate, macro_f1, smape
+from surrogate.evaluate import evaluate
 from surrogate.features import (
     FEATURE_NAMES,
     FEATURE_SCHEMA_VERSION,
@@ -28,6 +28,7 @@ from surrogate.features import (
     features,
     features_for_groups,
 )
+from surrogate.metrics import macro_f1
 from surrogate.model import StarvationModel, ThroughputModel
 from surrogate.train import train
 
@@ -54,7 +55,6 @@ __all__ = [
     "load_default",
     "load_surrogate",
     "macro_f1",
-    "smape",
     "sweep",
     "train",
 ]

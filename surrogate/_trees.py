@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from surrogate._kernels import eval_trees, eval_trees_columns
+from surrogate._numba import eval_trees, eval_trees_columns
 
 _COLUMN_MIN_ROWS = 32  # from this many rows on, the tree-major (vectorised) kernel is faster
 

@@ -12,9 +12,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from twin.catalogue import load_profile
 from twin.lengths import SHAREGPT_PROMPT_MEAN as SHAREGPT_INPUT_MEAN
 from twin.lengths import sharegpt_output_mean
-from twin.profile import Profile, load_profile
+from twin.profile import Profile
 from twin.spec import Lengths, ServerSettings, Workload
 
 # ShareGPT V3 first turn as filtered for the calibration runs: the twin's own means (calibration.md).

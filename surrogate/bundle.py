@@ -9,6 +9,7 @@ profile's memory rule, evaluated exactly. :func:`load_default` returns the model
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ import numpy as np
 
 from surrogate.features import feature_index, features, features_for_groups
 from surrogate.model import StarvationModel, ThroughputModel
-from twin._io import atomic_write_text
+from twin.catalogue import check_model_gpu, load_profile
 from twin.errors import InputError
-from twin.profile import check_model_gpu
+from twin.files import atomic_write_text
 from twin.spec import Instance
 
 _KV = feature_index("kv_tokens")
@@ -179,8 +180,6 @@ def profile_mismatch(surrogate: Surrogate) -> str | None:
     Models record the version and content hash of the profile their training runs used; a recalibrated
     profile changes the twin, so the models must be retrained (``python -m surrogate.build_default``).
     """
-    from surrogate.train import profile_fingerprint
-
     trained = surrogate.meta.get("profile_sha256")
     if not trained or "@" not in surrogate.name:
         return None
@@ -220,3 +219,11 @@ def load_surrogate(model: str, gpu: str, models_dir: str | Path | None = None) -
         return load_default(model, gpu)
     check_model_gpu(model, gpu)
     return _checked(Surrogate.load(models_dir, f"{model}@{gpu}"))
+
+
+def profile_fingerprint(name: str) -> dict[str, str]:
+    """Version and content hash of a profile (recorded so stale models can be detected)."""
+    model, gpu = name.split("@", 1)
+    prof = load_profile(model, gpu)
+    digest = hashlib.sha256(json.dumps(prof.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    return {"profile_version": prof.version, "profile_sha256": digest}

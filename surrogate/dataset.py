@@ -25,8 +25,8 @@ import pandas as pd
 
 from surrogate._backends import map_unordered
 from surrogate.sampling import SAMPLER_VERSION, draw_sample, sample_instance
-from twin._io import atomic_write_bytes, atomic_write_text
 from twin.errors import InputError
+from twin.files import atomic_write_bytes, atomic_write_text
 
 DEFAULT_PROFILES: tuple[str, ...] = ("llama-3.1-8b-instruct@h100-64gb", "qwen-2.5-7b-instruct@h100-64gb")
 MANIFEST = "manifest.json"

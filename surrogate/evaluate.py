@@ -14,37 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from surrogate.metrics import macro_f1
 from twin.errors import InputError
+from twin.metrics import smape_paper
 
 DEFAULT_REAL_RUNS = Path(__file__).resolve().parents[2] / "shared" / "calibration" / "real_runs.csv"
-
-
-def smape(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """SMAPE in the papers' form, percent: 100 · mean(|a − b| / (|a| + |b|)).
-
-    The twin's definition (:func:`twin.metrics.smape_paper`); NaN for no rows."""
-    from twin.metrics import smape_paper
-
-    return smape_paper(actual, predicted) if np.asarray(actual).size else float("nan")
-
-
-def macro_f1(actual: np.ndarray, predicted: np.ndarray) -> float:
-    """Mean of the F1 scores of the two classes (a class absent from both counts as F1 = 1)."""
-    a = np.asarray(actual, dtype=bool)
-    p = np.asarray(predicted, dtype=bool)
-    scores = []
-    for cls in (True, False):
-        tp = int(((a == cls) & (p == cls)).sum())
-        fp = int(((a != cls) & (p == cls)).sum())
-        fn = int(((a == cls) & (p != cls)).sum())
-        scores.append(1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores))
 
 
 def score(thr_true: np.ndarray, thr_pred: np.ndarray, starved_true: np.ndarray, starved_pred: np.ndarray
           ) -> dict[str, float]:
     """The accuracy metrics of one set of rows."""
-    s = smape(thr_true, thr_pred)
+    s = smape_paper(thr_true, thr_pred)
     return {"rows": int(np.asarray(thr_true).size), "throughput_smape_pct": s,
             "throughput_smape_std_pct": 2 * s,
             "starvation_macro_f1": macro_f1(starved_true, starved_pred),
@@ -121,8 +101,8 @@ def timing(surrogate: Any, instance: Any, *, n_groups: int = 2000, group_size: i
 
 
 def real_records(path: str | Path = DEFAULT_REAL_RUNS) -> list[Any]:
-    """The dt_real runs (ok and OOM) as :class:`twin.runs.RunRecord`."""
-    from twin.runs import load_runs
+    """The dt_real runs (ok and OOM) as :class:`twin.calibration.runs.RunRecord`."""
+    from twin.calibration.runs import load_runs
 
     return list(load_runs(path, source="dt_real"))
 

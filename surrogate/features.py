@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from surrogate._kernels import N_COLS, group_features
+from surrogate._numba import N_COLS, group_features
 from surrogate._workload import context
 from twin.errors import InputError
 from twin.spec import Instance, ServerSettings, Workload
@@ -38,7 +38,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "rate_per_active_adapter", "capacity_slots_est_tok_s", "load_ratio_slots",
 )
 N_FEATURES = len(FEATURE_NAMES)
-assert N_FEATURES == N_COLS, "surrogate._kernels.group_features writes a different number of columns"
+assert N_FEATURES == N_COLS, "surrogate._numba.group_features writes a different number of columns"
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from surrogate._trees import Trees, export_trees
 from surrogate.features import FEATURE_NAMES, FEATURE_SCHEMA_VERSION, N_FEATURES, feature_index, offered_tok_s
-from twin._io import atomic_write_text
 from twin.errors import InputError
+from twin.files import atomic_write_text
 
 TARGETS = ("log_capped", "log_ref", "log_fraction", "fraction", "log")
 LOSSES = ("MAE", "RMSE")

@@ -20,7 +20,7 @@ import numpy as np
 
 from surrogate._workload import max_slots
 from surrogate.features import feature_index, features
-from twin.profile import load_profile
+from twin.catalogue import load_profile
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import shipped_traces
 

@@ -8,21 +8,19 @@ sidecars; the shipped model is then refitted on all rows with the same settings.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from surrogate.bundle import Surrogate, oom_from_features
+from surrogate.bundle import Surrogate, oom_from_features, profile_fingerprint
 from surrogate.dataset import dataset_hash, iter_rows, load_dataset
-from surrogate.evaluate import macro_f1, smape
 from surrogate.features import FEATURE_SCHEMA_VERSION, features
+from surrogate.metrics import macro_f1
 from surrogate.model import StarvationModel, ThroughputModel
 from surrogate.sampling import sample_instance
 from twin.errors import InputError
-from twin.profile import load_profile
+from twin.metrics import smape_paper
 
 
 def design_matrix(frame: pd.DataFrame) -> np.ndarray:
@@ -40,14 +38,6 @@ def usable(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame["error"].isna() if "error" in frame else pd.Series(True, index=frame.index)
     ok &= ~frame["sim_oom"].fillna(True).astype(bool)
     return frame[ok].reset_index(drop=True)
-
-
-def profile_fingerprint(name: str) -> dict[str, str]:
-    """Version and content hash of a profile (recorded so stale models can be detected)."""
-    model, gpu = name.split("@", 1)
-    prof = load_profile(model, gpu)
-    digest = hashlib.sha256(json.dumps(prof.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-    return {"profile_version": prof.version, "profile_sha256": digest}
 
 
 def fit_pair(X: np.ndarray, thr: np.ndarray, starved: np.ndarray, *, iterations: int = 1000, depth: int = 6,
@@ -96,7 +86,7 @@ def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | Non
             t = test_rows & (prof_all == name)
             if t.any():
                 val[name] = {"rows": int(t.sum()),
-                             "throughput_smape_pct": smape(thr_all[t], tm.predict(X_all[t])),
+                             "throughput_smape_pct": smape_paper(thr_all[t], tm.predict(X_all[t])),
                              "starvation_macro_f1": macro_f1(st_all[t], sm.predict(X_all[t]))}
         fitted[key] = fit_pair(X_all[sel], thr_all[sel], st_all[sel], **params)  # type: ignore[arg-type]
     out: dict[str, Surrogate] = {}

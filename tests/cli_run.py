@@ -6,11 +6,11 @@ import contextlib
 import io
 import sys
 
-from placer.cli import main
+from placer.cli.app import main
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
-    """``placer ARGS`` through :func:`placer.cli.main`: (exit code, stdout, stderr).
+    """``placer ARGS`` through :func:`placer.cli.app.main`: (exit code, stdout, stderr).
 
     Any exception other than SystemExit propagates: a traceback is a bug, and the test shows it.
     """

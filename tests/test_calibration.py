@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from placer.cli import app
-from twin.calibrate import (
+from placer.cli.app import app
+from twin.calibration.fit import (
     FitLog,
     Outcome,
     _state,
@@ -30,10 +30,11 @@ from twin.calibrate import (
     scaled_step,
     step_ms,
 )
+from twin.calibration.runs import RunRecord, format_composition, load_runs, parse_composition
+from twin.catalogue import check_model_gpu, list_profiles, load_profile
 from twin.errors import InputError
-from twin.hardware import MODELS, derived_profile, list_profiles
-from twin.profile import StepModel, check_model_gpu, load_profile
-from twin.runs import RunRecord, format_composition, load_runs, parse_composition
+from twin.hardware import MODELS, derived_profile
+from twin.profile import StepModel
 from twin.spec import Instance
 
 SHARED = Path("/work/shared/calibration")
@@ -253,7 +254,7 @@ def test_datasheet_profiles_are_flagged_and_resolvable() -> None:
     assert MODELS["qwen-2.5-7b-instruct"].kv_bytes_per_token == 57344
     qwen = derived_profile("qwen-2.5-7b-instruct", "h100-64gb", reference=load_profile(LLAMA, "h100-64gb"))
     assert qwen.memory.kv_per_slot_rank == pytest.approx(88.0, abs=0.5)  # measured: 88 tokens per slot·rank
-    from twin.profile import UncalibratedProfileWarning
+    from twin.catalogue import UncalibratedProfileWarning
 
     load_profile.cache_clear()  # the warning is emitted once per process and pair
     with pytest.warns(UncalibratedProfileWarning, match="UNCALIBRATED"):
@@ -276,7 +277,7 @@ def test_cli_profiles_and_calibrate_without_refinement(tmp_path: Path) -> None:
     runs = _synthetic_runs(StepModel(base_ms=14.0, per_seq_ms=0.1, per_prefill_token_ms=0.03), n=8)
     import pandas as pd
 
-    from twin.runs import runs_frame
+    from twin.calibration.runs import runs_frame
 
     runs = [replace(r, run_name=f"r{i}", max_loras=8, max_lora_rank=16) for i, r in enumerate(runs)]
     df = runs_frame(runs).drop(columns=["starved"])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from cli_run import run_cli
 
-from placer.arcflow import build_graph, decode, packing_flows
-from placer.binpack import (
+from placer.exact.arcflow import build_graph, decode, packing_flows
+from placer.exact.binpack import (
     BinPackInstance,
     packing_model,
     parse_bpp,
@@ -18,7 +18,7 @@ from placer.binpack import (
     solve_binpack,
     triplet_instance,
 )
-from placer.packing import first_fit_decreasing
+from placer.exact.packing import first_fit_decreasing
 from twin.errors import InputError
 
 SHIPPED = Path(__file__).resolve().parents[1] / "instances" / "binpack"

@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from placer.bounds import lp_bound, model_bounds
-from placer.colgen import pattern_bound, pattern_dive, pattern_packing
-from placer.evaluate import evaluate
-from placer.linear import build_linear_model
+from placer.check.evaluate import evaluate
+from placer.exact.bounds import lp_bound, model_bounds
+from placer.exact.capacity import build_linear_model
+from placer.exact.colgen import pattern_bound, pattern_dive, pattern_packing
+from placer.exact.packing import BinClass, PackingModel, first_fit_decreasing
 from placer.oracle import AnalyticOracle
-from placer.packing import BinClass, PackingModel, first_fit_decreasing
 from placer.solve import solve
 from twin.spec import Adapter, Instance
 

@@ -1,6 +1,7 @@
 """Exact placement solvers (cpsat, ilp): tiny instances with hand-known optima, cross-solver invariants.
 
-The oracle is the deterministic analytic test double (:class:`placer.oracle.AnalyticOracle`): a GPU carries
+The oracle is the deterministic analytic test double (:class:`placer.oracle.base.AnalyticOracle`): a GPU
+carries
 ``capacity_rps`` requests per second and needs ``ceil(min_slot_fraction · n)`` slots; memory is the twin's
 exact rule (at most 7 slots of rank 512 on Llama / H100). With ``slot_cost`` 0 its capacity does not depend on
 the mix, so the linearised model is exact and a proven optimum is a true optimum.
@@ -13,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from placer.bounds import lower_bound
-from placer.evaluate import evaluate
-from placer.linear import build_linear_model
+from placer.check.evaluate import evaluate
+from placer.exact.bounds import lower_bound
+from placer.exact.capacity import build_linear_model
 from placer.oracle import AnalyticOracle
 from placer.solve import SOLVERS, solve
 from twin.spec import Adapter, Instance

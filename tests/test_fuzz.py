@@ -21,7 +21,7 @@ from cli_run import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from placer.io import read_instance, write_instance
+from placer.problem.io import read_instance, write_instance
 from placer.result import GpuPlan, Result
 from twin.errors import InputError
 
@@ -228,7 +228,7 @@ def _g(ids: str, s: int = 2, m: int | None = None, r: int = 32) -> GpuPlan:
     (_plan(_g("a0 a1"), _g(""), _g("a2 a3 a4")), "gpus[1]: no adapters"),
 ])
 def test_verify_rejects_plans_that_do_not_fit_with_the_reason(plan: Result, reason: str) -> None:
-    from placer.verify import verify
+    from placer.check.verify import verify
 
     with pytest.raises(InputError) as info:
         verify(read_instance(TINY), plan, workers=1)
@@ -309,8 +309,8 @@ def test_interrupted_plan_write_keeps_the_old_plan(tmp_path: Path, monkeypatch: 
 
 def test_interrupted_instance_chart_and_csv_writes_keep_old_files(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from placer.compare import CompareRow, write_csv
-    from placer.plots import compare_chart
+    from placer.check.compare import CompareRow, write_csv
+    from placer.reporting.charts import compare_chart
 
     inst, chart, csv = tmp_path / "i.yaml", tmp_path / "c.png", tmp_path / "r.csv"
     for p in (inst, chart, csv):
@@ -326,7 +326,7 @@ def test_interrupted_instance_chart_and_csv_writes_keep_old_files(tmp_path: Path
 
 
 def test_interrupted_report_keeps_the_old_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import placer.report as report
+    import placer.reporting.report as report
 
     problem = read_instance(TINY)
     plan = _plan(_g("a0 a1 a2 a3 a4", s=5))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from placer.cli import main
-from placer.generate import FAMILIES, PAPER_RATES, generate
-from placer.io import read_instance, write_instance
+from placer.cli.app import main
+from placer.problem.generate import FAMILIES, PAPER_RATES, generate
+from placer.problem.io import read_instance, write_instance
 from twin.errors import InputError
 from twin.traces import load_trace
 

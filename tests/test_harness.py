@@ -9,10 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from twin._http import metric_sum, parse_prometheus, post_stream
+from twin.calibration.harness import (
+    RECORD_COLUMNS,
+    Collect,
+    collect,
+    launch,
+    looks_oom,
+    vllm_command,
+    write_records,
+)
+from twin.calibration.http import metric_sum, parse_prometheus, post_stream
+from twin.calibration.runs import load_runs
 from twin.errors import InputError
-from twin.harness import RECORD_COLUMNS, Collect, collect, launch, looks_oom, vllm_command, write_records
-from twin.runs import load_runs
 from twin.spec import Adapter, Instance, Lengths, Workload
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from placer.cli import main
-from placer.generate import generate
-from placer.io import instance_from_dict, instance_to_dict, read_instance, write_instance
+from placer.cli.app import main
+from placer.problem.generate import generate
+from placer.problem.io import instance_from_dict, instance_to_dict, read_instance, write_instance
+from twin.catalogue import load_profile
 from twin.errors import InputError
-from twin.profile import load_profile
 from twin.spec import ALLOWED_RANKS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "instances" / "examples"

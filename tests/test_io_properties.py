@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from placer.generate import FAMILIES, generate
-from placer.io import read_instance, write_instance
+from placer.problem.generate import FAMILIES, generate
+from placer.problem.io import read_instance, write_instance
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
 
 # Ids: printable text, including ones YAML/CSV would misread if unquoted ("1", "true", "a,b", " x").

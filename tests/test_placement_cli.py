@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cli_run import run_cli
 
-from placer.io import write_instance
+from placer.problem.io import write_instance
 from twin.spec import Adapter, Instance, Workload
 
 

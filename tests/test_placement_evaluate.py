@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from placer.evaluate import check_plan, evaluate
-from placer.memory import max_slots, memory_fits
+from placer.check.evaluate import check_plan, evaluate
 from placer.oracle import AnalyticOracle
+from placer.problem.memory import max_slots, memory_fits
 from placer.result import GpuPlan, Result
 from placer.solve import solve
 from twin.errors import InputError
@@ -85,8 +85,8 @@ def test_plan_round_trips_through_a_file(problem: Instance, tmp_path) -> None:
 
 @pytest.mark.parametrize("model", ["llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"])
 def test_memory_rule_is_the_twins(model: str) -> None:
+    from twin.catalogue import load_profile
     from twin.engine import is_oom, kv_capacity_tokens
-    from twin.profile import load_profile
 
     p = Instance(name="m", model=model, gpu="h100-64gb", adapters=(Adapter("a", 8, 1.0),))
     prof = load_profile(model, "h100-64gb")
@@ -164,7 +164,7 @@ class _TableBundle:
         self.table = table
 
     def predict_groups(self, problem: Instance, groups, max_loras, max_lora_rank, max_cpu_loras):  # type: ignore[no-untyped-def]
-        from placer.memory import tokens_per_request
+        from placer.problem.memory import tokens_per_request
 
         tpr = tokens_per_request(problem)
         thr = [self.table[int(s)][0] * float(problem.rates[g].sum()) * tpr
@@ -179,7 +179,7 @@ def _eight() -> Instance:
 
 
 def test_surrogate_oracle_margin_zero_needs_both_models_to_agree() -> None:
-    from placer.oracles import SurrogateOracle
+    from placer.oracle.backends import SurrogateOracle
 
     prob = _eight()
     idx = list(range(12))
@@ -192,7 +192,7 @@ def test_surrogate_oracle_margin_zero_needs_both_models_to_agree() -> None:
 
 
 def test_surrogate_oracle_is_stricter_than_the_classifier_by_default() -> None:
-    from placer.oracles import SurrogateOracle
+    from placer.oracle.backends import SurrogateOracle
 
     prob = _eight()
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
@@ -204,7 +204,7 @@ def test_surrogate_oracle_is_stricter_than_the_classifier_by_default() -> None:
 
 
 def test_near_equal_throughputs_pick_the_safest_slot_count() -> None:
-    from placer.oracles import SurrogateOracle
+    from placer.oracle.backends import SurrogateOracle
 
     prob = _eight()
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from placer.check.repair import repair
+from placer.check.verify import verify
 from placer.oracle import AnalyticOracle
-from placer.repair import repair
 from placer.solve import solve
-from placer.verify import verify
 from twin.spec import Adapter, Instance, Workload
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from placer.evaluate import evaluate
-from placer.generate import generate
-from placer.greedy import paper_order, zigzag
+from placer.check.evaluate import evaluate
+from placer.heuristics.fill import paper_order, zigzag
 from placer.oracle import AnalyticOracle
+from placer.problem.generate import generate
 from placer.solve import SOLVERS, register_solver, solve
 from twin.errors import InputError
 from twin.spec import Adapter, Instance

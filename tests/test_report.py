@@ -9,10 +9,10 @@ import pytest
 from cli_run import run_cli
 
 import twin
-from placer.compare import CompareRow
-from placer.io import read_instance
-from placer.plots import compare_chart, plan_chart, twin_chart
-from placer.report import MARKER, write_report
+from placer.check.compare import CompareRow
+from placer.problem.io import read_instance
+from placer.reporting.charts import compare_chart, plan_chart, twin_chart
+from placer.reporting.report import MARKER, write_report
 from placer.result import GpuPlan, Result
 from twin.errors import InputError
 from twin.spec import Adapter, Workload
@@ -125,7 +125,7 @@ def test_report_of_an_infeasible_result_says_why(problem: twin.Instance, tmp_pat
 
 # --- the CLI hooks: --plot on solve / compare / twin simulate, --report on solve --------------------------
 def test_cli_plot_and_report_options(problem: twin.Instance, tmp_path: Path) -> None:
-    from placer.io import write_instance
+    from placer.problem.io import write_instance
 
     inst = tmp_path / "tiny.yaml"
     write_instance(problem, inst)

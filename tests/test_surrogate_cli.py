@@ -9,7 +9,7 @@ import pytest
 from surrogate_fake import fake_simulate
 from typer.testing import CliRunner
 
-from placer.cli import app
+from placer.cli.app import app
 from surrogate import sweep, train
 
 TINY = Path(__file__).resolve().parents[1] / "instances" / "examples" / "tiny.yaml"

@@ -15,8 +15,8 @@ from surrogate.features import (
     features,
     features_for_groups,
 )
+from twin.catalogue import load_profile
 from twin.errors import InputError
-from twin.profile import load_profile
 from twin.spec import Adapter, Instance
 
 LLAMA, QWEN = "llama-3.1-8b-instruct", "qwen-2.5-7b-instruct"

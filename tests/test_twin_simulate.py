@@ -21,8 +21,8 @@ from twin import (
     load_profile,
     simulate,
     simulate_requests,
-    smape,
     smape_paper,
+    smape_symmetric,
 )
 from twin.engine import run_engine
 from twin.profile import MemoryModel, Profile, StepModel
@@ -128,7 +128,7 @@ def test_host_cache_misses_load_from_disk() -> None:
 
 def test_smape_forms() -> None:
     assert smape_paper([100.0, 0.0], [80.0, 0.0]) == pytest.approx(100 * (20 / 180) / 2)
-    assert smape([100.0], [80.0]) == pytest.approx(200 * 20 / 180)
+    assert smape_symmetric([100.0], [80.0]) == pytest.approx(200 * 20 / 180)
 
 
 # ---------------------------------------------------------------- property: every request is accounted for

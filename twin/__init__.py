@@ -1,19 +1,17 @@
 """twin: a discrete-event Digital Twin of one vLLM V1 server serving many LoRA adapters on one GPU."""
 
-from twin.calibrate import CalibrationResult, fit_profile
+from twin.calibration.fit import CalibrationResult, fit_profile
+from twin.calibration.runs import RunRecord, load_runs
+from twin.catalogue import UncalibratedProfileWarning, list_profiles, load_profile, shipped_profiles
 from twin.engine import is_oom, kv_capacity_tokens
 from twin.errors import InfeasibleError, InputError, PlacerError
-from twin.hardware import derived_profile, list_profiles
-from twin.metrics import SimResult, is_starved, smape, smape_paper
+from twin.hardware import derived_profile
+from twin.metrics import SimResult, is_starved, smape_paper, smape_symmetric
 from twin.profile import (
     MemoryModel,
     Profile,
     StepModel,
-    UncalibratedProfileWarning,
-    load_profile,
-    shipped_profiles,
 )
-from twin.runs import RunRecord, load_runs
 from twin.simulate import simulate, simulate_requests
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import Trace, load_trace, shipped_traces
@@ -52,6 +50,6 @@ __all__ = [
     "shipped_traces",
     "simulate",
     "simulate_requests",
-    "smape",
+    "smape_symmetric",
     "smape_paper",
 ]

@@ -1,7 +1,8 @@
 """The server model: KV capacity and the OOM rule, and one run of the compiled step loop.
 
 :func:`kv_capacity_tokens` applies the profile's :class:`~twin.profile.MemoryModel`; :func:`is_oom` the
-mission's memory-error rule. :func:`run_engine` feeds request arrays through :func:`twin._core.run_core` (the
+mission's memory-error rule. :func:`run_engine` feeds request arrays through
+:func:`twin._numba.core.run_core` (the
 vLLM V1 scheduler and the step-time model, documented there) and returns the raw per-request outcome.
 """
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from twin import _core
+from twin._numba import core as _core
 from twin.profile import Profile, StepModel
 
 STEP_FIELDS: tuple[str, ...] = (

@@ -20,7 +20,6 @@ before trusting it.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 
 from twin.errors import InputError
@@ -105,23 +104,17 @@ def in_catalogue(model: str, gpu: str) -> bool:
     return model in MODELS and gpu in GPUS
 
 
-def _reference(model: str) -> Profile:
-    from twin.profile import load_shipped_profile, shipped_profiles
-
-    if (model, REFERENCE_GPU) in shipped_profiles():
-        return load_shipped_profile(model, REFERENCE_GPU)
-    return load_shipped_profile(REFERENCE_MODEL, REFERENCE_GPU)
-
-
-def derived_profile(model: str, gpu: str, *, reference: Profile | None = None) -> Profile:
-    """An uncalibrated profile for (model, gpu) from the catalogue (see the module doc)."""
+def derived_profile(model: str, gpu: str, *, reference: Profile) -> Profile:
+    """An uncalibrated profile for (model, gpu) from the catalogue (see the module doc), scaled from the
+    fitted
+    ``reference`` (:func:`twin.catalogue.load_profile` passes the shipped one)."""
     if model not in MODELS:
         raise InputError(f"no architecture for model (got {model!r}; known: {', '.join(catalogue_models())})",
                          field="model", value=model)
     if gpu not in GPUS:
         raise InputError(f"no datasheet for GPU (got {gpu!r}; known: {', '.join(catalogue_gpus())})",
                          field="gpu", value=gpu)
-    ref = reference or _reference(model)
+    ref = reference
     m, g = MODELS[model], GPUS[gpu]
     rm, rg = MODELS[ref.model], GPUS[ref.gpu]
     rmem = ref.memory
@@ -165,20 +158,3 @@ def derived_profile(model: str, gpu: str, *, reference: Profile | None = None) -
     )
 
 
-def list_profiles() -> list[dict[str, object]]:
-    """Every profile the twin can load: shipped (calibrated or not) and derivable (uncalibrated)."""
-    from twin.profile import load_profile, shipped_profiles
-
-    out: list[dict[str, object]] = []
-    pairs = list(shipped_profiles()) + [(m, g) for m in catalogue_models() for g in catalogue_gpus()
-                                        if (m, g) not in shipped_profiles()]
-    for model, gpu in pairs:
-        with warnings.catch_warnings():  # the listing shows the flag itself
-            warnings.simplefilter("ignore")
-            p = load_profile(model, gpu)
-        out.append({"model": model, "gpu": gpu, "shipped": (model, gpu) in shipped_profiles(),
-                    "calibrated": p.calibrated, "version": p.version, "max_model_len": p.max_model_len,
-                    "kv_tokens_8x16": round(p.memory.kv_base_tokens - p.memory.kv_per_slot_rank * 128
-                                            - p.memory.kv_per_slot * 8),
-                    "base_ms": p.step.base_ms, "notes": p.notes})
-    return out

@@ -204,7 +204,7 @@ def generated_outputs(reference: np.ndarray, model: str, output_scale: float = 1
     The model stops at EOS before ``max_tokens`` = the reference length, more often on long references:
     generated = max(1, round(c · reference^output_exponent)) with c = output_scale · E[o] / E[o^exponent],
     so the mean is ``output_scale`` × the reference mean and an exponent below 1 thins the long tail (both
-    are profile parameters fitted by :mod:`twin.calibrate`; 1, 1 = the reference lengths).
+    are profile parameters fitted by :mod:`twin.calibration.fit`; 1, 1 = the reference lengths).
     """
     if output_scale == 1.0 and output_exponent == 1.0:
         return reference

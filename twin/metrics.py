@@ -24,21 +24,24 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from twin import _core
+from twin._numba import core as _core
 
 STARVED_FRACTION = 0.9
 
 
 def smape_paper(actual: Any, predicted: Any) -> float:
-    """SMAPE as the papers report it: 100 · mean(|a − b| / (|a| + |b|)) (0 where both are 0)."""
+    """SMAPE as the papers report it: 100 · mean(|a − b| / (|a| + |b|)) (0 where both are 0; NaN for no
+    rows)."""
     a = np.asarray(actual, dtype=np.float64)
     b = np.asarray(predicted, dtype=np.float64)
+    if a.size == 0:
+        return float("nan")
     den = np.abs(a) + np.abs(b)
     ratio = np.divide(np.abs(a - b), den, out=np.zeros(np.broadcast(a, b).shape), where=den > 0)
     return float(100.0 * ratio.mean())
 
 
-def smape(actual: Any, predicted: Any) -> float:
+def smape_symmetric(actual: Any, predicted: Any) -> float:
     """The usual symmetric MAPE: 100 · mean(2|a − b| / (|a| + |b|)) = 2 × :func:`smape_paper`."""
     return 2.0 * smape_paper(actual, predicted)
 

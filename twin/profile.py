@@ -7,7 +7,7 @@ A profile is a JSON file shipped in ``twin/profiles/`` named ``<model>@<gpu>.jso
 - ``step``: the step-time model (a forward step's duration from what it does), scheduler overhead and adapter
   load costs.
 
-The profile is data, not code: :mod:`twin.calibrate` fits it from run records and writes a new file.
+The profile is data, not code: :mod:`twin.calibration.fit` fits it from run records and writes a new file.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +90,8 @@ class Profile:
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     #: Generated output tokens per reference output token of the ShareGPT-like law: the model stops at EOS
-    #: before ``max_tokens`` (the reference completion length). Fitted by :mod:`twin.calibrate` from the runs'
+    #: before ``max_tokens`` (the reference completion length). Fitted by :mod:`twin.calibration.fit` from
+    #: the runs'
     #: tokens per completed request; 1.0 = no shortfall. Other length laws are taken as generated lengths.
     output_scale: float = 1.0
     #: The shortfall's shape: generated ∝ reference^output_exponent (below 1: long references are cut more;
@@ -132,7 +131,7 @@ class Profile:
 
     def save(self, path: str | Path) -> None:
         """Write the profile as JSON, atomically."""
-        from twin._io import atomic_write_text
+        from twin.files import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
@@ -146,87 +145,3 @@ class Profile:
         return cls.from_dict(data, source=str(p))
 
 
-def _shipped_files() -> dict[tuple[str, str], Any]:
-    out = {}
-    for entry in resources.files("twin").joinpath(PROFILE_DIR).iterdir():
-        name = entry.name
-        if name.endswith(".json") and "@" in name:
-            model, gpu = name[: -len(".json")].split("@", 1)
-            out[(model, gpu)] = entry
-    return out
-
-
-@cache
-def shipped_profiles() -> tuple[tuple[str, str], ...]:
-    """The (model, gpu) pairs with a profile shipped inside the package."""
-    return tuple(sorted(_shipped_files()))
-
-
-@cache
-def known_models() -> tuple[str, ...]:
-    """Models with a shipped profile or an architecture in :mod:`twin.hardware` (uncalibrated)."""
-    from twin.hardware import catalogue_models
-
-    return tuple(sorted({m for m, _ in shipped_profiles()} | set(catalogue_models())))
-
-
-@cache
-def known_gpus() -> tuple[str, ...]:
-    """GPUs with a shipped profile or a datasheet in :mod:`twin.hardware` (uncalibrated)."""
-    from twin.hardware import catalogue_gpus
-
-    return tuple(sorted({g for _, g in shipped_profiles()} | set(catalogue_gpus())))
-
-
-def is_calibrated(model: str, gpu: str) -> bool:
-    """True when a fitted profile ships for (model, gpu); False for a profile derived from datasheets."""
-    return (model, gpu) in shipped_profiles() and load_profile(model, gpu).calibrated
-
-
-def check_model_gpu(model: Any, gpu: Any) -> None:
-    """Raise :class:`InputError` unless a profile exists (shipped, or derivable by :mod:`twin.hardware`).
-
-    The message lists the shipped names; ``placer twin profiles`` lists the uncalibrated ones too.
-    """
-    from twin.hardware import in_catalogue
-
-    shipped = shipped_profiles()
-    if model not in known_models():
-        names = ", ".join(sorted({m for m, _ in shipped}))
-        raise InputError(f"unknown model profile (got {model!r}; known: {names})", field="model", value=model)
-    if gpu not in known_gpus():
-        names = ", ".join(sorted({g for _, g in shipped}))
-        raise InputError(f"unknown GPU profile (got {gpu!r}; known: {names})", field="gpu", value=gpu)
-    if (model, gpu) not in shipped_profiles() and not in_catalogue(model, gpu):
-        raise InputError(f"no profile for model {model!r} on GPU {gpu!r}", field="gpu", value=gpu)
-
-
-@cache
-def load_shipped_profile(model: str, gpu: str) -> Profile:
-    """The profile file shipped in ``twin/profiles/`` for (model, gpu)."""
-    files = _shipped_files()
-    if (model, gpu) not in files:
-        raise InputError(f"no shipped profile for model {model!r} on GPU {gpu!r}", field="gpu", value=gpu)
-    entry = files[(model, gpu)]
-    return Profile.from_dict(json.loads(entry.read_text()), source=f"twin/profiles/{entry.name}")
-
-
-@cache
-def load_profile(model: str, gpu: str) -> Profile:
-    """The profile for (model, gpu): the shipped one, else an uncalibrated one derived by :mod:`twin.hardware`
-    (``calibrated`` False)."""
-    check_model_gpu(model, gpu)
-    if (model, gpu) in shipped_profiles():
-        return load_shipped_profile(model, gpu)
-    import warnings
-
-    from twin.hardware import derived_profile
-
-    warnings.warn(f"{model}@{gpu}: UNCALIBRATED profile derived from architecture and datasheet; its "
-                  "predictions are unvalidated (fit it with `placer twin calibrate`)",
-                  UncalibratedProfileWarning, stacklevel=2)
-    return derived_profile(model, gpu)
-
-
-class UncalibratedProfileWarning(UserWarning):
-    """Emitted (once per process and pair) when a profile is derived from datasheets rather than fitted."""

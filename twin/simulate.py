@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from twin.catalogue import load_profile
 from twin.engine import is_oom, kv_capacity_tokens, run_engine
 from twin.errors import InputError
 from twin.lengths import expected_tokens
 from twin.metrics import SimResult, request_metrics, timeseries_dict
-from twin.profile import Profile, load_profile
+from twin.profile import Profile
 from twin.spec import Instance, ServerSettings
 from twin.workload import Requests, generate_requests
 

@@ -182,7 +182,7 @@ class Instance:
                 raise _bad(f"adapters[{i}].id", "is a duplicate adapter id", a.id)
             seen.add(a.id)
         # Profile names are checked here so that every way of building an instance is validated.
-        from twin.profile import check_model_gpu
+        from twin.catalogue import check_model_gpu
 
         check_model_gpu(self.model, self.gpu)
 

@@ -1,0 +1,1 @@
+"""Judging plans: the one evaluator, twin verification, repair, and solver comparison."""

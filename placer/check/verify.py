@@ -1,0 +1,117 @@
+"""Twin verification of a plan: re-simulate every GPU with its own settings and name any that fails.
+
+:func:`verify` first checks the plan's structure with the evaluator
+(:func:`placer.check.evaluate.check_plan`); a
+plan with unknown adapters or violated constraints is rejected with an :class:`~twin.errors.InputError`
+giving the reason. Then every GPU (or a seeded sample of them, for very large plans) is simulated by
+``twin.simulate`` in a process pool; a GPU that starves (throughput < 0.9 × offered) or cannot start (memory
+error) makes the plan infeasible and is named in ``failures``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from placer.check.evaluate import check_plan
+from placer.result import Result
+from twin.errors import InputError
+from twin.spec import Instance
+
+DEFAULT_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The twin's verdict on a plan: ``feasible`` ⇔ every simulated GPU is neither starved nor OOM."""
+
+    feasible: bool
+    num_gpus: int
+    simulated: tuple[int, ...]  # indices of the GPUs simulated (all of them unless sampled)
+    gpus: tuple[dict[str, Any], ...]  # one twin result per simulated GPU (with ``gpu``, ``adapters`` count)
+    failures: tuple[str, ...] = field(default=())
+    seed: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.simulated) < self.num_gpus
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feasible": self.feasible, "num_gpus": self.num_gpus, "sampled": self.sampled,
+                "simulated": list(self.simulated), "failures": list(self.failures), "seed": self.seed,
+                "wall_s": self.wall_s, "gpus": list(self.gpus)}
+
+
+def _simulate_gpu(args: tuple[Instance, int, int, int, int, int]) -> dict[str, Any]:
+    from twin.simulate import simulate
+
+    sub, j, s, m, r, seed = args
+    sim = simulate(sub, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed)
+    out: dict[str, Any] = {"gpu": j, "n_adapters": sub.n_adapters}
+    out.update(sim.to_dict(per_adapter=False))
+    return out
+
+
+def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | None = None,
+           sample: int | None = None, progress: Callable[[int, int], None] | None = None,
+           only: Sequence[int] | None = None) -> VerifyReport:
+    """Re-simulate the GPUs of ``plan`` in the twin (``workers`` processes, default 2).
+
+    ``sample``: simulate only that many GPUs, chosen with ``numpy.random.default_rng(seed)`` (the report says
+    which); None = all. ``only``: simulate just these GPU indices (before sampling).
+    ``progress(done, total)`` is called after each simulated GPU. Raises
+    :class:`InputError` when the plan does not fit the problem.
+    """
+    import time
+
+    errors = [e for e in check_plan(problem, plan) if "memory error" not in e]
+    if errors:
+        raise InputError(f"plan does not fit the instance: {errors[0]}" +
+                         (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""),
+                         field="gpus", value=plan.num_gpus)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
+    start = time.perf_counter()
+    chosen = list(range(plan.num_gpus)) if only is None else sorted({int(j) for j in only})
+    if sample is not None and 0 < sample < len(chosen):
+        rng = np.random.default_rng(seed)
+        chosen = sorted(rng.choice(chosen, size=sample, replace=False).tolist())
+    jobs = []
+    for j in chosen:
+        g = plan.gpus[j]
+        sub = problem.subset(list(g.adapters))
+        jobs.append((sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, seed))
+    n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
+    n_workers = min(n_workers, len(jobs), os.cpu_count() or 1)
+    rows: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, len(jobs))  # the total is known before the first GPU finishes
+    with contextlib.ExitStack() as stack:
+        if n_workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers))
+            results = pool.map(_simulate_gpu, jobs)
+        else:
+            results = map(_simulate_gpu, jobs)
+        for row in results:
+            rows.append(row)
+            if progress is not None:
+                progress(len(rows), len(jobs))
+    failures = []
+    for row in rows:
+        if row.get("oom"):
+            failures.append(f"GPU {row['gpu']} fails to start (memory error): max_loras "
+                            f"{row.get('max_loras')}, max_lora_rank {row.get('max_lora_rank')}")
+        elif row.get("starved"):
+            failures.append(f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:.0f} tok/s "
+                            f"< 0.9 × offered {row['offered_tok_s']:.0f} tok/s")
+    return VerifyReport(feasible=not failures and bool(rows), num_gpus=plan.num_gpus, simulated=tuple(chosen),
+                        gpus=tuple(rows), failures=tuple(failures), seed=seed,
+                        wall_s=time.perf_counter() - start)

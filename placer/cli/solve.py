@@ -1,0 +1,249 @@
+"""``placer solve``, ``placer compare``, ``placer verify``, ``placer deploy`` (and ``placer binpack`` when the
+exact solvers' command module is there)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from placer.check.compare import compare, rows_csv, write_csv
+from placer.check.repair import repair
+from placer.check.verify import VerifyReport, verify
+from placer.cli.common import JSON_HELP, console, err_console, print_json
+from placer.deploy import deploy_script
+from placer.oracle import make_oracle
+from placer.problem.io import read_instance
+from placer.reporting import charts as plots
+from placer.reporting.progress import progress_bar, spinner
+from placer.reporting.report import check_target, write_report
+from placer.result import Result
+from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
+from twin.errors import InputError
+from twin.files import atomic_write_text
+
+MAX_ROWS = 40  # per-GPU rows shown in the rich table
+
+
+def _oracle_options(margin: float | None, seed: int, oracle: str,
+                    headroom: float | None = None) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if margin is not None:
+        opts["margin"] = margin
+    if headroom is not None:
+        opts["headroom"] = headroom
+    if oracle == "twin":
+        opts["seed"] = seed
+    return opts
+
+
+def _fmt(x: float | None, spec: str = ".0f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _print_plan(result: Result, report: VerifyReport | None) -> None:
+    head = Table(title=f"{result.instance}: {result.solver}", show_header=True)
+    for col in ("status", "GPUs", "lower bound", "gap", "time (s)", "oracle"):
+        head.add_column(col)
+    gap = "-" if result.gap is None else f"{100 * result.gap:.1f}%"
+    head.add_row(result.status, str(result.num_gpus), str(result.lower_bound), gap, f"{result.runtime_s:.2f}",
+                 result.oracle)
+    console.print(head)
+    if result.reason:
+        console.print(f"[yellow]{result.reason}[/yellow]")
+    if not result.gpus:
+        return
+    twin_rows = {row["gpu"]: row for row in report.gpus} if report else {}
+    table = Table(show_header=True)
+    cols = ("GPU", "adapters", "max_loras", "max_cpu_loras", "max_lora_rank", "pred. tok/s", "offered tok/s",
+            "p_starved", *(("twin tok/s", "twin") if report else ()))
+    for col in cols:
+        table.add_column(col, justify="right")
+    for j, g in enumerate(result.gpus[:MAX_ROWS]):
+        extra: tuple[str, ...] = ()
+        if report:
+            row = twin_rows.get(j)
+            extra = ("-", "not simulated") if row is None else (
+                _fmt(row["throughput_tok_s"]),
+                "OOM" if row["oom"] else ("[red]starved[/red]" if row["starved"] else "[green]ok[/green]"))
+        table.add_row(str(j), str(len(g.adapters)), str(g.max_loras), str(g.max_cpu_loras),
+                      str(g.max_lora_rank), _fmt(g.predicted_throughput_tok_s), _fmt(g.offered_tok_s),
+                      _fmt(g.predicted_starved_probability, ".2f"), *extra)
+    console.print(table)
+    if len(result.gpus) > MAX_ROWS:
+        console.print(f"... {len(result.gpus) - MAX_ROWS} more GPUs (see --out or --json)")
+    if report:
+        verdict = "[green]feasible[/green]" if report.feasible else "[red]NOT feasible[/red]"
+        console.print(f"twin verification: {verdict}" + ("".join(f"\n  {f}" for f in report.failures)))
+
+
+def solve_cmd(
+    instance: Path = typer.Argument(..., help="Instance file (YAML or JSON)."),
+    solver: str = typer.Option(DEFAULT_SOLVER, "--solver", "-s",
+                               help=f"One of: {', '.join(solver_names())}."),
+    time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Seconds for the solver."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same plan."),
+    oracle: str = typer.Option("surrogate", "--oracle", help="Feasibility oracle: surrogate | twin."),
+    margin: float | None = typer.Option(None, "--margin",
+                                        help="Safety margin: also require predicted throughput ≥ "
+                                             "(0.9 + margin) × offered."),
+    headroom: float | None = typer.Option(None, "--headroom",
+                                          help="Judge each GPU at (1 + H) × its request rates "
+                                               "(surrogate default 0.10, twin 0)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the plan (JSON) here."),
+    do_verify: bool = typer.Option(False, "--verify", help="Re-simulate every GPU of the plan in the twin."),
+    do_repair: bool = typer.Option(False, "--repair",
+                                   help="Split GPUs that fail in the twin until every GPU passes."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw the plan chart here (.png or .svg): load "
+                                     "by rank vs throughput, max_loras, per GPU."),
+    report_dir: Path | None = typer.Option(None, "--report", help="Write a report folder here: plan, vLLM "
+                                           "launch settings, twin verification, charts, README summary."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
+    plot = plots.check_path(plot) if plot is not None else None
+    report_dir = check_target(report_dir) if report_dir is not None else None
+    problem = read_instance(instance)
+    the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
+    with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out):
+        result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
+    if do_repair and result.gpus:
+        result = repair(problem, result, the_oracle, seed=seed)
+    if out is not None:
+        result.save(out)
+    report = None
+    if (do_verify or report_dir is not None) and result.gpus:
+        with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick:
+            report = verify(problem, result, seed=seed, progress=tick)
+    if plot is not None:
+        plots.plan_chart(problem, result, plot, verification=report)
+    if report_dir is not None:
+        write_report(problem, result, report_dir, verification=report, seed=seed)
+    if json_out:
+        doc = result.to_dict()
+        if report is not None:
+            doc["verification"] = report.to_dict()
+        print_json(doc)
+    else:
+        _print_plan(result, report)
+        if out is not None:
+            console.print(f"plan written to {out}")
+        if plot is not None:
+            console.print(f"chart written to {plot}")
+        if report_dir is not None:
+            console.print(f"report written to {report_dir}/ (start with {report_dir}/README.md)")
+    if result.status == "infeasible":  # no plan exists: the input's to fix (exit 2, like other bad input)
+        err_console.print(f"[bold red]infeasible:[/bold red] {result.reason}", soft_wrap=True)
+        raise typer.Exit(code=2)
+
+
+def compare_cmd(
+    instances: list[Path] = typer.Argument(..., help="Instance files."),
+    solvers: str = typer.Option("greedy-paper,ffd-bisect,loraserve,dlora", "--solvers",
+                                help=f"Comma-separated, from: {', '.join(solver_names())}."),
+    time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Seconds per solver run."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    oracle: str = typer.Option("surrogate", "--oracle", help="Feasibility oracle: surrogate | twin."),
+    do_verify: bool = typer.Option(False, "--verify", help="Also re-simulate every plan in the twin."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows as CSV here."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw GPUs and wall time per solver, with the "
+                                     "lower bound (.png or .svg)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Run several solvers on several instances: GPUs, gap to the lower bound, time, verified."""
+    names = [s.strip() for s in solvers.split(",") if s.strip()]
+    if not names:
+        raise InputError("needs at least one solver name", field="--solvers", value=solvers)
+    plot = plots.check_path(plot) if plot is not None else None
+    with progress_bar("solver runs", enabled=not json_out) as tick:
+        rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle,
+                       verify_twin=do_verify, progress=tick)
+    if plot is not None:
+        plots.compare_chart(rows, plot)
+    if out is not None:
+        write_csv(rows, out)
+    if json_out:
+        print_json([r.to_dict() for r in rows])
+        return
+    table = Table(show_header=True)
+    for col in ("instance", "adapters", "solver", "status", "GPUs", "LB", "gap", "time (s)", "evaluator",
+                *(("twin",) if do_verify else ())):
+        table.add_column(col)
+    for r in rows:
+        ok = "[green]ok[/green]" if r.evaluator_feasible else f"[red]{r.evaluator_errors[:60]}[/red]"
+        twin_col = () if not do_verify else ("-" if r.twin_feasible is None else
+                                             ("[green]ok[/green]" if r.twin_feasible else "[red]fail[/red]"),)
+        table.add_row(r.instance, str(r.n_adapters), r.solver, r.status, str(r.num_gpus), str(r.lower_bound),
+                      "-" if r.gap is None else f"{100 * r.gap:.1f}%", f"{r.runtime_s:.2f}", ok, *twin_col)
+    console.print(table)
+    if out is not None:
+        console.print(f"rows written to {out}")
+    elif not rows:
+        console.print(rows_csv(rows))
+
+
+def verify_cmd(
+    instance: Path = typer.Argument(..., help="Instance file."),
+    plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the twin runs."),
+    workers: int = typer.Option(2, "--workers", help="Processes simulating GPUs in parallel."),
+    sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
+    problem, plan_ = read_instance(instance), Result.load(plan)
+    with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick:
+        report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick)
+    if json_out:
+        print_json(report.to_dict())
+        return
+    table = Table(show_header=True)
+    for col in ("GPU", "adapters", "max_loras", "max_lora_rank", "throughput tok/s", "offered tok/s",
+                "result"):
+        table.add_column(col, justify="right")
+    for row in report.gpus[:MAX_ROWS]:
+        res = "OOM" if row["oom"] else ("[red]starved[/red]" if row["starved"] else "[green]ok[/green]")
+        table.add_row(str(row["gpu"]), str(row["n_adapters"]), str(row["max_loras"]),
+                      str(row["max_lora_rank"]), _fmt(row["throughput_tok_s"]), _fmt(row["offered_tok_s"]),
+                      res)
+    console.print(table)
+    what = f"{len(report.simulated)} of {report.num_gpus} GPUs simulated" if report.sampled else \
+        f"{report.num_gpus} GPUs simulated"
+    verdict = "[green]feasible[/green]" if report.feasible else "[red]NOT feasible[/red]"
+    console.print(f"{what}: {verdict}" + "".join(f"\n  {f}" for f in report.failures))
+
+
+def deploy_cmd(
+    instance: Path = typer.Argument(..., help="Instance file."),
+    plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the launch script here."),
+    adapter_dir: str = typer.Option("adapters", "--adapter-dir", help="Folder with one folder per adapter."),
+    base_port: int = typer.Option(8000, "--base-port", help="Port of GPU 0's server (GPU j: base + j)."),
+) -> None:
+    """Per-GPU vLLM launch commands for a plan (a bash script)."""
+    script = deploy_script(read_instance(instance), Result.load(plan), adapter_dir=adapter_dir,
+                           base_port=base_port)
+    if out is None:
+        console.print(script, end="", markup=False, highlight=False, soft_wrap=True)
+    else:
+        atomic_write_text(out, script)
+        console.print(f"launch script written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add solve, compare, verify and deploy (and binpack, when its module exists) to ``app``."""
+    app.command("solve")(solve_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("verify")(verify_cmd)
+    app.command("deploy")(deploy_cmd)
+    try:
+        binpack = importlib.import_module("placer.cli.binpack")
+    except ModuleNotFoundError as exc:
+        if exc.name != "placer.cli.binpack":
+            raise
+        return
+    if not any(getattr(c, "name", None) == "binpack" for c in app.registered_commands):
+        binpack.register(app)

@@ -1,0 +1,92 @@
+"""``placer twin simulate``: all adapters of an instance on one GPU, through the Digital Twin."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from placer.cli.common import JSON_HELP, console, print_json
+from placer.problem.io import read_instance
+from placer.reporting import charts as plots
+from twin.metrics import SimResult
+from twin.profile import Profile
+from twin.simulate import simulate
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}g}{unit}"
+
+
+def _table(name: str, res: SimResult) -> Table:
+    table = Table(title=f"twin: {name}", show_header=False)
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    cfg = f"max_loras {res.max_loras}, max_cpu_loras {res.max_cpu_loras}, max_lora_rank {res.max_lora_rank}"
+    table.add_row("configuration", cfg)
+    flag = "" if res.profile_calibrated else "  [yellow](UNCALIBRATED: datasheet estimate)[/yellow]"
+    table.add_row("profile", f"{res.profile} v{res.profile_version}{flag}")
+    table.add_row("KV cache (tokens)", _fmt(res.kv_cache_tokens, digits=7))
+    if res.oom:
+        table.add_row("result", "[red]OOM: the server cannot start[/red]")
+        table.add_row("wall time", _fmt(res.wall_s, " s", 3))
+        return table
+    status = "[red]starved[/red]" if res.starved else "[green]not starved[/green]"
+    table.add_row("result", status)
+    table.add_row("throughput", _fmt(res.throughput_tok_s, " tok/s", 6))
+    table.add_row("offered load", _fmt(res.offered_tok_s, " tok/s", 6))
+    table.add_row("served fraction", _fmt(res.served_fraction, "", 4))
+    table.add_row("requests arrived / completed", f"{res.arrived} / {res.completed}")
+    table.add_row("running / waiting at the end", f"{res.running_end} / {res.waiting_end}")
+    table.add_row("TTFT mean / p50 / p99", " / ".join(
+        _fmt(v, " s") for v in (res.ttft_mean_s, res.ttft_p50_s, res.ttft_p99_s)))
+    table.add_row("ITL mean / p50 / p99", " / ".join(
+        _fmt(v * 1000, " ms") for v in (res.itl_mean_s, res.itl_p50_s, res.itl_p99_s)))
+    table.add_row("preemptions", str(res.preemptions))
+    table.add_row("adapter loads (GPU / disk)", f"{res.gpu_loads} / {res.disk_loads}")
+    frac = res.adapter_served_fraction
+    finite = frac[[math.isfinite(x) for x in frac]] if frac.size else frac
+    if finite.size:
+        table.add_row("adapters served < 90 %", f"{int((finite < 0.9).sum())} of {finite.size}")
+    table.add_row("engine steps", str(res.steps))
+    table.add_row("wall time", _fmt(res.wall_s, " s", 3))
+    return table
+
+
+def simulate_cmd(
+    instance_path: Path = typer.Argument(..., metavar="INSTANCE", help="Instance file (.yaml or .json)."),
+    max_loras: int = typer.Option(..., "--max-loras", help="GPU adapter slots (vLLM max_loras)."),
+    max_cpu_loras: int | None = typer.Option(None, "--max-cpu-loras",
+                                             help="Host-memory adapter cache (default: number of adapters)."),
+    max_lora_rank: int | None = typer.Option(None, "--max-lora-rank",
+                                             help="vLLM max_lora_rank (default: largest rank present)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the request stream."),
+    profile_path: Path | None = typer.Option(None, "--profile", help="A profile JSON (e.g. written by "
+                                             "'placer twin calibrate') instead of the shipped one."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw running/waiting requests, KV use, throughput "
+                                     "over time and each adapter's served fraction (.png or .svg)."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Simulate ALL adapters of INSTANCE on one GPU; an OOM configuration is a normal result."""
+    plot = plots.check_path(plot) if plot is not None else None
+    instance = read_instance(instance_path)
+    profile = Profile.load(profile_path) if profile_path is not None else None
+    res = simulate(instance, max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank,
+                   seed=seed, profile=profile, timeseries=plot is not None)
+    if plot is not None:
+        plots.twin_chart(res, plot, title=f"{instance.name}: {instance.n_adapters} adapters on one GPU")
+    if json_out:
+        print_json(res.to_dict())
+    else:
+        console.print(_table(instance.name, res))
+        if plot is not None:
+            console.print(f"chart written to {plot}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``simulate`` to the ``twin`` group."""
+    app.command("simulate")(simulate_cmd)

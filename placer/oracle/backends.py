@@ -1,0 +1,150 @@
+"""Oracle backends: the surrogates (default), the twin (exact w.r.t. the twin), and an analytic test double.
+
+All three share :class:`placer.oracle.base.Oracle`'s memory rule, margin rule, slot candidates and cache; they
+differ only in how one configuration's throughput and starvation are predicted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from placer.oracle.base import DEFAULT_HEADROOM, DEFAULT_SURROGATE_THRESHOLD, Oracle, Query
+from twin.spec import Instance
+
+
+class SurrogateOracle(Oracle):
+    """The shipped CatBoost surrogates (``surrogate.load_default``): throughput regressor and starvation
+    classifier.
+
+    All configurations of one :meth:`~Oracle.points` call go to the surrogate in one batched prediction.
+    A point is starved when the classifier's starvation probability exceeds ``starved_threshold``, by
+    default :data:`DEFAULT_SURROGATE_THRESHOLD` = 0.2 rather than the classifier's own 0.5: a GPU that
+    starves costs more than one more GPU. On the placement benchmark (72 instances × 7 solvers, 258 GPUs of
+    each solver twin-checked, 64 ffd-bisect plans simulated GPU by GPU) 0.2 left no starved GPU, where 0.5
+    left 2 of 258, for +2.3 % GPUs (bench/results/placement-thr02-2026-11-22.md). ``margin=0`` also asks
+    the regressor to agree; it makes hot trace-family adapters unplaceable alone, so it is not the default.
+    """
+
+    kind = "surrogate"
+
+    def __init__(self, *, bundle: Any = None, margin: float | None = None,
+                 starved_threshold: float | None = DEFAULT_SURROGATE_THRESHOLD,
+                 headroom: float = DEFAULT_HEADROOM,
+                 **kwargs: Any) -> None:
+        super().__init__(margin=margin, starved_threshold=starved_threshold, headroom=headroom, **kwargs)
+        self._bundle = bundle
+        self._bundles: dict[tuple[str, str], Any] = {}
+
+    def bundle(self, problem: Instance) -> Any:
+        """The surrogate bundle for the problem's (model, GPU)."""
+        if self._bundle is not None:
+            return self._bundle
+        key = (problem.model, problem.gpu)
+        if key not in self._bundles:
+            import surrogate
+
+            loader: Any = getattr(surrogate, "load_default")  # noqa: B009 (not there until models ship)
+            self._bundles[key] = loader(problem.model, problem.gpu)
+        return self._bundles[key]
+
+    def threshold(self, problem: Instance) -> float:
+        """The given threshold (default 0.2), else (None) the shipped classifier's own decision threshold."""
+        if self.starved_threshold is not None:
+            return self.starved_threshold
+        model = getattr(self.bundle(problem), "starvation", None)
+        return float(getattr(model, "threshold", 0.5))
+
+    def _predict(self, problem: Instance, queries: Sequence[Query]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        bundle = self.bundle(problem)
+        batch = getattr(bundle, "predict_groups", None)
+        if callable(batch):
+            pred = batch(problem, [q[0] for q in queries], max_loras=[q[1] for q in queries],
+                         max_lora_rank=[q[2] for q in queries], max_cpu_loras=[q[3] for q in queries])
+            thr = np.asarray(pred.throughput_tok_s, dtype=float)
+            prob = np.asarray(pred.starved_probability, dtype=float)
+            return thr, prob, np.zeros(len(queries), dtype=bool), None  # starved: p > threshold()
+        thr, prob, flag = (np.empty(len(queries)), np.empty(len(queries)), np.zeros(len(queries), bool))
+        for j, (idx, s, r, m) in enumerate(queries):
+            p = bundle.predict(problem.subset(idx), max_loras=s, max_cpu_loras=m, max_lora_rank=r)
+            thr[j], prob[j] = p.throughput_tok_s, p.starved_probability
+        return thr, prob, flag, None
+
+
+def _simulate_one(args: tuple[Instance, int, int, int, int]) -> tuple[float, float, bool, bool]:
+    import twin
+
+    inst, s, r, m, seed = args
+    simulate: Any = getattr(twin, "simulate")  # noqa: B009
+    sim = simulate(inst, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed)
+    return float(sim.throughput_tok_s), float(sim.offered_tok_s), bool(sim.starved), bool(sim.oom)
+
+
+class TwinOracle(Oracle):
+    """Each configuration simulated in the twin (seeded): slow, but exact with respect to the twin.
+
+    ``workers`` > 1 simulates the configurations of one batch in a process pool.
+    """
+
+    kind = "twin"
+
+    def __init__(self, *, seed: int = 0, workers: int = 1, margin: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(margin=margin, **kwargs)
+        self.seed = int(seed)
+        self.workers = max(1, int(workers))
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (("seed", self.seed),)
+
+    def _predict(self, problem: Instance, queries: Sequence[Query]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        jobs = [(problem.subset(idx.tolist()), s, r, m, self.seed) for idx, s, r, m in queries]
+        if self.workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
+                rows = list(pool.map(_simulate_one, jobs))
+        else:
+            rows = [_simulate_one(j) for j in jobs]
+        thr = np.array([r[0] for r in rows])
+        off = np.array([r[1] for r in rows])
+        flag = np.array([r[2] or r[3] for r in rows], dtype=bool)
+        return thr, flag.astype(float), flag, off
+
+
+class AnalyticOracle(Oracle):
+    """A deterministic capacity model for tests and examples — NOT a performance model of vLLM.
+
+    A GPU with ``s`` slots serves a total rate up to ``capacity_rps / (1 + slot_cost · s)`` req/s and needs at
+    least ``ceil(min_slot_fraction · n)`` slots for ``n`` adapters; beyond either it starves (throughput =
+    offered × capacity / rate). Memory (OOM) is the twin's exact rule, as in every oracle.
+    """
+
+    kind = "analytic"
+
+    def __init__(self, *, capacity_rps: float = 10.0, slot_cost: float = 0.0, min_slot_fraction: float = 0.0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.capacity_rps = float(capacity_rps)
+        self.slot_cost = float(slot_cost)
+        self.min_slot_fraction = float(min_slot_fraction)
+
+    def _settings(self) -> tuple[Any, ...]:
+        return (("capacity_rps", self.capacity_rps), ("slot_cost", self.slot_cost),
+                ("min_slot_fraction", self.min_slot_fraction))
+
+    def _predict(self, problem: Instance, queries: Sequence[Query]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        tpr = self.tokens_per_request(problem)
+        sizes = np.array([len(q[0]) for q in queries])
+        slots = np.array([q[1] for q in queries], dtype=float)
+        flat = np.concatenate([q[0] for q in queries])
+        rate = np.add.reduceat(problem.rates[flat], np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+        cap = self.capacity_rps / (1.0 + self.slot_cost * slots)
+        need = np.ceil(self.min_slot_fraction * sizes - 1e-9)
+        starved = (rate > cap * (1 + 1e-12)) | (slots < need)
+        thr = rate * tpr * np.where(rate > cap, cap / rate, 1.0) * np.where(starved, 0.5, 1.0)
+        return thr, starved.astype(float), starved, None

@@ -1,0 +1,1 @@
+"""What a person reads: the report folder, its Markdown summary, charts, and progress bars."""

@@ -1,0 +1,1 @@
+"""The compiled step loop of the twin (numba): private to :mod:`twin`."""

@@ -1,0 +1,68 @@
+"""Re-simulate a measured run in the twin, optionally with the real client's connection limit.
+
+:func:`rerun` is the ``rerun(run, profile, seed, window_s)`` callable of :mod:`twin.calibration.fit` and of
+the
+fidelity benchmark: it builds the run's instance (exact rate and rank composition, slots, served adapters,
+window) and asks the twin (:func:`twin.simulate`) for the outcome.
+
+**The client cap.** The calibration runs' client ran out of connections (ephemeral ports) under heavy
+overload: the server never held more than ~27 k requests (running + waiting; the waiting queue plateaus at
+23–28 k in 143 of the 294 ok dt_real runs), and requests arriving while the client was at its limit failed
+and were never served (they still count in the offered load). Without that limit the twin's queue grows to
+hundreds of thousands of requests, which changes what the scheduler can batch when few slots serve many
+adapters. With ``client_cap`` set, :func:`rerun` passes it to the twin as ``max_inflight`` with
+``drop_over_limit`` (refused requests count as arrived, never as completed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+
+from twin.calibration.runs import RunRecord
+from twin.profile import Profile
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a twin re-simulation of one run predicts."""
+
+    throughput: float
+    offered: float
+    starved: bool
+    oom: bool
+    itl_ms: float = math.nan
+    ttft_ms: float = math.nan
+    wall_s: float = 0.0
+
+
+Rerun = Callable[[RunRecord, Profile, int, float | None], Outcome]
+
+#: In-flight requests (running + waiting) the calibration client could hold (median plateau of dt_real runs).
+DEFAULT_CLIENT_CAP = 27_000
+
+
+def rerun(run: RunRecord, profile: Profile, seed: int = 0, window_s: float | None = None, *,
+          client_cap: int | None = None) -> Outcome:
+    """The twin's prediction for ``run`` (same composition, configuration and window; seeded instance)."""
+    from twin.simulate import simulate
+
+    inst = run.instance(seed=seed, window_s=window_s)
+    res = simulate(inst, max_loras=run.max_loras, max_cpu_loras=run.max_cpu_loras,
+                   max_lora_rank=run.max_lora_rank, seed=seed, profile=profile, max_inflight=client_cap,
+                   drop_over_limit=client_cap is not None)
+    return Outcome(throughput=res.throughput_tok_s, offered=res.offered_tok_s, starved=res.starved,
+                   oom=res.oom, itl_ms=res.itl_mean_s * 1000, ttft_ms=res.ttft_mean_s * 1000,
+                   wall_s=res.wall_s)
+
+
+def capped(client_cap: int | None = DEFAULT_CLIENT_CAP) -> Rerun:
+    """A ``rerun`` callable with the given client cap (None: no cap)."""
+    return partial(rerun, client_cap=client_cap)
+
+
+def with_window(run: RunRecord, window_s: float) -> RunRecord:
+    """The same run with another nominal window (for shortened inner-loop re-simulations)."""
+    return replace(run, window_s=window_s)
