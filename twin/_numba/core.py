@@ -143,8 +143,8 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     while True:
         while narr < n and arr[narr] <= t:
             if narr - ndrop - nfin >= max_inflight:  # the client is at its connection limit:
-                if not drop:
-                    break              # hold the rest back (sent later, in order)
+                if not drop or arr[narr] >= duration:
+                    break              # hold the rest back (sent later, in order; none after the window)
                 status[narr] = DROPPED  # or refuse it
                 ndrop += 1
             narr += 1
@@ -343,7 +343,7 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
         t_end = t + dt
         stats[ST_BUSY_S] += dt
         if drop:  # arrivals during the step meet the client before this step's requests finish
-            while narr < n and arr[narr] < t_end:
+            while narr < n and arr[narr] < min(t_end, duration):  # the window's arrivals only
                 if narr - ndrop - nfin >= max_inflight:
                     status[narr] = DROPPED
                     ndrop += 1
