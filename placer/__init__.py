@@ -3,6 +3,7 @@
 from placer.check.evaluate import Evaluation, evaluate
 from placer.check.repair import repair
 from placer.check.verify import VerifyReport, verify
+from placer.context import Context
 from placer.deploy import launch_commands
 from placer.exact.binpack import read_bpp, solve_binpack, triplet_instance
 from placer.exact.bounds import lower_bound
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_SOLVER",
     "SOLVERS",
     "Adapter",
+    "Context",
     "Evaluation",
     "GpuPlan",
     "GpuVerdict",

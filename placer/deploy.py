@@ -16,6 +16,7 @@ from placer.check.evaluate import check_plan
 from placer.problem.memory import max_model_len
 from placer.result import Result
 from twin.errors import InputError
+from twin.profile import Profile
 from twin.spec import Instance
 
 HF_MODEL_IDS: dict[str, str] = {
@@ -38,9 +39,11 @@ class GpuLaunch:
 
 
 def launch_commands(problem: Instance, plan: Result, *, adapter_dir: str = "adapters", base_port: int = 8000,
-                    adapter_paths: Mapping[str, str] | None = None) -> list[GpuLaunch]:
-    """Per-GPU vLLM launch commands for ``plan``; :class:`InputError` if the plan does not fit the problem."""
-    errors = check_plan(problem, plan)
+                    adapter_paths: Mapping[str, str] | None = None, profile: Profile | None = None
+                    ) -> list[GpuLaunch]:
+    """Per-GPU vLLM launch commands for ``plan``; :class:`InputError` if the plan does not fit the problem
+    (``profile``: the twin profile whose memory rule and default ``max_model_len`` apply; None = shipped)."""
+    errors = check_plan(problem, plan, profile)
     if errors:
         raise InputError(f"plan cannot be deployed: {errors[0]}", field="gpus", value=plan.num_gpus)
     model = HF_MODEL_IDS.get(problem.model, problem.model)
@@ -53,7 +56,7 @@ def launch_commands(problem: Instance, plan: Result, *, adapter_dir: str = "adap
         argv = ("vllm", "serve", model, "--enable-lora",
                 "--max-loras", str(g.max_loras), "--max-cpu-loras", str(g.max_cpu_loras),
                 "--max-lora-rank", str(g.max_lora_rank),
-                "--max-model-len", str(max_model_len(problem)),
+                "--max-model-len", str(max_model_len(problem, profile)),
                 "--max-num-batched-tokens", str(srv.max_num_batched_tokens),
                 "--max-num-seqs", str(srv.max_num_seqs),
                 "--gpu-memory-utilization", f"{srv.gpu_memory_utilization:g}",

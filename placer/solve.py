@@ -25,16 +25,15 @@ import numbers
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from placer.context import Context
 from placer.exact import bounds, cpsat, ilp
 from placer.heuristics import baselines, ffd_bisect, greedy_paper
+from placer.oracle import Oracle, make_oracle
 from placer.result import Result
 from twin.errors import InputError
 from twin.spec import Instance
-
-if TYPE_CHECKING:
-    from placer.oracle.base import Oracle
 
 
 class SolverFn(Protocol):
@@ -89,8 +88,6 @@ def get_solver(name: str) -> SolverFn:
 
 def default_oracle(problem: Instance, kind: str = "surrogate", **options: Any) -> Oracle:
     """The oracle :func:`solve` uses when none is given: ``surrogate`` (default) or ``twin``."""
-    from placer.oracle import make_oracle
-
     return make_oracle(problem, kind, **options)
 
 
@@ -100,12 +97,14 @@ def lower_bound(problem: Instance, oracle: Oracle) -> int:
 
 
 def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float = DEFAULT_TIME_LIMIT,
-          seed: int = 0, oracle: Oracle | None = None) -> Result:
+          seed: int = 0, oracle: Oracle | None = None, context: Context | None = None) -> Result:
     """Place the adapters of ``problem`` on as few GPUs as possible with the named solver.
 
     Returns a frozen :class:`Result`. A problem with an adapter that fits on no GPU even alone gets status
     ``infeasible`` and a ``reason`` naming that adapter (no exception). ``lower_bound`` is the best of the
     bound module's and the solver's own; the status becomes ``optimal`` when the plan meets it.
+    ``context``: the twin profile and surrogate models (default: the shipped ones) of the default oracle; an
+    ``oracle`` given explicitly carries its own.
     """
     fn = get_solver(solver)
     if time_limit is None or not time_limit > 0:
@@ -113,7 +112,7 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
                          value=time_limit)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
-    oracle = oracle if oracle is not None else default_oracle(problem)
+    oracle = oracle if oracle is not None else default_oracle(problem, context=context)
     start = time.perf_counter()
     bad = oracle.unplaceable(problem)
     if bad:

@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from twin.catalogue import load_profile
 from twin.lengths import SHAREGPT_PROMPT_MEAN as SHAREGPT_INPUT_MEAN
 from twin.lengths import sharegpt_output_mean
 from twin.profile import Profile
@@ -109,10 +108,9 @@ def _model_code(model: str) -> float:
     return float(100 + sum(map(ord, model)) % 1000)
 
 
-@lru_cache(maxsize=256)
-def context(model: str, gpu: str, server: ServerSettings, workload: Workload) -> Context:
-    """The per-instance feature context (cached: all arguments are immutable)."""
-    profile = load_profile(model, gpu)
+def context(profile: Profile, server: ServerSettings, workload: Workload) -> Context:
+    """The per-instance feature context of a (model, GPU) ``profile`` under these server settings/workload."""
+    model = profile.model
     im, isd, om, osd = length_stats(workload.lengths, model, profile.output_scale)
     return Context(
         model_code=_model_code(model), input_mean=im, input_std=isd, output_mean=om, output_std=osd,
@@ -127,21 +125,7 @@ def context(model: str, gpu: str, server: ServerSettings, workload: Workload) ->
 def kv_cache_tokens(profile: Profile, max_loras: np.ndarray, max_lora_rank: np.ndarray,
                     utilization: float) -> np.ndarray:
     """KV-cache tokens left after the LoRA buffers (the profile's MemoryModel); NaN = measured OOM."""
-    mem = profile.memory
-    slots = np.asarray(max_loras, dtype=np.float64)
-    rank = np.asarray(max_lora_rank, dtype=np.float64)
-    kv = mem.kv_base_tokens - mem.kv_per_slot_rank * slots * rank - mem.kv_per_slot * slots
-    if mem.table:
-        table = {(int(s), int(r)): t for s, r, t in mem.table}
-        kv = np.array(kv, dtype=np.float64, copy=True, ndmin=1)
-        for i, (s, r) in enumerate(zip(np.broadcast_to(slots, kv.shape), np.broadcast_to(rank, kv.shape),
-                                       strict=True)):
-            key = (int(s), int(r))
-            if key in table:
-                t = table[key]
-                kv[i] = np.nan if t is None else float(t)
-    kv = kv + (utilization - mem.ref_utilization) * mem.gpu_mem_gib * 2**30 / mem.kv_bytes_per_token
-    return np.asarray(kv, dtype=np.float64)
+    return profile.memory.kv_tokens_array(max_loras, max_lora_rank, utilization)
 
 
 def oom(profile: Profile, max_loras: np.ndarray, max_lora_rank: np.ndarray, server: ServerSettings

@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from surrogate.features import feature_index, features, features_for_groups
+from surrogate.features import Packed, feature_index, features, features_for_groups, packed_inputs
 from surrogate.model import StarvationModel, ThroughputModel
 from twin.catalogue import check_model_gpu, load_profile
 from twin.errors import InputError
 from twin.files import atomic_write_text
+from twin.profile import Profile
 from twin.spec import Instance
 
 _KV = feature_index("kv_tokens")
@@ -79,11 +80,32 @@ class Surrogate:
     """Throughput + starvation models of one profile (``name`` = ``model@gpu``) with metadata."""
 
     def __init__(self, throughput: ThroughputModel, starvation: StarvationModel, *, name: str = "",
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, profile: Profile | None = None) -> None:
         self.throughput = throughput
         self.starvation = starvation
         self.name = name
         self.meta = dict(meta or {})
+        #: The twin profile the features are computed with (None: the shipped profile of the instance's
+        #: model and GPU). A bundle trained on a user's profile must be given that profile.
+        self.profile = profile
+        self._packed: dict[tuple[Any, ...], Packed] = {}  # feature inputs per (model, GPU, server, workload)
+
+    def with_profile(self, profile: Profile) -> Surrogate:
+        """The same models computing features with ``profile`` (which must be for this bundle's model/GPU)."""
+        if self.name and profile.name != self.name:
+            raise InputError(f"profile {profile.name} does not match surrogate {self.name}", field="profile",
+                             value=profile.name)
+        return Surrogate(self.throughput, self.starvation, name=self.name, meta=self.meta, profile=profile)
+
+    def _inputs(self, instance: Instance) -> Packed:
+        key = (instance.model, instance.gpu, instance.server, instance.workload)
+        hit = self._packed.get(key)
+        if hit is None:
+            if len(self._packed) >= 64:
+                self._packed.pop(next(iter(self._packed)))
+            prof = self.profile if self.profile is not None else load_profile(instance.model, instance.gpu)
+            hit = self._packed[key] = packed_inputs(prof, instance.server, instance.workload)
+        return hit
 
     def predict_features(self, X: np.ndarray) -> BatchPrediction:
         """Predictions for feature rows (see :mod:`surrogate.features`)."""
@@ -103,7 +125,8 @@ class Surrogate:
                 max_lora_rank: int | None = None) -> Prediction:
         """All adapters of ``instance`` on one GPU with this configuration."""
         self._check(instance)
-        X = features(instance, max_loras, max_cpu_loras, max_lora_rank)[None, :]
+        X = features(instance, max_loras, max_cpu_loras, max_lora_rank, packed=self._inputs(instance))
+        X = X[None, :]
         return self.predict_features(X)[0]
 
     def predict_groups(self, instance: Instance, groups: Sequence[Sequence[int] | np.ndarray],
@@ -113,7 +136,7 @@ class Surrogate:
         """Many GPUs at once: ``groups`` of adapter positions, per-group or shared configuration values."""
         self._check(instance)
         return self.predict_features(features_for_groups(instance, groups, max_loras, max_cpu_loras,
-                                                         max_lora_rank))
+                                                         max_lora_rank, packed=self._inputs(instance)))
 
     def _check(self, instance: Instance) -> None:
         if self.name and f"{instance.model}@{instance.gpu}" != self.name:

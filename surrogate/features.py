@@ -10,13 +10,14 @@ so the schema cannot drift. Features depend on the multiset of adapters only, ne
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
 from surrogate._numba import N_COLS, group_features
 from surrogate._workload import context
+from twin.catalogue import load_profile
 from twin.errors import InputError
+from twin.profile import Profile
 from twin.spec import Instance, ServerSettings, Workload
 
 FEATURE_SCHEMA_VERSION = 2
@@ -60,11 +61,12 @@ def _per_group(value: object, n_groups: int, name: str, default: float = -1.0) -
     return arr
 
 
-@lru_cache(maxsize=256)
-def _packed(model: str, gpu: str, server: ServerSettings, workload: Workload
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Context, step-model, memory-model and KV-table arrays handed to the kernel."""
-    c = context(model, gpu, server, workload)
+Packed = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def packed_inputs(profile: Profile, server: ServerSettings, workload: Workload) -> Packed:
+    """Context, step-model, memory-model and KV-table arrays handed to the kernel (read-only)."""
+    c = context(profile, server, workload)
     ctx = np.array([c.model_code, c.input_mean, c.input_std, c.output_mean, c.output_std, c.arrival_code,
                     c.arrival_cv, c.lengths_code, c.duration_s, c.max_num_batched_tokens, c.max_num_seqs,
                     c.max_model_len])
@@ -72,11 +74,10 @@ def _packed(model: str, gpu: str, server: ServerSettings, workload: Workload
     step = np.array([st.base_ms, st.per_seq_ms, st.per_prefill_token_ms, st.per_ctx_ktoken_ms,
                      st.lora_per_adapter, st.lora_per_rank, st.sched_base_ms, st.sched_per_running_ms,
                      st.lora_ms_per_adapter_rank])
-    mem = c.profile.memory
-    offset = (c.utilization - mem.ref_utilization) * mem.gpu_mem_gib * 2**30 / mem.kv_bytes_per_token
-    memv = np.array([mem.kv_base_tokens, mem.kv_per_slot_rank, mem.kv_per_slot, offset])
-    tab = np.array([[s, r, np.nan if t is None else t] for s, r, t in mem.table], dtype=np.float64)
-    return ctx, step, memv, tab.reshape(-1, 3)
+    memv, tab = c.profile.memory.packed(c.utilization)
+    for a in (ctx, step, memv, tab):
+        a.setflags(write=False)
+    return ctx, step, memv, tab
 
 
 def capacity_estimate(X: np.ndarray) -> np.ndarray:
@@ -91,12 +92,15 @@ def capacity_estimate(X: np.ndarray) -> np.ndarray:
 def features_for_groups(instance: Instance, groups: Sequence[Sequence[int] | np.ndarray],
                         max_loras: int | Sequence[int] | np.ndarray,
                         max_cpu_loras: int | Sequence[int] | np.ndarray | None = None,
-                        max_lora_rank: int | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+                        max_lora_rank: int | Sequence[int] | np.ndarray | None = None, *,
+                        profile: Profile | None = None, packed: Packed | None = None) -> np.ndarray:
     """Feature rows (``len(groups)`` × :data:`N_FEATURES`, float64) for groups of one instance's adapters.
 
     ``groups``: adapter positions (indices into ``instance.adapters``), one non-empty sequence per GPU.
     ``max_loras``, ``max_cpu_loras``, ``max_lora_rank``: a scalar for all groups or one value per group;
     ``max_cpu_loras`` None = the group's size, ``max_lora_rank`` None = the largest rank in the group.
+    ``profile``: the twin profile of the instance's (model, GPU) (None: the shipped one); ``packed``: its
+    :func:`packed_inputs` for this instance, when the caller keeps them.
     """
     n_groups = len(groups)
     if n_groups == 0:
@@ -108,13 +112,19 @@ def features_for_groups(instance: Instance, groups: Sequence[Sequence[int] | np.
     idx = np.concatenate([np.asarray(g, dtype=np.int64) for g in groups])
     if idx.size and (idx.min() < 0 or idx.max() >= instance.n_adapters):
         raise InputError("adapter position out of range", field="groups", value=int(idx.max()))
-    return _features(instance, idx, sizes, max_loras, max_cpu_loras, max_lora_rank)
+    return _features(instance, idx, sizes, max_loras, max_cpu_loras, max_lora_rank,
+                     packed or _packed_for(instance, profile))
+
+
+def _packed_for(instance: Instance, profile: Profile | None) -> Packed:
+    prof = profile if profile is not None else load_profile(instance.model, instance.gpu)
+    return packed_inputs(prof, instance.server, instance.workload)
 
 
 def _features(instance: Instance, idx: np.ndarray, sizes: np.ndarray, max_loras: object,
-              max_cpu_loras: object, max_lora_rank: object) -> np.ndarray:
+              max_cpu_loras: object, max_lora_rank: object, packed: Packed) -> np.ndarray:
     n_groups = sizes.shape[0]
-    ctx, step, mem, tab = _packed(instance.model, instance.gpu, instance.server, instance.workload)
+    ctx, step, mem, tab = packed
     slots = _per_group(max_loras, n_groups, "max_loras")
     if (slots < 1).any():
         raise InputError("must be at least 1", field="max_loras", value=float(slots.min()))
@@ -125,17 +135,12 @@ def _features(instance: Instance, idx: np.ndarray, sizes: np.ndarray, max_loras:
 
 
 def features(instance: Instance, max_loras: int, max_cpu_loras: int | None = None,
-             max_lora_rank: int | None = None) -> np.ndarray:
+             max_lora_rank: int | None = None, *, profile: Profile | None = None,
+             packed: Packed | None = None) -> np.ndarray:
     """The feature row (1-D, :data:`N_FEATURES`) of all the instance's adapters on one GPU."""
     n = instance.n_adapters
-    return _features(instance, _arange(n), np.array([n]), max_loras, max_cpu_loras, max_lora_rank)[0]
-
-
-@lru_cache(maxsize=64)
-def _arange(n: int) -> np.ndarray:
-    a = np.arange(n)
-    a.setflags(write=False)
-    return a
+    return _features(instance, np.arange(n), np.array([n]), max_loras, max_cpu_loras, max_lora_rank,
+                     packed or _packed_for(instance, profile))[0]
 
 
 def offered_tok_s(X: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The server model: KV capacity and the OOM rule, and one run of the compiled step loop.
 
-:func:`kv_capacity_tokens` applies the profile's :class:`~twin.profile.MemoryModel`; :func:`is_oom` the
-mission's memory-error rule. :func:`run_engine` feeds request arrays through
+:func:`kv_capacity_tokens` and :func:`is_oom` apply the profile's :class:`~twin.profile.MemoryModel` (the
+mission's memory-error rule, defined there once). :func:`run_engine` feeds request arrays through
 :func:`twin._numba.core.run_core` (the
 vLLM V1 scheduler and the step-time model, documented there) and returns the raw per-request outcome.
 """
@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from twin._numba import core as _core
-from twin.profile import Profile, StepModel
+from twin.profile import Profile, StepModel, is_oom
+
+__all__ = ["EngineRun", "is_oom", "kv_capacity_tokens", "run_engine", "step_params"]
 
 STEP_FIELDS: tuple[str, ...] = (
     "base_ms", "per_seq_ms", "per_prefill_token_ms", "per_ctx_ktoken_ms", "lora_per_adapter", "lora_per_rank",
@@ -24,29 +26,9 @@ STEP_FIELDS: tuple[str, ...] = (
 
 def kv_capacity_tokens(profile: Profile, max_loras: int, max_lora_rank: int,
                        gpu_memory_utilization: float = 0.9) -> float | None:
-    """KV-cache tokens left after weights and LoRA buffers; None when a measured table entry says OOM.
-
-    kv = table[(max_loras, max_lora_rank)] if measured, else
-         kv_base_tokens − kv_per_slot_rank·max_loras·max_lora_rank − kv_per_slot·max_loras,
-    plus (u − ref_utilization)·gpu_mem_gib·2³⁰ / kv_bytes_per_token for a memory utilisation u.
-    """
-    m = profile.memory
-    kv: float | None = None
-    for slots, rank, tokens in m.table:
-        if slots == max_loras and rank == max_lora_rank:
-            if tokens is None:
-                return None
-            kv = float(tokens)
-            break
-    if kv is None:
-        kv = m.kv_base_tokens - m.kv_per_slot_rank * max_loras * max_lora_rank - m.kv_per_slot * max_loras
-    kv += (gpu_memory_utilization - m.ref_utilization) * m.gpu_mem_gib * 2**30 / m.kv_bytes_per_token
-    return kv
-
-
-def is_oom(kv_tokens: float | None, max_model_len: int) -> bool:
-    """Memory error ⇔ the server cannot start: a measured OOM, or fewer KV tokens than max_model_len."""
-    return kv_tokens is None or kv_tokens < max_model_len
+    """KV-cache tokens left after weights and LoRA buffers (:meth:`twin.profile.MemoryModel.kv_tokens`);
+    None when a measured table entry says OOM."""
+    return profile.memory.kv_tokens(max_loras, max_lora_rank, gpu_memory_utilization)
 
 
 def step_params(step: StepModel) -> np.ndarray:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from twin.errors import InputError
 
 PROFILE_DIR = "profiles"
@@ -41,6 +43,64 @@ class MemoryModel:
     ref_utilization: float = 0.9
     block_size: int = 16
     table: tuple[tuple[int, int, int | None], ...] = ()  # (max_loras, max_lora_rank, kv_tokens or None=OOM)
+
+    # The one KV/OOM rule of the toolkit: the twin, the placer's oracle and the surrogates' features all call
+    # these methods (the surrogates' numba kernel reads :meth:`packed` and is parity-tested against them).
+    def utilization_offset(self, utilization: float | None) -> float:
+        """KV tokens gained (or lost) at memory utilisation ``utilization`` instead of ``ref_utilization``."""
+        if utilization is None:
+            return 0.0
+        gained_bytes = (float(utilization) - self.ref_utilization) * self.gpu_mem_gib * 2**30
+        return gained_bytes / self.kv_bytes_per_token
+
+    def kv_tokens(self, max_loras: int, max_lora_rank: int, utilization: float | None = None) -> float | None:
+        """KV-cache tokens left after weights and LoRA buffers; None when a measured entry says the server
+        fails to start (``utilization`` None: the reference utilisation)."""
+        kv: float | None = None
+        for slots, rank, tokens in self.table:
+            if slots == max_loras and rank == max_lora_rank:
+                if tokens is None:
+                    return None
+                kv = float(tokens)
+                break
+        if kv is None:
+            kv = (self.kv_base_tokens - self.kv_per_slot_rank * max_loras * max_lora_rank
+                  - self.kv_per_slot * max_loras)
+        return kv + self.utilization_offset(utilization)
+
+    def kv_tokens_array(self, max_loras: Any, max_lora_rank: Any, utilization: float | None = None
+                        ) -> np.ndarray:
+        """:meth:`kv_tokens` element-wise over arrays of slot counts and ranks (NaN: measured OOM)."""
+        slots = np.asarray(max_loras, dtype=np.float64)
+        rank = np.asarray(max_lora_rank, dtype=np.float64)
+        kv = np.array(self.kv_base_tokens - self.kv_per_slot_rank * slots * rank - self.kv_per_slot * slots,
+                      dtype=np.float64, copy=True, ndmin=1)
+        if self.table:
+            table = {(int(s), int(r)): tok for s, r, tok in self.table}
+            for i, (s, r) in enumerate(zip(np.broadcast_to(slots, kv.shape).ravel(),
+                                           np.broadcast_to(rank, kv.shape).ravel(), strict=True)):
+                hit = table.get((int(s), int(r)), False)
+                if hit is not False:
+                    kv.flat[i] = np.nan if hit is None else float(hit)
+        return kv + self.utilization_offset(utilization)
+
+    def oom(self, max_loras: int, max_lora_rank: int, max_model_len: int,
+            utilization: float | None = None) -> bool:
+        """Memory error: the server cannot start (measured OOM, or fewer KV tokens than ``max_model_len``)."""
+        return is_oom(self.kv_tokens(max_loras, max_lora_rank, utilization), max_model_len)
+
+    def packed(self, utilization: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """The rule as arrays for compiled code: ``[kv_base, per_slot_rank, per_slot, utilization offset]``
+        and the measured table as rows ``(slots, rank, kv tokens or NaN)``."""
+        memv = np.array([self.kv_base_tokens, self.kv_per_slot_rank, self.kv_per_slot,
+                         self.utilization_offset(utilization)], dtype=np.float64)
+        tab = np.array([[s, r, np.nan if tok is None else tok] for s, r, tok in self.table], dtype=np.float64)
+        return memv, tab.reshape(-1, 3)
+
+
+def is_oom(kv_tokens: float | None, max_model_len: int) -> bool:
+    """Memory error ⇔ the server cannot start: a measured OOM (None) or fewer KV tokens than max_model_len."""
+    return kv_tokens is None or kv_tokens < max_model_len
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from placer.check.evaluate import evaluate
+from placer.context import Context
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.solve import DEFAULT_TIME_LIMIT, get_solver, solve
@@ -47,25 +48,28 @@ class CompareRow:
 def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], *,
             time_limit: float = DEFAULT_TIME_LIMIT, seed: int = 0, oracle: str = "surrogate",
             verify_twin: bool = False, oracle_options: dict[str, Any] | None = None,
-            progress: Callable[[int, int], None] | None = None) -> list[CompareRow]:
+            progress: Callable[[int, int], None] | None = None, context: Context | None = None
+            ) -> list[CompareRow]:
     """Run every solver on every instance; judge every plan with the evaluator (and the twin if asked).
 
-    ``progress(done, total)`` is called after each (instance, solver) run."""
+    ``progress(done, total)`` is called after each (instance, solver) run; ``context``: the twin profile and
+    surrogate models of every oracle (default: the shipped ones)."""
     for name in solvers:
         get_solver(name)  # unknown names fail before any work
     rows = []
     for item in instances:
         problem = item if isinstance(item, Instance) else read_instance(item)
-        judge = make_oracle(problem, oracle, **(oracle_options or {}))
+        opts = {**(oracle_options or {}), "context": context}
+        judge = make_oracle(problem, oracle, **opts)
         for name in solvers:
             result = solve(problem, name, time_limit=time_limit, seed=seed,
-                           oracle=make_oracle(problem, oracle, **(oracle_options or {})))
+                           oracle=make_oracle(problem, oracle, **opts))
             ev = evaluate(problem, result, judge)
             twin_ok, twin_fail = None, ""
             if verify_twin and result.gpus:
                 from placer.check.verify import verify
 
-                report = verify(problem, result, seed=seed)
+                report = verify(problem, result, seed=seed, context=context)
                 twin_ok, twin_fail = report.feasible, "; ".join(report.failures)
             problems = ev.errors + tuple(f"GPU {g.gpu} infeasible" for g in ev.gpus if not g.feasible)
             rows.append(CompareRow(problem.name, problem.n_adapters, problem.model, name, result.status,

@@ -18,6 +18,7 @@ import numpy as np
 from placer.oracle.base import Oracle
 from placer.problem.memory import memory_fits
 from placer.result import Result
+from twin.profile import Profile
 from twin.spec import ALLOWED_RANKS, Instance
 
 
@@ -63,7 +64,7 @@ class Evaluation:
                 "gpus": [g.to_dict() for g in self.gpus]}
 
 
-def check_plan(problem: Instance, plan: Result) -> list[str]:
+def check_plan(problem: Instance, plan: Result, profile: Profile | None = None) -> list[str]:
     """Structural violations of ``plan`` for ``problem`` (empty list: none). Memory errors included."""
     errors: list[str] = []
     if plan.num_gpus != len(plan.gpus):
@@ -93,7 +94,7 @@ def check_plan(problem: Instance, plan: Result) -> list[str]:
             errors.append(f"{where}: max_lora_rank {g.max_lora_rank} below rank {top_rank} of an adapter")
         if g.max_cpu_loras < g.max_loras:
             errors.append(f"{where}: max_cpu_loras {g.max_cpu_loras} below max_loras {g.max_loras}")
-        if g.max_loras >= 1 and not memory_fits(problem, g.max_loras, g.max_lora_rank):
+        if g.max_loras >= 1 and not memory_fits(problem, g.max_loras, g.max_lora_rank, profile):
             errors.append(f"{where}: memory error (OOM) with max_loras {g.max_loras}, rank {g.max_lora_rank}")
     dup = sorted(a for a, c in seen.items() if c > 1 and a in index)
     if dup:
@@ -110,7 +111,7 @@ def _few(items: list[str]) -> str:
 
 def evaluate(problem: Instance, plan: Result, oracle: Oracle) -> Evaluation:
     """Judge ``plan``: structure first, then every GPU with ``oracle`` at the plan's own settings."""
-    errors = check_plan(problem, plan)
+    errors = check_plan(problem, plan, oracle.profile(problem))
     index = problem.index
     queries, slots = [], []
     for j, g in enumerate(plan.gpus):

@@ -50,7 +50,7 @@ def repair(problem: Instance, plan: Result, oracle: Oracle, *, seed: int = 0, wo
             break
         sub = Result(solver=plan.solver, status="feasible", num_gpus=len(gpus), lower_bound=plan.lower_bound,
                      runtime_s=0.0, gpus=tuple(gpus))
-        report = verify(problem, sub, seed=seed, workers=workers, only=todo)
+        report = verify(problem, sub, seed=seed, workers=workers, only=todo, context=oracle.context)
         sims += len(report.gpus)
         failing = {row["gpu"] for row in report.gpus if row["starved"] or row["oom"]}
         passed |= set(todo) - failing

@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 
 from placer.check.evaluate import check_plan
+from placer.context import DEFAULT_CONTEXT, Context
 from placer.result import Result
 from twin.errors import InputError
+from twin.profile import Profile
+from twin.simulate import simulate
 from twin.spec import Instance
 
 DEFAULT_WORKERS = 2
@@ -50,11 +53,9 @@ class VerifyReport:
                 "wall_s": self.wall_s, "gpus": list(self.gpus)}
 
 
-def _simulate_gpu(args: tuple[Instance, int, int, int, int, int]) -> dict[str, Any]:
-    from twin.simulate import simulate
-
-    sub, j, s, m, r, seed = args
-    sim = simulate(sub, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed)
+def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> dict[str, Any]:
+    sub, j, s, m, r, seed, profile = args
+    sim = simulate(sub, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed, profile=profile)
     out: dict[str, Any] = {"gpu": j, "n_adapters": sub.n_adapters}
     out.update(sim.to_dict(per_adapter=False))
     return out
@@ -62,17 +63,19 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int]) -> dict[str, A
 
 def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | None = None,
            sample: int | None = None, progress: Callable[[int, int], None] | None = None,
-           only: Sequence[int] | None = None) -> VerifyReport:
+           only: Sequence[int] | None = None, context: Context | None = None) -> VerifyReport:
     """Re-simulate the GPUs of ``plan`` in the twin (``workers`` processes, default 2).
 
     ``sample``: simulate only that many GPUs, chosen with ``numpy.random.default_rng(seed)`` (the report says
-    which); None = all. ``only``: simulate just these GPU indices (before sampling).
+    which); None = all. ``only``: simulate just these GPU indices (before sampling). ``context``: the twin
+    profile to simulate with (default: the shipped one).
     ``progress(done, total)`` is called after each simulated GPU. Raises
     :class:`InputError` when the plan does not fit the problem.
     """
     import time
 
-    errors = [e for e in check_plan(problem, plan) if "memory error" not in e]
+    profile = (context or DEFAULT_CONTEXT).profile_for(problem)
+    errors = [e for e in check_plan(problem, plan, profile) if "memory error" not in e]
     if errors:
         raise InputError(f"plan does not fit the instance: {errors[0]}" +
                          (f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""),
@@ -88,7 +91,7 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     for j in chosen:
         g = plan.gpus[j]
         sub = problem.subset(list(g.adapters))
-        jobs.append((sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, seed))
+        jobs.append((sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, seed, profile))
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
     n_workers = min(n_workers, len(jobs), os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []

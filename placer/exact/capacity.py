@@ -44,8 +44,6 @@ from twin.spec import Adapter, Instance
 RESOLUTION = 1_000_000  # integer units of the largest class capacity
 SMALL_COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
 LIGHT_COUNTS = (1, 4, 16, 64)
-_CACHE: dict[tuple[Any, ...], LinearModel] = {}
-_CACHE_SIZE = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,10 +220,11 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
         from placer.oracle import make_oracle
 
         oracle = make_oracle(problem)
-    key = (problem, oracle.name, id(oracle), rtol, light)
-    hit = _CACHE.get(key)
+    memo = oracle.memo(problem)  # the model is a function of (problem, oracle): kept on the oracle
+    key = ("linear-model", rtol, light)
+    hit = memo.get(key)
     if hit is not None:
-        return hit
+        return hit  # type: ignore[no-any-return]
     prober = _Prober(problem, oracle)
     loads = problem.rates * prober.tpr
     tiny = float(loads.min())  # per adapter: the count search probes mixes as light as the lightest adapter
@@ -288,15 +287,5 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
                               f"tok/s) fits in no GPU class of the linear model"
                               + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
     model = LinearModel(packing, loads, prober.tpr, oracle.name, prober.calls, relaxed)
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    _CACHE[key] = model
+    memo[key] = model
     return model
-
-
-def cached_linear_model(problem: Instance, oracle: Oracle | None, *,
-                        rtol: float = 1e-7) -> LinearModel | None:
-    """The full model of (problem, oracle) if it was already built in this process, else None."""
-    if oracle is None:
-        return None
-    return _CACHE.get((problem, oracle.name, id(oracle), rtol, False))

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from placer.oracle.base import DEFAULT_HEADROOM, DEFAULT_SURROGATE_THRESHOLD, Oracle, Query
+from twin.profile import Profile
+from twin.simulate import simulate
 from twin.spec import Instance
 
 
@@ -45,10 +47,7 @@ class SurrogateOracle(Oracle):
             return self._bundle
         key = (problem.model, problem.gpu)
         if key not in self._bundles:
-            import surrogate
-
-            loader: Any = getattr(surrogate, "load_default")  # noqa: B009 (not there until models ship)
-            self._bundles[key] = loader(problem.model, problem.gpu)
+            self._bundles[key] = self.context.surrogate_for(problem)
         return self._bundles[key]
 
     def threshold(self, problem: Instance) -> float:
@@ -75,12 +74,9 @@ class SurrogateOracle(Oracle):
         return thr, prob, flag, None
 
 
-def _simulate_one(args: tuple[Instance, int, int, int, int]) -> tuple[float, float, bool, bool]:
-    import twin
-
-    inst, s, r, m, seed = args
-    simulate: Any = getattr(twin, "simulate")  # noqa: B009
-    sim = simulate(inst, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed)
+def _simulate_one(args: tuple[Instance, int, int, int, int, Profile]) -> tuple[float, float, bool, bool]:
+    inst, s, r, m, seed, profile = args
+    sim = simulate(inst, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed, profile=profile)
     return float(sim.throughput_tok_s), float(sim.offered_tok_s), bool(sim.starved), bool(sim.oom)
 
 
@@ -103,7 +99,8 @@ class TwinOracle(Oracle):
 
     def _predict(self, problem: Instance, queries: Sequence[Query]
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        jobs = [(problem.subset(idx.tolist()), s, r, m, self.seed) for idx, s, r, m in queries]
+        profile = self.profile(problem)
+        jobs = [(problem.subset(idx.tolist()), s, r, m, self.seed, profile) for idx, s, r, m in queries]
         if self.workers > 1 and len(jobs) > 1:
             with ProcessPoolExecutor(max_workers=min(self.workers, len(jobs))) as pool:
                 rows = list(pool.map(_simulate_one, jobs))

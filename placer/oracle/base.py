@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from placer.context import DEFAULT_CONTEXT, Context
 from placer.problem.memory import max_slots, memory_fits, tokens_per_request
 from placer.result import GpuPlan
 from twin.errors import InputError
+from twin.profile import Profile
 from twin.spec import Adapter, Instance
 
 PAPER_TEST_POINTS: tuple[int, ...] = (8, 16, 32, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576)
@@ -107,7 +109,7 @@ class Oracle(abc.ABC):
 
     def __init__(self, *, margin: float | None = None, starved_threshold: float | None = None,
                  headroom: float = 0.0, slot_points: Sequence[int] = PAPER_TEST_POINTS,
-                 cache: bool = True) -> None:
+                 cache: bool = True, context: Context | None = None) -> None:
         if not 0 <= headroom <= 1:
             raise InputError(f"load headroom must be in [0, 1] (got {headroom!r})", field="headroom",
                              value=headroom)
@@ -122,7 +124,9 @@ class Oracle(abc.ABC):
         self.starved_threshold = None if starved_threshold is None else float(starved_threshold)
         self.slot_points = tuple(sorted({int(s) for s in slot_points if int(s) >= 1}))
         self.use_cache = cache
-        self._caches: dict[int, tuple[Instance, dict[Any, Any], float]] = {}
+        #: The twin profile and surrogate models this oracle judges with (default: the shipped ones).
+        self.context = context if context is not None else DEFAULT_CONTEXT
+        self._caches: dict[int, tuple[Instance, dict[Any, Any], float, Profile]] = {}
         self.calls = 0       # backend batch calls
         self.predictions = 0  # configurations sent to the backend
 
@@ -156,14 +160,19 @@ class Oracle(abc.ABC):
                 *self._settings())
 
     # --- per-problem state ------------------------------------------------------------------------------
-    def _state(self, problem: Instance) -> tuple[dict[Any, Any], float]:
+    def _state(self, problem: Instance) -> tuple[dict[Any, Any], float, Profile]:
         entry = self._caches.get(id(problem))
         if entry is None or entry[0] is not problem:
             if len(self._caches) >= _MAX_CACHED_PROBLEMS:
                 self._caches.pop(next(iter(self._caches)))
-            entry = (problem, {}, tokens_per_request(problem))
+            profile = self.context.profile_for(problem)
+            entry = (problem, {}, tokens_per_request(problem, profile), profile)
             self._caches[id(problem)] = entry
-        return entry[1], entry[2]
+        return entry[1], entry[2], entry[3]
+
+    def profile(self, problem: Instance) -> Profile:
+        """The twin profile of the problem's (model, GPU) in this oracle's context."""
+        return self._state(problem)[2]
 
     def _stressed(self, problem: Instance) -> Instance:
         """The problem the backend sees: every rate × (1 + headroom) (the problem itself when 0)."""
@@ -207,7 +216,7 @@ class Oracle(abc.ABC):
 
     def _points(self, problem: Instance, queries: Sequence[tuple[np.ndarray, int, int, int, bytes]]
                 ) -> list[Point]:
-        cache, tpr = self._state(problem)
+        cache, tpr, _ = self._state(problem)
         out: list[Point | None] = [None] * len(queries)
         todo: list[tuple[int, Query, Any, float]] = []
         offered_of: dict[bytes, float] = {}
@@ -220,7 +229,7 @@ class Oracle(abc.ABC):
             offered = offered_of.get(dig)
             if offered is None:
                 offered = offered_of[dig] = float(problem.rates[idx].sum()) * tpr
-            if not memory_fits(problem, s, rank):
+            if not memory_fits(problem, s, rank, self.profile(problem)):
                 out[q] = Point(s, rank, cpu, 0.0, offered, 1.0, True, True)
                 if self.use_cache:
                     cache[key] = out[q]
@@ -253,7 +262,7 @@ class Oracle(abc.ABC):
         cands = {s for s in self.slot_points if s <= n}
         if n <= top:
             cands.add(n)
-        cap = max_slots(problem, rank, min(n, top))
+        cap = max_slots(problem, rank, min(n, top), self.profile(problem))
         if cap:
             cands.add(cap)
         return sorted(s for s in cands if s <= cap)
@@ -264,7 +273,7 @@ class Oracle(abc.ABC):
 
     def evaluate_many(self, problem: Instance, sets: Sequence[Iterable[int]]) -> list[GpuVerdict]:
         """Verdicts for many candidate GPUs, with one batched backend call for all their slot candidates."""
-        cache, _ = self._state(problem)
+        cache, _, _ = self._state(problem)
         out: list[GpuVerdict | None] = [None] * len(sets)
         plans: list[tuple[int, Any, int, int, list[int]]] = []
         queries: list[tuple[np.ndarray, int, int, int, bytes]] = []

@@ -68,24 +68,13 @@ def fit_memory(rows: Sequence[KVRow], base: MemoryModel) -> MemoryModel:
 
 def kv_tokens(mem: MemoryModel, slots: int, rank: int, utilization: float | None = None) -> float | None:
     """KV-cache tokens after weights and LoRA buffers (None: the table says the server fails to start)."""
-    lookup = {(s, r): k for s, r, k in mem.table}
-    if (slots, rank) in lookup:
-        value = lookup[(slots, rank)]
-        if value is None:
-            return None
-        kv = float(value)
-    else:
-        kv = mem.kv_base_tokens - mem.kv_per_slot_rank * slots * rank - mem.kv_per_slot * slots
-    if utilization is not None and utilization != mem.ref_utilization:
-        kv += (utilization - mem.ref_utilization) * mem.gpu_mem_gib * 2**30 / mem.kv_bytes_per_token
-    return kv
+    return mem.kv_tokens(slots, rank, utilization)
 
 
 def memory_error(profile: Profile, slots: int, rank: int, *, max_model_len: int | None = None,
                  utilization: float | None = None) -> bool:
     """True when vLLM cannot start: LoRA buffers do not fit or the KV cache < max_model_len tokens."""
-    kv = kv_tokens(profile.memory, slots, rank, utilization)
-    return kv is None or kv < (max_model_len or profile.max_model_len)
+    return profile.memory.oom(slots, rank, max_model_len or profile.max_model_len, utilization)
 
 
 def oom_accuracy(profile: Profile, rows: Sequence[KVRow], *, use_table: bool = True) -> tuple[int, int]:
