@@ -2,7 +2,7 @@
 
 from placer.binpack import read_bpp, solve_binpack, triplet_instance
 from placer.bounds import lower_bound
-from placer.deploy import launch_commands
+from placer.deploy import Deployment, deployment, launch_commands, write_deployment
 from placer.evaluate import Evaluation, evaluate
 from placer.generate import generate
 from placer.io import read_instance, write_instance
@@ -20,12 +20,14 @@ __all__ = [
     "DEFAULT_SOLVER",
     "SOLVERS",
     "Adapter",
+    "Deployment",
     "Evaluation",
     "GpuPlan",
     "GpuVerdict",
     "Oracle",
     "Result",
     "VerifyReport",
+    "deployment",
     "evaluate",
     "launch_commands",
     "lower_bound",
@@ -37,6 +39,7 @@ __all__ = [
     "repair",
     "solve",
     "verify",
+    "write_deployment",
     "InfeasibleError",
     "InputError",
     "Instance",

@@ -112,15 +112,16 @@ def _check_options(n_gpus: int, *, format: str, base_port: int, host: str, image
     if isinstance(base_port, bool) or not 1 <= base_port <= 65536 - max(n_gpus, 1):
         raise InputError(f"must be in [1, {65536 - max(n_gpus, 1)}] for {n_gpus} GPUs (ports base .. "
                          f"base + {n_gpus - 1}), got {base_port!r}", field="--base-port", value=base_port)
-    checks = (("--host", host, not host or any(c.isspace() or c in "/@?#" for c in host)),
-              ("--image", image, not image or any(c.isspace() for c in image)),
-              ("--adapter-dir", adapter_dir, not adapter_dir.strip()),
-              ("--namespace", namespace, not _DNS_LABEL.fullmatch(namespace)),
-              ("--adapter-claim", adapter_claim, not _DNS_SUBDOMAIN.fullmatch(adapter_claim)))
-    for field, value, bad in checks:
+    k8s_name = "a Kubernetes name (lowercase letters, digits, '-')"
+    checks = (("--host", host, "a host name or address (no scheme, path or spaces)",
+               not host or any(c.isspace() or c in "/@?#" for c in host)),
+              ("--image", image, "an image reference without spaces",
+               not image or any(c.isspace() for c in image)),
+              ("--adapter-dir", adapter_dir, "a folder", not adapter_dir.strip()),
+              ("--namespace", namespace, k8s_name, not _DNS_LABEL.fullmatch(namespace)),
+              ("--adapter-claim", adapter_claim, k8s_name, not _DNS_SUBDOMAIN.fullmatch(adapter_claim)))
+    for field, value, what, bad in checks:
         if bad:
-            what = "a Kubernetes name (lowercase letters, digits, '-')" if field in (
-                "--namespace", "--adapter-claim") else "a non-empty value without spaces"
             raise InputError(f"must be {what}, got {value!r}", field=field, value=value)
 
 

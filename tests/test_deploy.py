@@ -179,6 +179,9 @@ def test_cli_json_lists_the_files_written_and_rejects_a_plan_for_another_instanc
         assert [s["max_loras"] for s in doc["servers"]] == [g.max_loras for g in PLAN.gpus]
     code, stdout, _ = run_cli("deploy", str(inst), str(plan), "--format", "k8s")
     assert code == 0 and len(list(yaml.safe_load_all(stdout))) == 6
+    code, stdout, _ = run_cli("deploy", str(inst), str(plan), "--host", "10.0.0.7", "--json")
+    doc = json.loads(stdout)
+    assert code == 0 and doc["files"] == [] and doc["routes"]["a6"] == "http://10.0.0.7:8002"
     code, _, err = run_cli("deploy", str(inst), str(plan), "--format", "nomad")
     assert code == 2 and "--format" in err and "'nomad'" in err
     PLAN.replace(gpus=PLAN.gpus[:2], num_gpus=2).save(plan)  # a5, a6 placed nowhere
