@@ -4,7 +4,7 @@ from placer.check.evaluate import Evaluation, evaluate
 from placer.check.repair import repair
 from placer.check.verify import VerifyReport, verify
 from placer.context import Context
-from placer.deploy import launch_commands
+from placer.deploy import Deployment, deployment, launch_commands, write_deployment
 from placer.exact.binpack import read_bpp, solve_binpack, triplet_instance
 from placer.exact.bounds import lower_bound
 from placer.oracle import GpuVerdict, Oracle, make_oracle
@@ -22,12 +22,14 @@ __all__ = [
     "SOLVERS",
     "Adapter",
     "Context",
+    "Deployment",
     "Evaluation",
     "GpuPlan",
     "GpuVerdict",
     "Oracle",
     "Result",
     "VerifyReport",
+    "deployment",
     "evaluate",
     "launch_commands",
     "lower_bound",
@@ -39,6 +41,7 @@ __all__ = [
     "repair",
     "solve",
     "verify",
+    "write_deployment",
     "InfeasibleError",
     "InputError",
     "Instance",

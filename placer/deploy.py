@@ -4,18 +4,29 @@ Each GPU gets ``CUDA_VISIBLE_DEVICES=<j> vllm serve <HF model id> --enable-lora 
 --max-cpu-loras M --max-lora-rank R --max-model-len L --max-num-batched-tokens B --max-num-seqs N
 --gpu-memory-utilization U --port P --lora-modules id=path ...`` — the settings the twin verified. Adapter
 paths are ``<adapter_dir>/<id>`` unless a mapping is given.
+
+:func:`deployment` renders those launches in one of :data:`FORMATS` (a supervising bash script, a Docker
+Compose file, Kubernetes manifests; :mod:`placer.deploy_formats`) together with the routing map, adapter id
+→ server URL; :func:`write_deployment` writes the launch file and ``routes.json`` beside it, each atomically.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from placer import deploy_formats as fmt
 from placer.check.evaluate import check_plan
 from placer.problem.memory import max_model_len
-from placer.result import Result
+from placer.result import GpuPlan, Result
 from twin.errors import InputError
+from twin.files import atomic_write_text
 from twin.profile import Profile
 from twin.spec import Instance
 
@@ -67,10 +78,124 @@ def launch_commands(problem: Instance, plan: Result, *, adapter_dir: str = "adap
 
 
 def deploy_script(problem: Instance, plan: Result, **options: object) -> str:
-    """A bash script launching every GPU's server in the background (one command per GPU)."""
-    launches = launch_commands(problem, plan, **options)  # type: ignore[arg-type]
-    lines = ["#!/usr/bin/env bash", f"# {problem.name}: {plan.num_gpus} GPUs, plan by {plan.solver}",
-             "set -e"]
-    lines += [f"{launch.command} &" for launch in launches]
-    lines.append("wait")
-    return "\n".join(lines) + "\n"
+    """A bash script that starts every GPU's server in the background, checks its ``/health`` and stops them
+    all on Ctrl-C, TERM or exit (the ``shell`` format of :func:`deployment`)."""
+    return deployment(problem, plan, format="shell", **options).text  # type: ignore[arg-type]
+
+
+FORMATS = ("shell", "compose", "k8s")
+DEFAULT_IMAGE = "vllm/vllm-openai:latest"
+CONTAINER_ADAPTER_DIR = "/adapters"  # where compose and k8s mount the adapter folder
+K8S_PORT = 8000  # every pod listens here; its Service exposes the same port
+ROUTES_FILE = "routes.json"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What :func:`deployment` renders: the launch file's text, one record per server, the routing map."""
+
+    format: str
+    text: str
+    servers: tuple[dict[str, Any], ...]
+    routes: dict[str, str]  # adapter id -> the URL of the one server that serves it
+
+    def to_dict(self, files: list[str] | None = None) -> dict[str, Any]:
+        """The ``placer deploy --json`` object: ``{format, files, servers, routes}``."""
+        return {"format": self.format, "files": list(files or []), "servers": [dict(s) for s in self.servers],
+                "routes": dict(self.routes)}
+
+
+def _check_options(n_gpus: int, *, format: str, base_port: int, host: str, image: str, namespace: str,
+                   adapter_claim: str, adapter_dir: str) -> None:
+    if format not in FORMATS:
+        raise InputError(f"unknown format {format!r} (choose {', '.join(FORMATS)})", field="--format",
+                         value=format)
+    if isinstance(base_port, bool) or not 1 <= base_port <= 65536 - max(n_gpus, 1):
+        raise InputError(f"must be in [1, {65536 - max(n_gpus, 1)}] for {n_gpus} GPUs (ports base .. "
+                         f"base + {n_gpus - 1}), got {base_port!r}", field="--base-port", value=base_port)
+    k8s_name = "a Kubernetes name (lowercase letters, digits, '-')"
+    checks = (("--host", host, "a host name or address (no scheme, path or spaces)",
+               not host or any(c.isspace() or c in "/@?#" for c in host)),
+              ("--image", image, "an image reference without spaces",
+               not image or any(c.isspace() for c in image)),
+              ("--adapter-dir", adapter_dir, "a folder", not adapter_dir.strip()),
+              ("--namespace", namespace, k8s_name, not _DNS_LABEL.fullmatch(namespace)),
+              ("--adapter-claim", adapter_claim, k8s_name, not _DNS_SUBDOMAIN.fullmatch(adapter_claim)))
+    for field, value, what, bad in checks:
+        if bad:
+            raise InputError(f"must be {what}, got {value!r}", field=field, value=value)
+
+
+def _server(g: GpuPlan, launch: GpuLaunch, name: str, url: str, port: int, argv: list[str]) -> dict[str, Any]:
+    return {"gpu": launch.gpu, "name": name, "url": url, "port": port, "adapters": list(g.adapters),
+            "max_loras": g.max_loras, "max_cpu_loras": g.max_cpu_loras, "max_lora_rank": g.max_lora_rank,
+            "argv": argv}
+
+
+def deployment(problem: Instance, plan: Result, *, format: str = "shell", adapter_dir: str = "adapters",
+               base_port: int = 8000, host: str = "localhost", image: str = DEFAULT_IMAGE,
+               namespace: str = "default", adapter_claim: str = "lora-adapters") -> Deployment:
+    """Render ``plan`` as a deployment in ``format`` (one of :data:`FORMATS`) with its routing map.
+
+    ``shell`` and ``compose`` run every server on this host (GPU j, port ``base_port + j``, routes
+    ``http://host:port``); ``shell`` reads adapters from ``adapter_dir/<id>``, ``compose`` mounts
+    ``adapter_dir`` (relative: to the Compose file's folder) at ``/adapters``. ``k8s`` mounts the
+    PersistentVolumeClaim ``adapter_claim`` at ``/adapters`` and routes to each GPU's Service in
+    ``namespace`` on port 8000. :class:`InputError` for a plan that does not fit ``problem`` or a bad option.
+    """
+    _check_options(plan.num_gpus, format=format, base_port=base_port, host=host, image=image,
+                   namespace=namespace, adapter_claim=adapter_claim, adapter_dir=adapter_dir)
+    in_container = format != "shell"
+    launches = launch_commands(problem, plan, base_port=base_port,
+                               adapter_dir=CONTAINER_ADAPTER_DIR if in_container else adapter_dir)
+    servers = []
+    for g, launch in zip(plan.gpus, launches, strict=True):
+        if format == "k8s":
+            name, port = fmt.k8s_name(problem.name, launch.gpu), K8S_PORT
+            url = fmt.k8s_url(problem.name, launch.gpu, namespace, port)
+            argv = ["vllm", "serve", *fmt.serve_args(launch, port)]
+        else:
+            name = fmt.compose_service_name(launch.gpu) if format == "compose" else f"gpu-{launch.gpu}"
+            port, url, argv = launch.port, f"http://{host}:{launch.port}", list(launch.argv)
+        servers.append(_server(g, launch, name, url, port, argv))
+    routes = {a: s["url"] for s in servers for a in s["adapters"]}
+    title = f"{problem.name}: {plan.num_gpus} GPUs, plan by {plan.solver}"
+    if format == "shell":
+        text = fmt.shell_script(launches, title=title)
+    elif format == "compose":
+        volume = adapter_dir if adapter_dir.startswith(("/", ".", "~")) else "./" + adapter_dir
+        text = fmt.compose_yaml(launches, project=fmt.slug(problem.name, limit=63), image=image,
+                                adapter_volume=volume.rstrip("/") or "/",
+                                container_adapter_dir=CONTAINER_ADAPTER_DIR)
+    else:
+        text = fmt.k8s_yaml(launches, plan=problem.name, namespace=namespace, image=image, port=K8S_PORT,
+                            adapter_claim=adapter_claim, container_adapter_dir=CONTAINER_ADAPTER_DIR)
+    return Deployment(format, text, tuple(servers), routes)
+
+
+def routes_json(dep: Deployment) -> str:
+    """The routing map as JSON: ``{adapter id: server URL}``, one entry per adapter of the plan."""
+    return json.dumps(dep.routes, indent=2) + "\n"
+
+
+def write_deployment(dep: Deployment, out: str | Path) -> list[Path]:
+    """Write ``routes.json`` beside ``out`` and the launch file at ``out`` (each atomically; a shell script
+    is made executable). Returns the paths written."""
+    out = Path(out)
+    if out.name == ROUTES_FILE:
+        raise InputError(f"{str(out)!r} is the routing map's own name: choose another name for the "
+                         f"{dep.format} file",
+                         field="--out", value=str(out))
+    if out.is_dir():
+        raise InputError(f"{str(out)!r} is a folder: give the launch file's path", field="--out",
+                         value=str(out))
+    routes = out.parent / ROUTES_FILE
+    atomic_write_text(routes, routes_json(dep))
+    atomic_write_text(out, dep.text)
+    if dep.format == "shell":
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(out, 0o777 & ~mask)
+    return [out, routes]

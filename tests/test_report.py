@@ -77,12 +77,15 @@ def test_report_folder_has_plan_launch_verification_charts_and_summary(problem: 
     plan = _plan(("a0 a1 a2 a3 a4", 5, 32))
     out = write_report(problem, plan, tmp_path / "rep", workers=1)
     names = {p.name for p in out.iterdir()}
-    assert {"README.md", "plan.json", "instance.yaml", "launch.sh", "launch.json", "verification.json",
-            "plan.png", "gpu-0-twin.png", MARKER} <= names
+    assert {"README.md", "plan.json", "instance.yaml", "launch.sh", "launch.json", "routes.json",
+            "verification.json", "plan.png", "gpu-0-twin.png", MARKER} <= names
     assert Result.load(out / "plan.json") == plan
     assert read_instance(out / "instance.yaml") == problem
     launch = (out / "launch.sh").read_text()
     assert "vllm serve meta-llama/Llama-3.1-8B-Instruct --enable-lora --max-loras 5" in launch
+    assert "trap " in launch and "/health" in launch
+    routes = json.loads((out / "routes.json").read_text())
+    assert routes == {f"a{i}": "http://localhost:8000" for i in range(5)}
     check = json.loads((out / "verification.json").read_text())
     readme = (out / "README.md").read_text()
     assert "**1 GPUs**" in readme and "![plan](plan.png)" in readme
@@ -120,7 +123,7 @@ def test_report_of_an_infeasible_result_says_why(problem: twin.Instance, tmp_pat
     out = write_report(problem, none, tmp_path / "rep")
     readme = (out / "README.md").read_text()
     assert "**No plan**: adapter 'a4' fits on no GPU even alone" in readme
-    assert not (out / "launch.sh").exists()
+    assert not (out / "launch.sh").exists() and not (out / "routes.json").exists()
 
 
 # --- the CLI hooks: --plot on solve / compare / twin simulate, --report on solve --------------------------

@@ -10,11 +10,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from placer import deploy
 from placer.check.compare import compare, rows_csv, write_csv
 from placer.check.repair import repair
 from placer.check.verify import VerifyReport, verify
 from placer.cli.common import JSON_HELP, console, err_console, print_json
-from placer.deploy import deploy_script
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
@@ -23,7 +23,6 @@ from placer.reporting.report import check_target, write_report
 from placer.result import Result
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
 from twin.errors import InputError
-from twin.files import atomic_write_text
 
 MAX_ROWS = 40  # per-GPU rows shown in the rich table
 
@@ -219,18 +218,39 @@ def verify_cmd(
 def deploy_cmd(
     instance: Path = typer.Argument(..., help="Instance file."),
     plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the launch script here."),
-    adapter_dir: str = typer.Option("adapters", "--adapter-dir", help="Folder with one folder per adapter."),
+    format: str = typer.Option("shell", "--format", "-f",
+                               help="shell (a supervising bash script), compose (Docker Compose) or k8s "
+                                    "(a Deployment + Service per GPU)."),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Write the launch file here, and routes.json (adapter id -> server "
+                                         "URL) beside it."),
+    adapter_dir: str = typer.Option("adapters", "--adapter-dir",
+                                    help="Folder with one folder per adapter (compose mounts it at "
+                                         "/adapters)."),
     base_port: int = typer.Option(8000, "--base-port", help="Port of GPU 0's server (GPU j: base + j)."),
+    host: str = typer.Option("localhost", "--host", help="Host name in the routes of shell and compose."),
+    image: str = typer.Option(deploy.DEFAULT_IMAGE, "--image", help="vLLM image of compose and k8s."),
+    namespace: str = typer.Option("default", "--namespace", help="k8s: the namespace of the objects."),
+    adapter_claim: str = typer.Option("lora-adapters", "--adapter-claim",
+                                      help="k8s: the PersistentVolumeClaim holding the adapters."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Per-GPU vLLM launch commands for a plan (a bash script)."""
-    script = deploy_script(read_instance(instance), Result.load(plan), adapter_dir=adapter_dir,
-                           base_port=base_port)
-    if out is None:
-        console.print(script, end="", markup=False, highlight=False, soft_wrap=True)
+    """Deploy a plan: per-GPU vLLM servers as a bash script, a Compose file or Kubernetes manifests."""
+    try:
+        dep = deploy.deployment(read_instance(instance), Result.load(plan), format=format,
+                                adapter_dir=adapter_dir, base_port=base_port, host=host, image=image,
+                                namespace=namespace, adapter_claim=adapter_claim)
+    except InputError as exc:
+        if exc.source or (exc.field or "").startswith("--"):
+            raise
+        raise exc.with_source(str(plan)) from None  # the plan does not fit the instance
+    files = [] if out is None else deploy.write_deployment(dep, out)
+    if json_out:
+        print_json(dep.to_dict([str(f) for f in files]))
+    elif out is None:
+        console.print(dep.text, end="", markup=False, highlight=False, soft_wrap=True)
     else:
-        atomic_write_text(out, script)
-        console.print(f"launch script written to {out}")
+        console.print(f"{dep.format} launch file written to {files[0]}, routes to {files[1]}")
 
 
 def register(app: typer.Typer) -> None:

@@ -22,8 +22,10 @@ FILES = {
     "plan.json": "the plan (what `placer verify` and `placer deploy` read)",
     "instance.yaml": "the instance the plan is for",
     "instance.adapters.csv": "its adapters (large instances)",
-    "launch.sh": "one `vllm serve` per GPU with the plan's LoRA settings (`bash launch.sh`)",
+    "launch.sh": "one `vllm serve` per GPU with the plan's LoRA settings, health-checked and stopped "
+                 "together on Ctrl-C (`bash launch.sh`)",
     "launch.json": "the same launch settings, machine-readable",
+    "routes.json": "adapter id → URL of the server that serves it (for a gateway or client)",
     "verification.json": "the twin's result for every simulated GPU",
     "plan.png": "per GPU: offered load by rank vs throughput; adapters by rank and `max_loras`",
 }
@@ -129,9 +131,12 @@ def summary_markdown(problem: Instance, result: Result, verification: VerifyRepo
         if launch_error:
             lines += [f"No launch script: {launch_error}.", ""]
         else:
-            lines += ["`bash launch.sh` starts one vLLM server per GPU (GPU j on port 8000 + j); adapters "
-                      "are expected in `adapters/<id>` (change with `placer deploy --adapter-dir`). "
-                      "The settings of each GPU are in the table above and in `launch.json`.", ""]
+            lines += ["`bash launch.sh` starts one vLLM server per GPU (GPU j on port 8000 + j), waits until "
+                      "each answers `/health` and stops them all on Ctrl-C; adapters are expected in "
+                      "`adapters/<id>` (change with `placer deploy --adapter-dir`). `routes.json` maps each "
+                      "adapter to its server's URL. The settings of each GPU are in the table above and in "
+                      "`launch.json`; `placer deploy --format compose|k8s` writes a Docker Compose file or "
+                      "Kubernetes manifests instead.", ""]
     if charts and result.gpus:
         lines += ["## Charts", "", "![plan](plan.png)", ""]
         if twin_png:

@@ -1,5 +1,5 @@
-"""A placement report a person can hand to a colleague: one folder with the plan, the vLLM launch settings,
-the twin's verification, the charts and a short Markdown summary (``README.md``).
+"""A placement report a person can hand to a colleague: one folder with the plan, the vLLM launch settings
+and routing map, the twin's verification, the charts and a short Markdown summary (``README.md``).
 
 :func:`write_report` builds everything in a temporary sibling folder and renames it into place at the end,
 so an interrupted run leaves either the old report or the new one, never half of one. It only replaces an
@@ -99,7 +99,7 @@ def _swap(tmp: Path, out: Path) -> None:
 
 def _fill(d: Path, problem: Instance, result: Result, verification: VerifyReport | None, *, charts: bool,
           seed: int, adapter_dir: str, base_port: int) -> None:
-    from placer.deploy import deploy_script, launch_commands
+    from placer.deploy import ROUTES_FILE, deployment, launch_commands, routes_json
     from placer.problem.io import write_instance
 
     result.save(d / "plan.json")
@@ -108,9 +108,10 @@ def _fill(d: Path, problem: Instance, result: Result, verification: VerifyReport
     if result.gpus:
         try:
             launches = launch_commands(problem, result, adapter_dir=adapter_dir, base_port=base_port)
-            atomic_write_text(d / "launch.sh", deploy_script(problem, result, adapter_dir=adapter_dir,
-                                                             base_port=base_port))
+            shell = deployment(problem, result, format="shell", adapter_dir=adapter_dir, base_port=base_port)
+            atomic_write_text(d / "launch.sh", shell.text)
             os.chmod(d / "launch.sh", 0o777 & ~_umask())
+            atomic_write_text(d / ROUTES_FILE, routes_json(shell))
             atomic_write_text(d / "launch.json", json.dumps(
                 [{"gpu": x.gpu, "port": x.port, "argv": list(x.argv), "command": x.command}
                  for x in launches],
