@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from placer.result import plural
 from twin._io import atomic_write_bytes
 from twin.errors import InputError
 from twin.metrics import STARVED_FRACTION
@@ -89,7 +90,7 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
     _format_of(path)
     n = len(result.gpus)
     fig = _figure(min(max(8.5, 2.5 + 0.32 * n), 22.0), 7.0)
-    title = (f"{problem.name}: {result.solver} plan — {result.num_gpus} GPUs "
+    title = (f"{problem.name}: {result.solver} plan — {plural(result.num_gpus, 'GPU')} "
              f"(lower bound {result.lower_bound}, {result.status})")
     if n == 0:
         fig.suptitle(title, fontweight="bold")

@@ -19,6 +19,11 @@ from twin.errors import InputError
 STATUSES = ("optimal", "feasible", "timeout", "infeasible")
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 GPU``, ``2 GPUs``: the count with the noun in the right number (for every printed count)."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
 @dataclass(frozen=True)
 class GpuPlan:
     """One GPU of a plan: the adapters it serves, its vLLM LoRA settings (plus the oracle's predictions)."""

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from placer.evaluate import check_plan
-from placer.result import Result
+from placer.result import Result, plural
 from twin.errors import InputError
 from twin.spec import Instance
 
@@ -42,6 +42,16 @@ class VerifyReport:
     @property
     def sampled(self) -> bool:
         return len(self.simulated) < self.num_gpus
+
+    def summary(self, *, markup: bool = False) -> str:
+        """One line: how many GPUs were simulated and the verdict (for a sample: about the sample only)."""
+        what = (f"{len(self.simulated)} of {plural(self.num_gpus, 'GPU')} simulated" if self.sampled
+                else f"{plural(self.num_gpus, 'GPU')} simulated")
+        if self.feasible:
+            verdict = "feasible" + (" for the sampled GPUs only (the others were not checked)"
+                                    if self.sampled else "")
+            return f"{what}: " + (f"[green]{verdict}[/green]" if markup else verdict)
+        return f"{what}: " + ("[red]NOT feasible[/red]" if markup else "NOT feasible")
 
     def to_dict(self) -> dict[str, Any]:
         return {"feasible": self.feasible, "num_gpus": self.num_gpus, "sampled": self.sampled,

@@ -9,9 +9,35 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 
-console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+
+class _Console(Console):
+    """A console whose tables never truncate a cell: every column folds (no ``…``), and when the output is
+    not a terminal (a pipe, a file, CI) the width grows to fit the widest table instead of 80 columns."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        tables = [o for o in objects if isinstance(o, Table)]
+        for table in tables:
+            for column in table.columns:
+                column.overflow = "fold"
+        if not tables or self.is_terminal:
+            super().print(*objects, **kwargs)
+            return
+        wide = self.options.update_width(10_000)
+        need = max(Measurement.get(self, wide, t).maximum for t in tables)
+        saved = self._width
+        try:
+            self._width = max(self.width, need)
+            super().print(*objects, **kwargs)
+        finally:
+            self._width = saved
+
+
+console = _Console(stderr=False, highlight=False)
+err_console = _Console(stderr=True, highlight=False)
 
 JSON_HELP = "Print machine-readable JSON on stdout (and nothing else on stdout)."
 

@@ -19,7 +19,7 @@ from placer.oracle import make_oracle
 from placer.progress import progress_bar, spinner
 from placer.repair import repair
 from placer.report import check_target, write_report
-from placer.result import Result
+from placer.result import Result, plural
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
 from placer.verify import VerifyReport, verify
 from twin._io import atomic_write_text
@@ -74,7 +74,7 @@ def _print_plan(result: Result, report: VerifyReport | None) -> None:
                       _fmt(g.predicted_starved_probability, ".2f"), *extra)
     console.print(table)
     if len(result.gpus) > MAX_ROWS:
-        console.print(f"... {len(result.gpus) - MAX_ROWS} more GPUs (see --out or --json)")
+        console.print(f"... {plural(len(result.gpus) - MAX_ROWS, 'more GPU')} (see --out or --json)")
     if report:
         verdict = "[green]feasible[/green]" if report.feasible else "[red]NOT feasible[/red]"
         console.print(f"twin verification: {verdict}" + ("".join(f"\n  {f}" for f in report.failures)))
@@ -199,7 +199,13 @@ def verify_cmd(
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick)
     if json_out:
         print_json(report.to_dict())
-        return
+    else:
+        _print_verification(report)
+    if not report.feasible:  # a failed plan is exit 1 (CI can gate on it); bad input stays 2
+        raise typer.Exit(code=1)
+
+
+def _print_verification(report: VerifyReport) -> None:
     table = Table(show_header=True)
     for col in ("GPU", "adapters", "max_loras", "max_lora_rank", "throughput tok/s", "offered tok/s",
                 "result"):
@@ -210,10 +216,7 @@ def verify_cmd(
                       str(row["max_lora_rank"]), _fmt(row["throughput_tok_s"]), _fmt(row["offered_tok_s"]),
                       res)
     console.print(table)
-    what = f"{len(report.simulated)} of {report.num_gpus} GPUs simulated" if report.sampled else \
-        f"{report.num_gpus} GPUs simulated"
-    verdict = "[green]feasible[/green]" if report.feasible else "[red]NOT feasible[/red]"
-    console.print(f"{what}: {verdict}" + "".join(f"\n  {f}" for f in report.failures))
+    console.print(report.summary(markup=True) + "".join(f"\n  {f}" for f in report.failures))
 
 
 def deploy_cmd(
