@@ -174,21 +174,15 @@ def model_bounds(model: PackingModel, *, lp: bool = True) -> BoundReport:
     return BoundReport(l1=l1, count=cnt, l2=l2, lp=lpv, best=best)
 
 
-FULL_MODEL_MAX_ADAPTERS = 100  # above this, lower_bound() uses the light model unless the full one is cached
-
-
-def lower_bound(problem: Any, oracle: Any = None) -> int:
+def lower_bound(problem: Any, oracle: Any = None, *, light: bool = False) -> int:
     """A lower bound on the GPUs of ``problem`` under the linearised model built from ``oracle``.
 
-    Uses the full class model for problems of up to :data:`FULL_MODEL_MAX_ADAPTERS` adapters (or when an
-    exact solver has already built it), else the light one-class-per-rank relaxation, which needs only a
-    handful of oracle calls. Raises :class:`twin.errors.InfeasibleError` when an adapter fits on no GPU.
+    The same bound the exact solvers start from (:func:`model_bounds` of the full model's relaxation,
+    built once per (problem, oracle) and cached), so every solver reports the same bound for one instance:
+    a few seconds of surrogate calls for 2,000 adapters. ``light``: the one-class-per-rank relaxation
+    instead (a handful of oracle calls, weaker). Raises :class:`twin.errors.InfeasibleError` when an
+    adapter fits on no GPU.
     """
-    from placer.linear import build_linear_model, cached_linear_model
+    from placer.linear import build_linear_model
 
-    full = cached_linear_model(problem, oracle)
-    if full is None and problem.n_adapters <= FULL_MODEL_MAX_ADAPTERS:
-        full = build_linear_model(problem, oracle)
-    if full is not None:
-        return model_bounds(full.bound_model).best
-    return model_bounds(build_linear_model(problem, oracle, light=True).bound_model).best
+    return model_bounds(build_linear_model(problem, oracle, light=light).bound_model).best

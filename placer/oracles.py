@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from placer.oracle import DEFAULT_HEADROOM, DEFAULT_SURROGATE_THRESHOLD, Oracle, Query
+from twin.errors import InputError
 from twin.spec import Instance
 
 
@@ -48,7 +49,12 @@ class SurrogateOracle(Oracle):
             import surrogate
 
             loader: Any = getattr(surrogate, "load_default")  # noqa: B009 (not there until models ship)
-            self._bundles[key] = loader(problem.model, problem.gpu)
+            try:
+                self._bundles[key] = loader(problem.model, problem.gpu)
+            except InputError as exc:  # say what works instead: the twin needs no trained model
+                raise InputError(f"{exc.detail}; or use the twin oracle (`--oracle twin`: simulates each "
+                                 "candidate GPU, slower)", source=exc.source, field=exc.field,
+                                 value=exc.value) from None
         return self._bundles[key]
 
     def threshold(self, problem: Instance) -> float:

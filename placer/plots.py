@@ -268,14 +268,27 @@ def _get(row: Any, key: str) -> Any:
     return row.get(key) if isinstance(row, Mapping) else getattr(row, key, None)
 
 
+def _group(row: Any) -> str:
+    """A row's instance group: its file when known (two files may share a ``name``), else its name."""
+    return str(_get(row, "file") or _get(row, "instance"))
+
+
+def _group_labels(rows: Sequence[Any], groups: list[str]) -> list[str]:
+    """Axis labels of the groups: the instance name, with the file name when two groups share a name."""
+    name = {_group(r): str(_get(r, "instance")) for r in rows}
+    clash = {n for n in name.values() if list(name.values()).count(n) > 1}
+    return [f"{name[g]}\n({Path(g).name})" if name[g] in clash else name[g] for g in groups]
+
+
 def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solvers compared") -> Path:
     """GPUs (bars; hatched = not feasible for the evaluator) and wall time per solver, grouped by instance,
     with each instance's best lower bound as a dashed line. ``rows``: CompareRow objects or their dicts."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
     _format_of(path)
-    instances = list(dict.fromkeys(str(_get(r, "instance")) for r in rows))
+    instances = list(dict.fromkeys(_group(r) for r in rows))  # by file: two files may share a name
     solvers = list(dict.fromkeys(str(_get(r, "solver")) for r in rows))
     fig = _figure(min(max(8.0, 3.0 + 1.1 * len(instances) * max(1, len(solvers)) ** 0.6), 22.0), 6.5)
     if not rows:
@@ -285,7 +298,7 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
     width = 0.8 / max(1, len(solvers))
     cmap = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
             "#ff9da7", "#bab0ac"]
-    by = {(str(_get(r, "instance")), str(_get(r, "solver"))): r for r in rows}
+    by = {(_group(r), str(_get(r, "solver"))): r for r in rows}
     for s_i, solver in enumerate(solvers):
         xs, gpus, times, hatch = [], [], [], []
         for i_i, inst in enumerate(instances):
@@ -305,14 +318,16 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
             ax_g.annotate(str(g) if g else "no\nplan", (b.get_x() + b.get_width() / 2, g),
                           textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
         ax_t.bar(xs, times, width=width * 0.95, color=color, label=solver)
-    for i_i, inst in enumerate(instances):
-        lbs = [int(_get(r, "lower_bound") or 0) for r in rows if str(_get(r, "instance")) == inst]
+    any_bound = False
+    for i_i, inst in enumerate(instances):  # the instance's one best bound (compare gives every row the same)
+        lbs = [int(_get(r, "lower_bound") or 0) for r in rows if _group(r) == inst]
         lb = max(lbs) if lbs else 0
         if lb > 0:
-            ax_g.hlines(lb, i_i - 0.45, i_i + 0.45, colors=_INK, linestyles="--", lw=1.5,
-                        label="lower bound" if i_i == 0 else None)
+            any_bound = True
+            ax_g.hlines(lb, i_i - 0.45, i_i + 0.45, colors=_INK, linestyles="--", lw=1.5)
+    labels = _group_labels(rows, instances)
     for ax in (ax_g, ax_t):
-        ax.set_xticks(range(len(instances)), instances, rotation=20 if len(instances) > 3 else 0, ha="right"
+        ax.set_xticks(range(len(instances)), labels, rotation=20 if len(instances) > 3 else 0, ha="right"
                       if len(instances) > 3 else "center")
         ax.grid(axis="y", alpha=0.3)
     ax_g.set_ylabel("GPUs (fewer is better)")
@@ -321,7 +336,8 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
     top = max(max(int(_get(r, "num_gpus") or 0), int(_get(r, "lower_bound") or 0)) for r in rows)
     ax_g.set_ylim(0, max(1, top) * 1.3)
     handles = [Patch(facecolor=cmap[i % len(cmap)], label=s) for i, s in enumerate(solvers)]
-    handles += [h for h in ax_g.get_legend_handles_labels()[0] if h.get_label() == "lower bound"]
+    if any_bound:
+        handles.append(Line2D([], [], color=_INK, linestyle="--", lw=1.5, label="best lower bound"))
     ax_g.legend(handles=handles, fontsize=8, frameon=False, loc="upper right", ncol=2)
     ax_t.set_yscale("log")
     ax_t.set_ylabel("wall time (s, log scale)")

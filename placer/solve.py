@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from placer.result import Result
+from placer.result import OPTIMAL_WRT, Result
 from twin.errors import InputError
 from twin.spec import Instance
 
@@ -149,7 +149,8 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
 
     Returns a frozen :class:`Result`. A problem with an adapter that fits on no GPU even alone gets status
     ``infeasible`` and a ``reason`` naming that adapter (no exception). ``lower_bound`` is the best of the
-    bound module's and the solver's own; the status becomes ``optimal`` when the plan meets it.
+    bound module's (the same routine for every solver) and the solver's own; the status becomes ``optimal``
+    when the plan meets it, optimal for the linear model (``extra["optimal_wrt"]``, ``Result.optimal_wrt``).
     """
     fn = get_solver(solver)
     if time_limit is None or not time_limit > 0:
@@ -177,7 +178,7 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
                               gpu=problem.gpu, oracle=oracle.name)
     bound_start = time.perf_counter()
     lb = max(1, int(result.lower_bound or 0))  # any problem needs one GPU
-    if result.num_gpus > lb:  # only a plan above the trivial bound needs the (oracle-probing) bound module
+    if result.num_gpus > 1:  # every solver gets the same bound routine (the exact solvers' own start)
         lb = max(lower_bound(problem, oracle), lb)
     extra = dict(result.extra)
     extra["bound_s"] = round(time.perf_counter() - bound_start, 4)
@@ -187,6 +188,8 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
     status = result.status
     if status == "feasible" and result.num_gpus == lb:
         status = "optimal"
+    if status == "optimal":
+        extra.setdefault("optimal_wrt", OPTIMAL_WRT)
     return result.replace(status=status, lower_bound=lb, runtime_s=runtime, instance=problem.name,
                           model=problem.model, gpu=problem.gpu, oracle=oracle.name, extra=extra)
 

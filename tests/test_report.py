@@ -85,7 +85,7 @@ def test_report_folder_has_plan_launch_verification_charts_and_summary(problem: 
     assert "vllm serve meta-llama/Llama-3.1-8B-Instruct --enable-lora --max-loras 5" in launch
     check = json.loads((out / "verification.json").read_text())
     readme = (out / "README.md").read_text()
-    assert "**1 GPUs**" in readme and "![plan](plan.png)" in readme
+    assert "**1 GPU**" in readme and "![plan](plan.png)" in readme
     assert ("**feasible**" in readme) == check["feasible"]
     assert "| 0 | 5 | 8, 16, 32 | 5 | 5 | 32 |" in readme
     assert not [p for p in tmp_path.iterdir() if p.name != "rep"]  # no temporary sibling left

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
+
+from twin.errors import InputError
 
 
 
@@ -64,3 +69,15 @@ def print_json(obj: Any) -> None:
     """Print ``obj`` as JSON on stdout; nothing else may go to stdout under --json."""
     sys.stdout.write(to_json(obj) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def about_file(path: str | Path) -> Iterator[None]:
+    """Attribute to ``path`` any :class:`InputError` raised inside that names no file (an unshipped surrogate
+    for the instance's GPU, a plan that does not fit the instance), so the one red line names the file."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.source:
+            raise
+        raise exc.with_source(str(path)) from None
