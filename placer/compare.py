@@ -59,7 +59,8 @@ class CompareRow:
 def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], *,
             time_limit: float = DEFAULT_TIME_LIMIT, seed: int = 0, oracle: str = "surrogate",
             verify_twin: bool = False, oracle_options: dict[str, Any] | None = None,
-            progress: Callable[[int, int], None] | None = None, workers: int | None = None) -> list[CompareRow]:
+            progress: Callable[[int, int], None] | None = None,
+            workers: int | None = None) -> list[CompareRow]:
     """Run every solver on every instance; judge every plan with the evaluator (and the twin if asked,
     ``workers`` processes per plan).
 
@@ -71,11 +72,17 @@ def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], 
     total = len(instances) * len(solvers)
     for item in instances:
         file = "" if isinstance(item, Instance) else str(item)
+        done = len(rows)
+
+        def tick(k: int, done: int = done) -> None:
+            if progress is not None:
+                progress(done + k, total)
+
         try:
             problem = item if isinstance(item, Instance) else read_instance(item)
             runs = _runs(problem, file, solvers, time_limit=time_limit, seed=seed, oracle=oracle,
                          verify_twin=verify_twin, oracle_options=oracle_options or {}, workers=workers,
-                         progress=lambda k: progress(len(rows) + k, total) if progress else None)
+                         progress=tick)
         except InputError as exc:  # an error about the instance names its file
             raise (exc.with_source(file) if file and not exc.source else exc) from None
         rows += _same_bound(runs)

@@ -335,7 +335,7 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
     ax_g.set_title("GPUs per solver (hatched: plan not feasible)", fontsize=10)
     top = max(max(int(_get(r, "num_gpus") or 0), int(_get(r, "lower_bound") or 0)) for r in rows)
     ax_g.set_ylim(0, max(1, top) * 1.3)
-    handles = [Patch(facecolor=cmap[i % len(cmap)], label=s) for i, s in enumerate(solvers)]
+    handles: list[Any] = [Patch(facecolor=cmap[i % len(cmap)], label=s) for i, s in enumerate(solvers)]
     if any_bound:
         handles.append(Line2D([], [], color=_INK, linestyle="--", lw=1.5, label="best lower bound"))
     ax_g.legend(handles=handles, fontsize=8, frameon=False, loc="upper right", ncol=2)

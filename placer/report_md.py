@@ -48,8 +48,8 @@ def _verdict(verification: VerifyReport | None, result: Result) -> str:
             if verification.sampled else f"all {plural(verification.num_gpus, 'GPU')}")
     if verification.feasible:
         scope = " for the sampled GPUs only" if verification.sampled else ""
-        return (f"Twin verification: **feasible{scope}** — {what} simulated; none starves (each serves ≥ 90 % of "
-                "its offered load) and every one can start (no memory error).")
+        return (f"Twin verification: **feasible{scope}** — {what} simulated; none starves (each serves "
+                "≥ 90 % of its offered load) and every one can start (no memory error).")
     lines = [f"Twin verification: **NOT feasible** — {what} simulated, {len(verification.failures)} failed:"]
     lines += [f"- {f}" for f in verification.failures[:20]]
     if len(verification.failures) > 20:

@@ -185,8 +185,7 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
 
 class _progress:
     """Rich progress bar with ETA on stderr, or nothing in quiet mode or when stderr is not a terminal (a
-    redirected file or CI log gets no bar, and stdout never does); used as ``with _progress(q, n) as advance``.
-    """
+    redirected file or CI log gets no bar, and stdout never does); ``with _progress(q, n) as advance``."""
 
     def __init__(self, quiet: bool, total: int) -> None:
         self.quiet, self.total = quiet, total

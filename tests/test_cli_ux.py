@@ -68,10 +68,11 @@ def test_sampled_verification_says_feasible_for_the_sample_only() -> None:
         "1 GPU simulated: feasible"
 
 
-def test_sweep_progress_never_reaches_stdout_or_a_redirected_stderr(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from surrogate.dataset import sweep
+def test_sweep_progress_never_reaches_stdout_or_a_redirected_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from surrogate_fake import fake_simulate
+
+    from surrogate.dataset import sweep
 
     sweep(4, 1, tmp_path, chunk_size=2, workers=1, quiet=False, simulate=fake_simulate)
     out, err = capsys.readouterr()

@@ -18,7 +18,6 @@ from rich.table import Table
 from twin.errors import InputError
 
 
-
 class _Console(Console):
     """A console whose tables never truncate a cell: every column folds (no ``…``), and when the output is
     not a terminal (a pipe, a file, CI) the width grows to fit the widest table instead of 80 columns."""

@@ -49,8 +49,8 @@ def _print_plan(result: Result, report: VerifyReport | None) -> None:
     for col in ("status", "GPUs", "lower bound", "gap", "time (s)", "oracle"):
         head.add_column(col)
     gap = "-" if result.gap is None else f"{100 * result.gap:.1f}%"
-    head.add_row(result.status_text, str(result.num_gpus), str(result.lower_bound), gap, f"{result.runtime_s:.2f}",
-                 result.oracle)
+    head.add_row(result.status_text, str(result.num_gpus), str(result.lower_bound), gap,
+                 f"{result.runtime_s:.2f}", result.oracle)
     console.print(head)
     if result.reason and result.status != "infeasible":  # the infeasible reason goes to stderr, once
         console.print(f"[yellow]{result.reason}[/yellow]")
@@ -175,8 +175,8 @@ def compare_cmd(
         print_json([r.to_dict() for r in rows])
         return
     table = Table(show_header=True)
-    for col in ("file", "instance", "adapters", "solver", "status", "GPUs", "LB", "gap", "time (s)", "evaluator",
-                *(("twin",) if do_verify else ())):
+    for col in ("file", "instance", "adapters", "solver", "status", "GPUs", "LB", "gap", "time (s)",
+                "evaluator", *(("twin",) if do_verify else ())):
         table.add_column(col)
     for r in rows:
         ok = "[green]ok[/green]" if r.evaluator_feasible else f"[red]{r.evaluator_errors[:60]}[/red]"
