@@ -138,3 +138,43 @@ def test_every_solver_reports_the_same_best_bound_and_says_what_optimal_means() 
         assert doc["optimal_wrt"] == ("linear model" if r.status == "optimal" else None)
         if r.status == "optimal":
             assert r.status_text == "optimal (for the linear model)"
+
+
+def _tiny_on(tmp_path: Path, gpu: str) -> Path:
+    inst = Instance(name="tiny", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                    adapters=(Adapter("a0", 8, 0.2), Adapter("a1", 16, 0.1)))
+    path = tmp_path / f"tiny-{gpu}.yaml"
+    write_instance(inst, path)
+    path.write_text(path.read_text().replace("gpu: h100-64gb", f"gpu: {gpu}"))
+    return path
+
+
+def test_an_unshipped_surrogate_names_file_field_value_and_suggests_the_twin(tmp_path: Path) -> None:
+    from twin.profile import load_profile
+
+    load_profile.cache_clear()  # the uncalibrated note is said once per process: make this the first time
+    path = _tiny_on(tmp_path, "h100-80gb")
+    code, out, err = run_cli("solve", str(path))
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith(f"error: {path}: gpu: ") and "'h100-80gb'" in lines[-1]
+    assert "--oracle twin" in lines[-1] and "'llama-3.1-8b-instruct'" in lines[-1]
+    assert "Warning" not in err and "warnings.warn" not in err and ".py:" not in err  # no raw Python warning
+    assert [line for line in lines if line.startswith("note: ")] == [lines[0]] and "UNCALIBRATED" in lines[0]
+
+
+def test_an_unknown_gpu_lists_every_accepted_value(tmp_path: Path) -> None:
+    code, _, err = run_cli("solve", str(_tiny_on(tmp_path, "a100-40gb")))
+    assert code == 2 and "'a100-40gb'" in err
+    assert "h100-64gb" in err and "h100-80gb" in err and "a100-80gb" in err
+
+
+def test_a_plan_for_another_instance_names_the_plan_file(tmp_path: Path, hot: tuple[Path, Path]) -> None:
+    code, _, err = run_cli("verify", str(_tiny_on(tmp_path, "h100-64gb")), str(hot[1]))
+    assert code == 2 and err.startswith(f"error: {hot[1]}: ")
+
+
+def test_the_infeasible_reason_is_printed_once_on_stderr(two_tiny_files: tuple[Path, Path]) -> None:
+    code, out, err = run_cli("solve", str(two_tiny_files[1]), "--oracle", "analytic")
+    assert code == 2
+    assert "fits on no GPU even alone" not in out and err.count("fits on no GPU even alone") == 1
