@@ -165,7 +165,8 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
         a = problem.adapters[bad[0]]
         verdict = oracle.evaluate(problem, [bad[0]])
         reason = (f"adapter {a.id!r} (rank {a.rank}, {a.rate_rps:g} req/s) fits on no GPU even alone: "
-                  f"{verdict.reason}" + (f" (and {plural(len(bad) - 1, 'more adapter')})" if len(bad) > 1 else ""))
+                  f"{verdict.reason}"
+                  + (f" (and {plural(len(bad) - 1, 'more adapter')})" if len(bad) > 1 else ""))
         return Result(solver=solver, status="infeasible", num_gpus=0, lower_bound=0,
                       runtime_s=time.perf_counter() - start, gpus=(), instance=problem.name,
                       model=problem.model, gpu=problem.gpu, oracle=oracle.name, reason=reason,
