@@ -10,6 +10,7 @@ error) makes the plan infeasible and is named in ``failures``.
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
@@ -119,8 +120,9 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
             failures.append(f"GPU {row['gpu']} fails to start (memory error): max_loras "
                             f"{row.get('max_loras')}, max_lora_rank {row.get('max_lora_rank')}")
         elif row.get("starved"):
-            failures.append(f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:.0f} tok/s "
-                            f"< 0.9 × offered {row['offered_tok_s']:.0f} tok/s")
+            failures.append(f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:,.0f} tok/s "
+                            f"< 0.9 × the {row['offered_tok_s']:,.0f} tok/s that arrived in this run "
+                            f"(offered load {row.get('expected_offered_tok_s', math.nan):,.0f} tok/s)")
     return VerifyReport(feasible=not failures and bool(rows), num_gpus=plan.num_gpus, simulated=tuple(chosen),
                         gpus=tuple(rows), failures=tuple(failures), seed=seed,
                         wall_s=time.perf_counter() - start)

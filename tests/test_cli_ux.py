@@ -178,3 +178,81 @@ def test_the_infeasible_reason_is_printed_once_on_stderr(two_tiny_files: tuple[P
     code, out, err = run_cli("solve", str(two_tiny_files[1]), "--oracle", "analytic")
     assert code == 2
     assert "fits on no GPU even alone" not in out and err.count("fits on no GPU even alone") == 1
+
+
+def test_twin_simulate_rejects_more_slots_than_adapters(tmp_path: Path) -> None:
+    path = _tiny_on(tmp_path, "h100-64gb")
+    code, out, err = run_cli("twin", "simulate", str(path), "--max-loras", "10")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(f"error: {path}: --max-loras: ")
+    assert "(got 10)" in err
+
+
+def test_twin_table_shows_integer_kv_tokens_and_plain_version_words(tmp_path: Path) -> None:
+    import re
+
+    from placer.commands.twin import version_text
+
+    assert version_text("1.2") == "v1.2" and version_text("derived-from-llama@h100-64gb") == \
+        "(derived-from-llama@h100-64gb)"
+    code, out, _ = run_cli("twin", "simulate", str(_tiny_on(tmp_path, "h100-64gb")), "--max-loras", "2")
+    assert code == 0
+    kv = next(line for line in out.splitlines() if "KV cache (tokens)" in line)
+    assert re.search(r"\b\d{1,3}(,\d{3})+\b", kv) and "." not in kv
+
+
+def test_verify_shows_the_plans_offered_load(tmp_path: Path) -> None:
+    path = _tiny_on(tmp_path, "h100-64gb")
+    plan = tmp_path / "plan.json"
+    assert run_cli("solve", str(path), "--oracle", "analytic", "--out", str(plan), "--json")[0] == 0
+    offered = json.loads(plan.read_text())["gpus"][0]["offered_tok_s"]
+    code, out, _ = run_cli("verify", str(path), str(plan), "--workers", "1")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("│   0 "))
+    assert f" {offered:.0f} " in row  # the same definition as the plan (rate × mean tokens per request)
+
+
+def _light(duration_s: float = 600.0) -> Instance:
+    return Instance(name="light", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                    workload=Workload(duration_s=duration_s),
+                    adapters=(Adapter("alpha", 8, 0.05), Adapter("beta", 16, 0.05),
+                              Adapter("gamma", 8, 0.02)))
+
+
+def test_the_time_series_covers_the_whole_window_without_nan() -> None:
+    import numpy as np
+
+    import twin
+
+    ts = twin.simulate(_light(), max_loras=3, seed=0, timeseries=True).timeseries
+    assert ts is not None and len(ts["t_s"]) == 60 and ts["t_s"][-1] == 590.0
+    for values in ts.values():
+        assert np.isfinite(np.asarray(values, dtype=float)).all()
+
+
+def test_twin_chart_smooths_names_adapters_and_states_the_queue_trend(tmp_path: Path,
+                                                                        hot: tuple[Path, Path]) -> None:
+    import twin
+    from placer.io import read_instance
+    from placer.plots import twin_chart
+
+    calm = twin_chart(twin.simulate(_light(), max_loras=3, seed=0, timeseries=True), tmp_path / "calm.svg")
+    svg = calm.read_text()
+    assert "rolling mean over 60 s" in svg and "queue growing" not in svg
+    assert all(f">{a}<" in svg or f"{a}" in svg for a in ("alpha", "beta", "gamma"))  # bars named by id
+    busy = twin.simulate(read_instance(hot[0]), max_loras=4, seed=0, timeseries=True)
+    assert "queue growing" in twin_chart(busy, tmp_path / "busy.svg").read_text()
+
+
+def test_plan_chart_states_the_margin_over_the_starvation_line(tmp_path: Path) -> None:
+    from placer.memory import tokens_per_request
+    from placer.plots import plan_chart
+    from placer.result import GpuPlan, Result
+
+    problem = _light()
+    offered = float(problem.rates.sum()) * tokens_per_request(problem)
+    gpu = GpuPlan(adapters=("alpha", "beta", "gamma"), max_loras=3, max_cpu_loras=3, max_lora_rank=16,
+                  predicted_throughput_tok_s=0.9 * offered * 1.01, offered_tok_s=offered)
+    plan = Result(solver="x", status="feasible", num_gpus=1, lower_bound=1, runtime_s=0.0, gpus=(gpu,))
+    svg = plan_chart(problem, plan, tmp_path / "p.svg").read_text()
+    assert "+1%" in svg and "margin above the starvation line" in svg
