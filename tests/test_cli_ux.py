@@ -256,3 +256,18 @@ def test_plan_chart_states_the_margin_over_the_starvation_line(tmp_path: Path) -
     plan = Result(solver="x", status="feasible", num_gpus=1, lower_bound=1, runtime_s=0.0, gpus=(gpu,))
     svg = plan_chart(problem, plan, tmp_path / "p.svg").read_text()
     assert "+1%" in svg and "margin above the starvation line" in svg
+
+
+def test_a_cold_simulator_says_it_is_compiling_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import twin.engine
+    from twin import _core
+
+    path = _tiny_on(tmp_path, "h100-64gb")
+    monkeypatch.setattr(twin.engine, "simulator_compiled", lambda: False)  # as on a fresh install
+    code, out, err = run_cli("twin", "simulate", str(path), "--max-loras", "2", "--json")
+    assert code == 0 and json.loads(out)["oom"] is False
+    assert err.count("compiling the simulator (first run only") == 1
+    monkeypatch.undo()
+    assert _core.run_core.overloads and twin.engine.simulator_compiled() is True  # compiled now: quiet
+    code, _, err = run_cli("twin", "simulate", str(path), "--max-loras", "2", "--json")
+    assert code == 0 and "compiling" not in err

@@ -70,6 +70,17 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def say_if_compiling() -> None:
+    """Before a twin run: say once on stderr that the simulator is being compiled when numba's cache is cold
+    (when that cannot be told, on a terminal only), so a first run does not sit silently for 16–30 s."""
+    from twin.engine import simulator_compiled
+
+    state = simulator_compiled()
+    if state is False or (state is None and err_console.is_terminal):
+        err_console.print("[bold yellow]note:[/bold yellow] compiling the simulator (first run only, "
+                          "about 15–30 s)…", soft_wrap=True)
+
+
 @contextlib.contextmanager
 def about_file(path: str | Path) -> Iterator[None]:
     """Attribute to ``path`` any :class:`InputError` raised inside that names no file (an unshipped surrogate

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from placer import plots
-from placer.commands._common import JSON_HELP, about_file, console, err_console, print_json
+from placer.commands._common import JSON_HELP, about_file, console, err_console, print_json, say_if_compiling
 from placer.compare import compare, rows_csv, write_csv
 from placer.deploy import deploy_script
 from placer.io import read_instance
@@ -110,6 +110,8 @@ def solve_cmd(
     report_dir = check_target(report_dir) if report_dir is not None else None
     problem = read_instance(instance)
     the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
+    if oracle == "twin" or do_verify or do_repair or report_dir is not None:
+        say_if_compiling()
     with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out), \
             about_file(instance):
         result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
@@ -164,6 +166,8 @@ def compare_cmd(
     if not names:
         raise InputError("needs at least one solver name", field="--solvers", value=solvers)
     plot = plots.check_path(plot) if plot is not None else None
+    if oracle == "twin" or do_verify:
+        say_if_compiling()
     with progress_bar("solver runs", enabled=not json_out) as tick:
         rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle,
                        verify_twin=do_verify, progress=tick, workers=workers)
@@ -203,6 +207,7 @@ def verify_cmd(
 ) -> None:
     """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
     problem, plan_ = read_instance(instance), Result.load(plan)
+    say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick)
     if json_out:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from placer import plots
-from placer.commands._common import JSON_HELP, console, print_json
+from placer.commands._common import JSON_HELP, console, print_json, say_if_compiling
 from placer.io import read_instance
 from twin.errors import InputError
 from twin.metrics import SimResult
@@ -87,6 +87,7 @@ def simulate_cmd(
                          f"(got {max_loras})", source=str(instance_path), field="--max-loras",
                          value=max_loras)
     profile = Profile.load(profile_path) if profile_path is not None else None
+    say_if_compiling()
     res = simulate(instance, max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank,
                    seed=seed, profile=profile, timeseries=plot is not None)
     if plot is not None:
