@@ -271,3 +271,14 @@ def test_a_cold_simulator_says_it_is_compiling_once(tmp_path: Path, monkeypatch:
     assert _core.run_core.overloads and twin.engine.simulator_compiled() is True  # compiled now: quiet
     code, _, err = run_cli("twin", "simulate", str(path), "--max-loras", "2", "--json")
     assert code == 0 and "compiling" not in err
+
+
+def test_readme_installs_extras_from_the_checkout_and_has_troubleshooting() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "pip install 'lora-placer[" not in readme  # not on any index: that line fails
+    assert "pip install '.[vllm]'" in readme
+    trouble = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    for message in ("compiling the simulator", "UNCALIBRATED", "no shipped surrogate", "--oracle twin",
+                    "unknown GPU profile", "plan does not fit the instance", "fits on no GPU even alone",
+                    "starves", "Exit codes"):
+        assert message in trouble
