@@ -24,7 +24,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import pandas as pd  # noqa: E402
 
 from placer.check.evaluate import evaluate  # noqa: E402
-from placer.oracle import make_oracle  # noqa: E402
+from placer.oracle.base import make_oracle  # noqa: E402
 from placer.problem.generate import generate  # noqa: E402
 from placer.solve import solve  # noqa: E402
 from twin.files import atomic_write_text  # noqa: E402

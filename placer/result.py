@@ -17,6 +17,14 @@ from twin.errors import InputError
 from twin.files import atomic_write_text
 
 STATUSES = ("optimal", "feasible", "timeout", "infeasible")
+# What ``optimal`` means: the plan has as many GPUs as a lower bound proven on the linearised model (the
+# oracle's capacities measured on representative mixes), not a proof for the twin or for real GPUs.
+OPTIMAL_WRT = "linear model"
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 GPU``, ``2 GPUs``: the count with the noun in the right number (for every printed count)."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,19 @@ class Result:
             return None
         return (self.num_gpus - self.lower_bound) / self.num_gpus
 
+    @property
+    def optimal_wrt(self) -> str | None:
+        """What an ``optimal`` plan is optimal for (None unless the status is optimal)."""
+        if self.status != "optimal":
+            return None
+        return str(self.extra.get("optimal_wrt") or OPTIMAL_WRT)
+
+    @property
+    def status_text(self) -> str:
+        """The status in words for tables and charts: ``optimal (for the linear model)``."""
+        wrt = self.optimal_wrt
+        return self.status if wrt is None else f"{self.status} (for the {wrt})"
+
     def replace(self, **changes: Any) -> Result:
         return dataclasses.replace(self, **changes)
 
@@ -70,6 +91,7 @@ class Result:
             "format_version": 1,
             "solver": self.solver,
             "status": self.status,
+            "optimal_wrt": self.optimal_wrt,
             "num_gpus": self.num_gpus,
             "lower_bound": self.lower_bound,
             "gap": self.gap,

@@ -5,8 +5,7 @@ A solver is a plain function ``fn(problem, *, time_limit, seed, oracle) -> Resul
 - ``problem``: a validated :class:`twin.spec.Instance` (the placer calls it *Problem*);
 - ``time_limit``: seconds of wall time the solver may use (heuristics may finish far sooner);
 - ``seed``: the only source of randomness (``numpy.random.default_rng(seed)``); same seed, same plan;
-- ``oracle``: the :class:`placer.oracle.base.Oracle` that decides whether a set of adapters fits one GPU and
-with
+- ``oracle``: the :class:`placer.oracle.Oracle` that decides whether a set of adapters fits one GPU and with
   which ``max_loras``; a solver must only build GPUs that this oracle calls feasible.
 
 :data:`SOLVERS` maps names to functions and is the CLI's list of choices: the built-in solvers are listed
@@ -31,7 +30,7 @@ from placer.context import Context
 from placer.exact import bounds, cpsat, ilp
 from placer.heuristics import baselines, ffd_bisect, greedy_paper
 from placer.oracle import Oracle, make_oracle
-from placer.result import Result
+from placer.result import OPTIMAL_WRT, Result, plural
 from twin.errors import InputError
 from twin.spec import Instance
 
@@ -102,7 +101,8 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
 
     Returns a frozen :class:`Result`. A problem with an adapter that fits on no GPU even alone gets status
     ``infeasible`` and a ``reason`` naming that adapter (no exception). ``lower_bound`` is the best of the
-    bound module's and the solver's own; the status becomes ``optimal`` when the plan meets it.
+    bound module's (the same routine for every solver) and the solver's own; the status becomes ``optimal``
+    when the plan meets it, optimal for the linear model (``extra["optimal_wrt"]``, ``Result.optimal_wrt``).
     ``context``: the twin profile and surrogate models (default: the shipped ones) of the default oracle; an
     ``oracle`` given explicitly carries its own.
     """
@@ -119,7 +119,8 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
         a = problem.adapters[bad[0]]
         verdict = oracle.evaluate(problem, [bad[0]])
         reason = (f"adapter {a.id!r} (rank {a.rank}, {a.rate_rps:g} req/s) fits on no GPU even alone: "
-                  f"{verdict.reason}" + (f" (and {len(bad) - 1} more adapters)" if len(bad) > 1 else ""))
+                  f"{verdict.reason}"
+                  + (f" (and {plural(len(bad) - 1, 'more adapter')})" if len(bad) > 1 else ""))
         return Result(solver=solver, status="infeasible", num_gpus=0, lower_bound=0,
                       runtime_s=time.perf_counter() - start, gpus=(), instance=problem.name,
                       model=problem.model, gpu=problem.gpu, oracle=oracle.name, reason=reason,
@@ -132,7 +133,7 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
                               gpu=problem.gpu, oracle=oracle.name)
     bound_start = time.perf_counter()
     lb = max(1, int(result.lower_bound or 0))  # any problem needs one GPU
-    if result.num_gpus > lb:  # only a plan above the trivial bound needs the (oracle-probing) bound module
+    if result.num_gpus > 1:  # every solver gets the same bound routine (the exact solvers' own start)
         lb = max(lower_bound(problem, oracle), lb)
     extra = dict(result.extra)
     extra["bound_s"] = round(time.perf_counter() - bound_start, 4)
@@ -142,5 +143,7 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
     status = result.status
     if status == "feasible" and result.num_gpus == lb:
         status = "optimal"
+    if status == "optimal":
+        extra.setdefault("optimal_wrt", OPTIMAL_WRT)
     return result.replace(status=status, lower_bound=lb, runtime_s=runtime, instance=problem.name,
                           model=problem.model, gpu=problem.gpu, oracle=oracle.name, extra=extra)

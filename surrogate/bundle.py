@@ -231,8 +231,11 @@ def load_default(model: str, gpu: str) -> Surrogate:
     check_model_gpu(model, gpu)
     name = f"{model}@{gpu}"
     if not (default_models_dir() / f"{name}.surrogate.json").exists():
-        raise InputError(f"no shipped surrogate for {name} (build it with python -m surrogate.build_default)",
-                         field="model", value=model)
+        suffix = ".surrogate.json"
+        shipped = sorted(p.name[: -len(suffix)] for p in default_models_dir().glob(f"*{suffix}"))
+        raise InputError(f"no shipped surrogate for model {model!r} on GPU {gpu!r} (surrogates ship for "
+                         f"{', '.join(shipped) or 'nothing'}; train one with `placer surrogate sweep` and "
+                         "`placer surrogate train`)", field="gpu", value=gpu)
     return _checked(Surrogate.load(default_models_dir(), name))
 
 

@@ -184,14 +184,18 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
 
 
 class _progress:
-    """Rich progress bar with ETA, or nothing in quiet mode; used as ``with _progress(q, n) as advance``."""
+    """Rich progress bar with ETA on stderr, or nothing in quiet mode or when stderr is not a terminal (a
+    redirected file or CI log gets no bar, and stdout never does); ``with _progress(q, n) as advance``."""
 
     def __init__(self, quiet: bool, total: int) -> None:
         self.quiet, self.total = quiet, total
         self.bar: Any = None
 
     def __enter__(self) -> Callable[[], None]:
-        if self.quiet:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.quiet or not console.is_terminal:
             return lambda: None
         from rich.progress import (
             BarColumn,
@@ -202,7 +206,8 @@ class _progress:
         )
 
         self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), "ETA", TimeRemainingColumn(), transient=False)
+                            TimeElapsedColumn(), "ETA", TimeRemainingColumn(), transient=False,
+                            console=console)
         self.bar.__enter__()
         task = self.bar.add_task("twin runs", total=self.total)
         return lambda: self.bar.advance(task)

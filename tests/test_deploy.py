@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 from cli_run import run_cli
-from placer.problem.io import write_instance
 
 from placer.deploy import FORMATS, deployment, write_deployment
+from placer.problem.io import write_instance
 from placer.result import GpuPlan, Result
 from twin.errors import InputError
 from twin.spec import Adapter, Instance, ServerSettings

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from placer.exact.bounds import count_bound, l1_bound, l2_bound, model_bounds
-from placer.exact.packing import BinClass, Packing, PackingModel, first_fit_decreasing, max_items_that_fit
+from placer.exact.packing import (
+    BinClass,
+    Packing,
+    PackingModel,
+    first_fit_decreasing,
+    max_items_that_fit,
+)
 
 
 def l2_by_definition(w: list[int], c: int) -> int:

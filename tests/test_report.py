@@ -88,7 +88,7 @@ def test_report_folder_has_plan_launch_verification_charts_and_summary(problem: 
     assert routes == {f"a{i}": "http://localhost:8000" for i in range(5)}
     check = json.loads((out / "verification.json").read_text())
     readme = (out / "README.md").read_text()
-    assert "**1 GPUs**" in readme and "![plan](plan.png)" in readme
+    assert "**1 GPU**" in readme and "![plan](plan.png)" in readme
     assert ("**feasible**" in readme) == check["feasible"]
     assert "| 0 | 5 | 8, 16, 32 | 5 | 5 | 32 |" in readme
     assert not [p for p in tmp_path.iterdir() if p.name != "rep"]  # no temporary sibling left

@@ -60,15 +60,16 @@ def is_calibrated(model: str, gpu: str) -> bool:
 def check_model_gpu(model: Any, gpu: Any) -> None:
     """Raise :class:`InputError` unless a profile exists (shipped, or derivable by :mod:`twin.hardware`).
 
-    The message lists the shipped names; ``placer twin profiles`` lists the uncalibrated ones too.
+    The message lists every accepted name (shipped and uncalibrated); ``placer twin profiles`` says which is
+    which.
     """
-    shipped = shipped_profiles()
     if model not in known_models():
-        names = ", ".join(sorted({m for m, _ in shipped}))
-        raise InputError(f"unknown model profile (got {model!r}; known: {names})", field="model", value=model)
+        names = ", ".join(known_models())
+        raise InputError(f"unknown model profile (got {model!r}; accepted: {names})", field="model",
+                         value=model)
     if gpu not in known_gpus():
-        names = ", ".join(sorted({g for _, g in shipped}))
-        raise InputError(f"unknown GPU profile (got {gpu!r}; known: {names})", field="gpu", value=gpu)
+        names = ", ".join(known_gpus())
+        raise InputError(f"unknown GPU profile (got {gpu!r}; accepted: {names})", field="gpu", value=gpu)
     if (model, gpu) not in shipped_profiles() and not in_catalogue(model, gpu):
         raise InputError(f"no profile for model {model!r} on GPU {gpu!r}", field="gpu", value=gpu)
 

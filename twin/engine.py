@@ -24,6 +24,19 @@ STEP_FIELDS: tuple[str, ...] = (
 )
 
 
+def simulator_compiled() -> bool | None:
+    """Whether the next run starts at once: True when the step loop is compiled in this process or numba's
+    on-disk cache holds a current build of it; False when the next run compiles it first (16–30 s, the first
+    run after an install or an upgrade); None when the cache cannot be inspected."""
+    kernel = _core.run_core
+    if kernel.overloads:
+        return True
+    try:  # numba's own cache index (private API: any change in it only means "unknown")
+        return bool(getattr(kernel, "_cache")._cache_file._load_index())  # noqa: B009
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def kv_capacity_tokens(profile: Profile, max_loras: int, max_lora_rank: int,
                        gpu_memory_utilization: float = 0.9) -> float | None:
     """KV-cache tokens left after weights and LoRA buffers (:meth:`twin.profile.MemoryModel.kv_tokens`);

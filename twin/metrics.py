@@ -201,14 +201,33 @@ def request_metrics(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np
     }
 
 
-def timeseries_dict(ts: np.ndarray, kv_blocks: int, block_size: int, dt: float) -> dict[str, np.ndarray]:
-    """Sampled state every ``dt`` seconds: running, waiting, KV use (fraction), throughput of the last dt."""
-    done = ts[:, 4]
+def timeseries_dict(ts: np.ndarray, kv_blocks: int, block_size: int, dt: float,
+                    duration_s: float | None = None) -> dict[str, np.ndarray]:
+    """Sampled state every ``dt`` seconds: running, waiting, KV use (fraction), throughput of the last dt.
+
+    The engine stops sampling when its last request is done (the lines would end before the window does):
+    with ``duration_s`` the series is padded to the whole window, and any sample the engine did not record
+    (NaN) is filled with what an idle server has (0 running, 0 waiting, KV use and completed tokens carried
+    forward), so every series is complete and finite.
+    """
+    if duration_s is not None and dt > 0:
+        full = int(np.ceil(duration_s / dt - 1e-9))
+        if ts.shape[0] < full:
+            ts = np.vstack([ts, np.full((full - ts.shape[0], ts.shape[1]), np.nan)])
+    n = ts.shape[0]
+    idle = np.isnan(ts[:, 1])
+    last = np.maximum.accumulate(np.where(idle, -1, np.arange(n)))  # the last recorded sample (-1: none yet)
+
+    def carried(col: int) -> np.ndarray:
+        return np.where(last >= 0, ts[np.maximum(last, 0), col], 0.0)
+
+    done = carried(4)
     thr = np.diff(np.concatenate(([0.0], done))) / dt
+    used = carried(3)
     return {
-        "t_s": ts[:, 0].copy(),
-        "running": ts[:, 1].astype(np.int64),
-        "waiting": ts[:, 2].astype(np.int64),
-        "kv_usage": ts[:, 3] / kv_blocks if kv_blocks > 0 else ts[:, 3] * 0.0,
+        "t_s": np.arange(n, dtype=np.float64) * dt,
+        "running": np.where(idle, 0, np.nan_to_num(ts[:, 1])).astype(np.int64),
+        "waiting": np.where(idle, 0, np.nan_to_num(ts[:, 2])).astype(np.int64),
+        "kv_usage": used / kv_blocks if kv_blocks > 0 else used * 0.0,
         "throughput_tok_s": thr,
     }

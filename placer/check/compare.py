@@ -2,7 +2,11 @@
 
 Each solver gets a fresh oracle of the chosen kind (so no solver profits from another's cache and the times
 are comparable); one separate oracle of the same kind judges every plan
-(:func:`placer.check.evaluate.evaluate`).
+(:func:`placer.check.evaluate.evaluate`). Before the first timed run of an instance, that judge is asked
+once (:func:`warm_up`): it loads the surrogate (or compiles the twin) and compiles the feature kernels, a
+one-off cost that would otherwise be charged to whichever solver runs first. Rows are grouped by instance
+*file* (two files may share a ``name``); every row of one file carries the same lower bound: the best any
+run proved for it.
 """
 
 from __future__ import annotations
@@ -10,15 +14,17 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from placer.check.evaluate import evaluate
 from placer.context import Context
-from placer.oracle import make_oracle
+from placer.oracle import Oracle, make_oracle
 from placer.problem.io import read_instance
+from placer.result import OPTIMAL_WRT
 from placer.solve import DEFAULT_TIME_LIMIT, get_solver, solve
+from twin.errors import InputError
 from twin.files import atomic_write_text
 from twin.spec import Instance
 
@@ -40,6 +46,13 @@ class CompareRow:
     evaluator_errors: str
     twin_feasible: bool | None = None
     twin_failures: str = ""
+    file: str = ""  # the instance file (the group key: two files may share a name); "" for an in-memory one
+    optimal_wrt: str | None = None  # what an ``optimal`` status is optimal for (see Result.optimal_wrt)
+
+    @property
+    def key(self) -> str:
+        """What rows are grouped by: the file, else the instance name."""
+        return self.file or self.instance
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,37 +61,85 @@ class CompareRow:
 def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], *,
             time_limit: float = DEFAULT_TIME_LIMIT, seed: int = 0, oracle: str = "surrogate",
             verify_twin: bool = False, oracle_options: dict[str, Any] | None = None,
-            progress: Callable[[int, int], None] | None = None, context: Context | None = None
-            ) -> list[CompareRow]:
-    """Run every solver on every instance; judge every plan with the evaluator (and the twin if asked).
+            progress: Callable[[int, int], None] | None = None,
+            workers: int | None = None, context: Context | None = None) -> list[CompareRow]:
+    """Run every solver on every instance; judge every plan with the evaluator (and the twin if asked,
+    ``workers`` processes per plan).
 
-    ``progress(done, total)`` is called after each (instance, solver) run; ``context``: the twin profile and
-    surrogate models of every oracle (default: the shipped ones)."""
+    ``progress(done, total)`` is called after each (instance, solver) run. ``context``: the twin profile and
+    surrogate models of every oracle (default: the shipped ones). An :class:`InputError` about an instance
+    names its file."""
     for name in solvers:
         get_solver(name)  # unknown names fail before any work
-    rows = []
+    rows: list[CompareRow] = []
+    total = len(instances) * len(solvers)
     for item in instances:
-        problem = item if isinstance(item, Instance) else read_instance(item)
-        opts = {**(oracle_options or {}), "context": context}
-        judge = make_oracle(problem, oracle, **opts)
-        for name in solvers:
-            result = solve(problem, name, time_limit=time_limit, seed=seed,
-                           oracle=make_oracle(problem, oracle, **opts))
-            ev = evaluate(problem, result, judge)
-            twin_ok, twin_fail = None, ""
-            if verify_twin and result.gpus:
-                from placer.check.verify import verify
+        file = "" if isinstance(item, Instance) else str(item)
+        done = len(rows)
 
-                report = verify(problem, result, seed=seed, context=context)
-                twin_ok, twin_fail = report.feasible, "; ".join(report.failures)
-            problems = ev.errors + tuple(f"GPU {g.gpu} infeasible" for g in ev.gpus if not g.feasible)
-            rows.append(CompareRow(problem.name, problem.n_adapters, problem.model, name, result.status,
-                                   result.num_gpus, result.lower_bound, result.gap,
-                                   round(result.runtime_s, 4), ev.feasible, "; ".join(problems),
-                                   twin_ok, twin_fail))
+        def tick(k: int, done: int = done) -> None:
             if progress is not None:
-                progress(len(rows), len(instances) * len(solvers))
+                progress(done + k, total)
+
+        try:
+            problem = item if isinstance(item, Instance) else read_instance(item)
+            runs = _runs(problem, file, solvers, time_limit=time_limit, seed=seed, oracle=oracle,
+                         verify_twin=verify_twin, oracle_options={**(oracle_options or {}), "context":
+                         context},
+                         workers=workers, progress=tick)
+        except InputError as exc:  # an error about the instance names its file
+            raise (exc.with_source(file) if file and not exc.source else exc) from None
+        rows += _same_bound(runs)
     return rows
+
+
+def warm_up(problem: Instance, oracle: Oracle) -> None:
+    """Pay the one-off costs (loading the surrogate, compiling kernels) before any run is timed."""
+    lightest = int(problem.rates.argmin())
+    oracle.evaluate(problem, [lightest])
+    if problem.n_adapters > 1:  # a two-adapter mix runs the batched (grouped) prediction path too
+        oracle.evaluate_many(problem, [[lightest], sorted({lightest, int(problem.rates.argmax())})])
+
+
+def _runs(problem: Instance, file: str, solvers: Sequence[str], *, time_limit: float, seed: int, oracle: str,
+          verify_twin: bool, oracle_options: dict[str, Any], workers: int | None,
+          progress: Callable[[int], None]) -> list[CompareRow]:
+    judge = make_oracle(problem, oracle, **oracle_options)
+    warm_up(problem, judge)
+    out = []
+    for name in solvers:
+        result = solve(problem, name, time_limit=time_limit, seed=seed,
+                       oracle=make_oracle(problem, oracle, **oracle_options))
+        ev = evaluate(problem, result, judge)
+        twin_ok, twin_fail = None, ""
+        if verify_twin and result.gpus:
+            from placer.check.verify import verify
+
+            report = verify(problem, result, seed=seed, workers=workers,
+            context=oracle_options.get("context"))
+            twin_ok, twin_fail = report.feasible, "; ".join(report.failures)
+        problems = ev.errors + tuple(f"GPU {g.gpu} infeasible" for g in ev.gpus if not g.feasible)
+        out.append(CompareRow(problem.name, problem.n_adapters, problem.model, name, result.status,
+                              result.num_gpus, result.lower_bound, result.gap, round(result.runtime_s, 4),
+                              ev.feasible, "; ".join(problems), twin_ok, twin_fail, file=file,
+                              optimal_wrt=result.optimal_wrt))
+        progress(len(out))
+    return out
+
+
+def _same_bound(rows: list[CompareRow]) -> list[CompareRow]:
+    """The rows of one instance with its one best lower bound (the largest any run proved), gaps and
+    statuses restated against it."""
+    best = max((r.lower_bound for r in rows if r.num_gpus > 0), default=0)
+    out = []
+    for r in rows:
+        if r.num_gpus <= 0 or r.lower_bound == best:
+            out.append(r)
+            continue
+        status = "optimal" if r.status == "feasible" and r.num_gpus == best else r.status
+        out.append(replace(r, lower_bound=best, gap=(r.num_gpus - best) / r.num_gpus, status=status,
+                           optimal_wrt=r.optimal_wrt or (OPTIMAL_WRT if status == "optimal" else None)))
+    return out
 
 
 def rows_csv(rows: Sequence[CompareRow]) -> str:

@@ -11,6 +11,7 @@ error) makes the plan infeasible and is named in ``failures``.
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 
 from placer.check.evaluate import check_plan
 from placer.context import DEFAULT_CONTEXT, Context
-from placer.result import Result
+from placer.result import Result, plural
 from twin.errors import InputError
 from twin.profile import Profile
 from twin.simulate import simulate
@@ -46,6 +47,16 @@ class VerifyReport:
     @property
     def sampled(self) -> bool:
         return len(self.simulated) < self.num_gpus
+
+    def summary(self, *, markup: bool = False) -> str:
+        """One line: how many GPUs were simulated and the verdict (for a sample: about the sample only)."""
+        what = (f"{len(self.simulated)} of {plural(self.num_gpus, 'GPU')} simulated" if self.sampled
+                else f"{plural(self.num_gpus, 'GPU')} simulated")
+        if self.feasible:
+            verdict = "feasible" + (" for the sampled GPUs only (the others were not checked)"
+                                    if self.sampled else "")
+            return f"{what}: " + (f"[green]{verdict}[/green]" if markup else verdict)
+        return f"{what}: " + ("[red]NOT feasible[/red]" if markup else "NOT feasible")
 
     def to_dict(self) -> dict[str, Any]:
         return {"feasible": self.feasible, "num_gpus": self.num_gpus, "sampled": self.sampled,
@@ -113,8 +124,9 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
             failures.append(f"GPU {row['gpu']} fails to start (memory error): max_loras "
                             f"{row.get('max_loras')}, max_lora_rank {row.get('max_lora_rank')}")
         elif row.get("starved"):
-            failures.append(f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:.0f} tok/s "
-                            f"< 0.9 × offered {row['offered_tok_s']:.0f} tok/s")
+            failures.append(f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:,.0f} tok/s "
+                            f"< 0.9 × the {row['offered_tok_s']:,.0f} tok/s that arrived in this run "
+                            f"(offered load {row.get('expected_offered_tok_s', math.nan):,.0f} tok/s)")
     return VerifyReport(feasible=not failures and bool(rows), num_gpus=plan.num_gpus, simulated=tuple(chosen),
                         gpus=tuple(rows), failures=tuple(failures), seed=seed,
                         wall_s=time.perf_counter() - start)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
+from typing import TextIO
 
 import typer
 from rich.text import Text
@@ -58,12 +60,28 @@ _register()
 
 def main() -> None:
     """Entry point of the console script."""
-    try:
-        app()
-    except InputError as exc:
-        _fail("error", exc)
-    except InfeasibleError as exc:  # no plan exists for this input: also the user's to fix
-        _fail("infeasible", exc)
+    with warnings.catch_warnings():  # restores the default display when done (tests call main() in-process)
+        warnings.showwarning = _note
+        try:
+            app()
+        except InputError as exc:
+            _fail("error", exc)
+        except InfeasibleError as exc:  # no plan exists for this input: also the user's to fix
+            _fail("infeasible", exc)
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+          file: TextIO | None = None, line: str | None = None) -> None:
+    """The toolkit's own warnings (an uncalibrated profile, a stale surrogate) as one yellow ``note:`` line
+    on stderr, without the Python source location; other warnings keep the default display."""
+    if not category.__module__.startswith(("twin", "surrogate", "placer")):
+        _default_showwarning(message, category, filename, lineno, file, line)
+        return
+    text = " ".join(str(message).split())
+    err_console.print(Text.assemble(("note: ", "bold yellow"), text), soft_wrap=True)
 
 
 def _fail(kind: str, exc: Exception) -> None:

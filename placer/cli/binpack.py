@@ -12,7 +12,9 @@ DEFAULT_BINPACK_SOLVER = "cpsat"  # arc-flow model; proves triplets n ≤ 120 in
 
 def binpack(
     file: str = typer.Argument(..., help="BPPLIB text file: n, capacity, then one integer weight per line."),
-    solver: str = typer.Option(DEFAULT_BINPACK_SOLVER, "--solver", help="cpsat | ilp | ffd"),
+    solver: str = typer.Option(DEFAULT_BINPACK_SOLVER, "--solver", "-s",
+                               help="cpsat | ilp | ffd (plain first-fit decreasing; the placement solvers' "
+                                    "ffd-bisect needs an oracle, so it is not offered here)."),
     time_limit: float = typer.Option(60.0, "--time-limit", help="Seconds for the exact solver."),
     seed: int = typer.Option(0, "--seed", help="CP-SAT random seed."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),

@@ -13,14 +13,14 @@ from rich.table import Table
 from placer import deploy
 from placer.check.compare import compare, rows_csv, write_csv
 from placer.check.repair import repair
-from placer.check.verify import VerifyReport, verify
-from placer.cli.common import JSON_HELP, console, err_console, print_json
+from placer.check.verify import DEFAULT_WORKERS, VerifyReport, verify
+from placer.cli.common import JSON_HELP, about_file, console, err_console, print_json, say_if_compiling
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
 from placer.reporting.progress import progress_bar, spinner
 from placer.reporting.report import check_target, write_report
-from placer.result import Result
+from placer.result import Result, plural
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
 from twin.errors import InputError
 
@@ -48,10 +48,10 @@ def _print_plan(result: Result, report: VerifyReport | None) -> None:
     for col in ("status", "GPUs", "lower bound", "gap", "time (s)", "oracle"):
         head.add_column(col)
     gap = "-" if result.gap is None else f"{100 * result.gap:.1f}%"
-    head.add_row(result.status, str(result.num_gpus), str(result.lower_bound), gap, f"{result.runtime_s:.2f}",
-                 result.oracle)
+    head.add_row(result.status_text, str(result.num_gpus), str(result.lower_bound), gap,
+                 f"{result.runtime_s:.2f}", result.oracle)
     console.print(head)
-    if result.reason:
+    if result.reason and result.status != "infeasible":  # the infeasible reason goes to stderr, once
         console.print(f"[yellow]{result.reason}[/yellow]")
     if not result.gpus:
         return
@@ -73,7 +73,7 @@ def _print_plan(result: Result, report: VerifyReport | None) -> None:
                       _fmt(g.predicted_starved_probability, ".2f"), *extra)
     console.print(table)
     if len(result.gpus) > MAX_ROWS:
-        console.print(f"... {len(result.gpus) - MAX_ROWS} more GPUs (see --out or --json)")
+        console.print(f"... {plural(len(result.gpus) - MAX_ROWS, 'more GPU')} (see --out or --json)")
     if report:
         verdict = "[green]feasible[/green]" if report.feasible else "[red]NOT feasible[/red]"
         console.print(f"twin verification: {verdict}" + ("".join(f"\n  {f}" for f in report.failures)))
@@ -100,6 +100,8 @@ def solve_cmd(
                                      "by rank vs throughput, max_loras, per GPU."),
     report_dir: Path | None = typer.Option(None, "--report", help="Write a report folder here: plan, vLLM "
                                            "launch settings, twin verification, charts, README summary."),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers",
+                                help="Processes simulating GPUs in parallel (--verify, --report)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
@@ -107,20 +109,23 @@ def solve_cmd(
     report_dir = check_target(report_dir) if report_dir is not None else None
     problem = read_instance(instance)
     the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
-    with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out):
+    if oracle == "twin" or do_verify or do_repair or report_dir is not None:
+        say_if_compiling()
+    with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out), \
+            about_file(instance):
         result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
-    if do_repair and result.gpus:
-        result = repair(problem, result, the_oracle, seed=seed)
+        if do_repair and result.gpus:
+            result = repair(problem, result, the_oracle, seed=seed)
     if out is not None:
         result.save(out)
     report = None
     if (do_verify or report_dir is not None) and result.gpus:
         with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick:
-            report = verify(problem, result, seed=seed, progress=tick)
+            report = verify(problem, result, seed=seed, workers=workers, progress=tick)
     if plot is not None:
         plots.plan_chart(problem, result, plot, verification=report)
     if report_dir is not None:
-        write_report(problem, result, report_dir, verification=report, seed=seed)
+        write_report(problem, result, report_dir, verification=report, seed=seed, workers=workers)
     if json_out:
         doc = result.to_dict()
         if report is not None:
@@ -141,12 +146,15 @@ def solve_cmd(
 
 def compare_cmd(
     instances: list[Path] = typer.Argument(..., help="Instance files."),
-    solvers: str = typer.Option("greedy-paper,ffd-bisect,loraserve,dlora", "--solvers",
-                                help=f"Comma-separated, from: {', '.join(solver_names())}."),
+    solvers: str = typer.Option("greedy-paper,ffd-bisect,loraserve,dlora", "--solvers", "--solver", "-s",
+                                help=f"Comma-separated, from: {', '.join(solver_names())} (--solver and -s "
+                                     "are the same option, as on solve)."),
     time_limit: float = typer.Option(DEFAULT_TIME_LIMIT, "--time-limit", help="Seconds per solver run."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     oracle: str = typer.Option("surrogate", "--oracle", help="Feasibility oracle: surrogate | twin."),
     do_verify: bool = typer.Option(False, "--verify", help="Also re-simulate every plan in the twin."),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers",
+                                help="Processes simulating GPUs in parallel (--verify)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows as CSV here."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw GPUs and wall time per solver, with the "
                                      "lower bound (.png or .svg)."),
@@ -157,9 +165,11 @@ def compare_cmd(
     if not names:
         raise InputError("needs at least one solver name", field="--solvers", value=solvers)
     plot = plots.check_path(plot) if plot is not None else None
+    if oracle == "twin" or do_verify:
+        say_if_compiling()
     with progress_bar("solver runs", enabled=not json_out) as tick:
         rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle,
-                       verify_twin=do_verify, progress=tick)
+                       verify_twin=do_verify, progress=tick, workers=workers)
     if plot is not None:
         plots.compare_chart(rows, plot)
     if out is not None:
@@ -168,14 +178,16 @@ def compare_cmd(
         print_json([r.to_dict() for r in rows])
         return
     table = Table(show_header=True)
-    for col in ("instance", "adapters", "solver", "status", "GPUs", "LB", "gap", "time (s)", "evaluator",
-                *(("twin",) if do_verify else ())):
+    for col in ("file", "instance", "adapters", "solver", "status", "GPUs", "LB", "gap", "time (s)",
+                "evaluator", *(("twin",) if do_verify else ())):
         table.add_column(col)
     for r in rows:
         ok = "[green]ok[/green]" if r.evaluator_feasible else f"[red]{r.evaluator_errors[:60]}[/red]"
         twin_col = () if not do_verify else ("-" if r.twin_feasible is None else
                                              ("[green]ok[/green]" if r.twin_feasible else "[red]fail[/red]"),)
-        table.add_row(r.instance, str(r.n_adapters), r.solver, r.status, str(r.num_gpus), str(r.lower_bound),
+        status = r.status if r.optimal_wrt is None else f"{r.status} (for the {r.optimal_wrt})"
+        table.add_row(r.file or "-", r.instance, str(r.n_adapters), r.solver, status, str(r.num_gpus),
+                      str(r.lower_bound),
                       "-" if r.gap is None else f"{100 * r.gap:.1f}%", f"{r.runtime_s:.2f}", ok, *twin_col)
     console.print(table)
     if out is not None:
@@ -188,31 +200,35 @@ def verify_cmd(
     instance: Path = typer.Argument(..., help="Instance file."),
     plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the twin runs."),
-    workers: int = typer.Option(2, "--workers", help="Processes simulating GPUs in parallel."),
+    workers: int = typer.Option(DEFAULT_WORKERS, "--workers", help="Processes simulating GPUs in parallel."),
     sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
     problem, plan_ = read_instance(instance), Result.load(plan)
-    with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick:
+    say_if_compiling()
+    with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick)
     if json_out:
         print_json(report.to_dict())
-        return
+    else:
+        _print_verification(report)
+    if not report.feasible:  # a failed plan is exit 1 (CI can gate on it); bad input stays 2
+        raise typer.Exit(code=1)
+
+
+def _print_verification(report: VerifyReport) -> None:
     table = Table(show_header=True)
     for col in ("GPU", "adapters", "max_loras", "max_lora_rank", "throughput tok/s", "offered tok/s",
-                "result"):
+                "arrived tok/s", "result"):
         table.add_column(col, justify="right")
     for row in report.gpus[:MAX_ROWS]:
         res = "OOM" if row["oom"] else ("[red]starved[/red]" if row["starved"] else "[green]ok[/green]")
         table.add_row(str(row["gpu"]), str(row["n_adapters"]), str(row["max_loras"]),
-                      str(row["max_lora_rank"]), _fmt(row["throughput_tok_s"]), _fmt(row["offered_tok_s"]),
-                      res)
+                      str(row["max_lora_rank"]), _fmt(row["throughput_tok_s"]),
+                      _fmt(row.get("expected_offered_tok_s")), _fmt(row["offered_tok_s"]), res)
     console.print(table)
-    what = f"{len(report.simulated)} of {report.num_gpus} GPUs simulated" if report.sampled else \
-        f"{report.num_gpus} GPUs simulated"
-    verdict = "[green]feasible[/green]" if report.feasible else "[red]NOT feasible[/red]"
-    console.print(f"{what}: {verdict}" + "".join(f"\n  {f}" for f in report.failures))
+    console.print(report.summary(markup=True) + "".join(f"\n  {f}" for f in report.failures))
 
 
 def deploy_cmd(

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, console, print_json
+from placer.cli.common import JSON_HELP, console, print_json, say_if_compiling
 
 MODELS_HELP = "Directory of trained models (default: the shipped ones in surrogate/models/)."
 
@@ -64,6 +64,7 @@ def register(app: typer.Typer) -> None:
         from surrogate.dataset import sweep as run_sweep
 
         names = tuple(p.strip() for p in profiles.split(",")) if profiles else DEFAULT_PROFILES
+        say_if_compiling()
         stats = run_sweep(samples, seed, out, profiles=names, workers=workers, backend=backend,
                           chunk_size=chunk_size, quiet=quiet or as_json)
         if as_json:
@@ -108,6 +109,7 @@ def register(app: typer.Typer) -> None:
         from surrogate.evaluate import evaluate as run_eval
         from surrogate.evaluate import flat_metrics
 
+        say_if_compiling()
         report = run_eval(models, n_samples=samples, seed=seed, dataset_dir=dataset, workers=workers,
                           quiet=as_json)
         if as_json:

@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, console, print_json
+from placer.cli.common import JSON_HELP, console, print_json, say_if_compiling
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
+from twin.errors import InputError
 from twin.metrics import SimResult
 from twin.profile import Profile
 from twin.simulate import simulate
@@ -22,6 +23,11 @@ def _fmt(value: float | None, unit: str = "", digits: int = 4) -> str:
     return f"{value:.{digits}g}{unit}"
 
 
+def version_text(version: str) -> str:
+    """``v1.2`` for a numeric version, the words as they are otherwise (``derived-from-…``)."""
+    return f"v{version}" if version[:1].isdigit() else f"({version})" if version else ""
+
+
 def _table(name: str, res: SimResult) -> Table:
     table = Table(title=f"twin: {name}", show_header=False)
     table.add_column("metric", style="bold")
@@ -29,8 +35,9 @@ def _table(name: str, res: SimResult) -> Table:
     cfg = f"max_loras {res.max_loras}, max_cpu_loras {res.max_cpu_loras}, max_lora_rank {res.max_lora_rank}"
     table.add_row("configuration", cfg)
     flag = "" if res.profile_calibrated else "  [yellow](UNCALIBRATED: datasheet estimate)[/yellow]"
-    table.add_row("profile", f"{res.profile} v{res.profile_version}{flag}")
-    table.add_row("KV cache (tokens)", _fmt(res.kv_cache_tokens, digits=7))
+    table.add_row("profile", f"{res.profile} {version_text(res.profile_version)}{flag}")
+    kv = "—" if res.kv_cache_tokens is None else f"{int(res.kv_cache_tokens):,}"  # whole tokens
+    table.add_row("KV cache (tokens)", kv)
     if res.oom:
         table.add_row("result", "[red]OOM: the server cannot start[/red]")
         table.add_row("wall time", _fmt(res.wall_s, " s", 3))
@@ -38,8 +45,9 @@ def _table(name: str, res: SimResult) -> Table:
     status = "[red]starved[/red]" if res.starved else "[green]not starved[/green]"
     table.add_row("result", status)
     table.add_row("throughput", _fmt(res.throughput_tok_s, " tok/s", 6))
-    table.add_row("offered load", _fmt(res.offered_tok_s, " tok/s", 6))
-    table.add_row("served fraction", _fmt(res.served_fraction, "", 4))
+    table.add_row("offered load (rate × mean tokens)", _fmt(res.expected_offered_tok_s, " tok/s", 6))
+    table.add_row("load that arrived in this run", _fmt(res.offered_tok_s, " tok/s", 6))
+    table.add_row("served fraction (of the arrived load)", _fmt(res.served_fraction, "", 4))
     table.add_row("requests arrived / completed", f"{res.arrived} / {res.completed}")
     table.add_row("running / waiting at the end", f"{res.running_end} / {res.waiting_end}")
     table.add_row("TTFT mean / p50 / p99", " / ".join(
@@ -74,7 +82,12 @@ def simulate_cmd(
     """Simulate ALL adapters of INSTANCE on one GPU; an OOM configuration is a normal result."""
     plot = plots.check_path(plot) if plot is not None else None
     instance = read_instance(instance_path)
+    if max_loras > instance.n_adapters:  # the rule every plan obeys (placer.evaluate.check_plan)
+        raise InputError(f"must be at most the instance's {instance.n_adapters} adapters, as in a plan "
+                         f"(got {max_loras})", source=str(instance_path), field="--max-loras",
+                         value=max_loras)
     profile = Profile.load(profile_path) if profile_path is not None else None
+    say_if_compiling()
     res = simulate(instance, max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank,
                    seed=seed, profile=profile, timeseries=plot is not None)
     if plot is not None:

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from placer.exact.bounds import model_bounds
-from placer.exact.packing import BinClass, Packing, PackingModel, first_fit_decreasing, max_items_that_fit
+from placer.exact.packing import (
+    BinClass,
+    Packing,
+    PackingModel,
+    first_fit_decreasing,
+    max_items_that_fit,
+)
 from twin.errors import InputError
 from twin.files import atomic_write_text
 

@@ -169,18 +169,21 @@ def model_bounds(model: PackingModel, *, lp: bool = True) -> BoundReport:
     return BoundReport(l1=l1, count=cnt, l2=l2, lp=lpv, best=best)
 
 
-FULL_MODEL_MAX_ADAPTERS = 100  # above this, lower_bound() uses the light model
+FULL_MODEL_MAX_ADAPTERS = 2_000  # above this, lower_bound() uses the light model (unless told otherwise)
 
 
-def lower_bound(problem: Any, oracle: Any = None) -> int:
+def lower_bound(problem: Any, oracle: Any = None, *, light: bool | None = None) -> int:
     """A lower bound on the GPUs of ``problem`` under the linearised model built from ``oracle``.
 
-    Uses the full class model for problems of up to :data:`FULL_MODEL_MAX_ADAPTERS` adapters, else the light
-    one-class-per-rank relaxation, which needs only a handful of oracle calls — a choice by size alone, so the
-    bound never depends on what ran before. Raises :class:`twin.errors.InfeasibleError` when an adapter fits
-    on no GPU.
+    The same bound the exact solvers start from (:func:`model_bounds` of the full model's relaxation, kept on
+    the oracle), so every solver reports the same bound for one instance: a few seconds of surrogate calls
+    for 2,000 adapters. Above :data:`FULL_MODEL_MAX_ADAPTERS` adapters (or with ``light=True``) the light
+    one-class-per-rank relaxation instead (a handful of oracle calls, weaker). The choice depends on the
+    problem's size alone, never on what ran before. Raises :class:`twin.errors.InfeasibleError` when an
+    adapter fits on no GPU.
     """
     from placer.exact.capacity import build_linear_model
 
-    light = problem.n_adapters > FULL_MODEL_MAX_ADAPTERS
+    if light is None:
+        light = problem.n_adapters > FULL_MODEL_MAX_ADAPTERS
     return model_bounds(build_linear_model(problem, oracle, light=light).bound_model).best

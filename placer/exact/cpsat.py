@@ -21,7 +21,14 @@ import math
 import time
 from typing import Any
 
-from placer.exact.packing import Packing, PackingModel, PackOutcome, canonical, sorted_view, warm_start
+from placer.exact.packing import (
+    Packing,
+    PackingModel,
+    PackOutcome,
+    canonical,
+    sorted_view,
+    warm_start,
+)
 
 MAX_ASSIGNMENT_VARS = 400_000  # beyond this the model is not built; the warm start is returned
 

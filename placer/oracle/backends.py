@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from placer.oracle.base import DEFAULT_HEADROOM, DEFAULT_SURROGATE_THRESHOLD, Oracle, Query
+from twin.errors import InputError
 from twin.profile import Profile
 from twin.simulate import simulate
 from twin.spec import Instance
@@ -47,7 +48,12 @@ class SurrogateOracle(Oracle):
             return self._bundle
         key = (problem.model, problem.gpu)
         if key not in self._bundles:
-            self._bundles[key] = self.context.surrogate_for(problem)
+            try:
+                self._bundles[key] = self.context.surrogate_for(problem)
+            except InputError as exc:  # say what works instead: the twin needs no trained model
+                raise InputError(f"{exc.detail}; or use the twin oracle (`--oracle twin`: simulates each "
+                                 "candidate GPU, slower)", source=exc.source, field=exc.field,
+                                 value=exc.value) from None
         return self._bundles[key]
 
     def threshold(self, problem: Instance) -> float:

@@ -21,9 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from placer.result import plural
 from twin.errors import InputError
 from twin.files import atomic_write_bytes
 from twin.metrics import STARVED_FRACTION
+
+THIN_MARGIN = 0.05  # plan chart: a predicted throughput less than 5 % above the starvation line is flagged
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -89,8 +92,8 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
     _format_of(path)
     n = len(result.gpus)
     fig = _figure(min(max(8.5, 2.5 + 0.32 * n), 22.0), 7.0)
-    title = (f"{problem.name}: {result.solver} plan — {result.num_gpus} GPUs "
-             f"(lower bound {result.lower_bound}, {result.status})")
+    title = (f"{problem.name}: {result.solver} plan — {plural(result.num_gpus, 'GPU')} "
+             f"(lower bound {result.lower_bound}, {result.status_text})")
     if n == 0:
         fig.suptitle(title, fontweight="bold")
         fig.text(0.5, 0.5, f"no plan: {result.reason or result.status}", ha="center", va="center", wrap=True)
@@ -124,7 +127,15 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
     ax_load.plot(x, STARVED_FRACTION * bottom_l, "-" if many else "_", color=_BAD, ms=2 * ms + 6, mew=2,
                  lw=1.5, label="starvation line (0.9 × offered)", zorder=4, drawstyle="steps-mid")
     if np.isfinite(pred).any():
-        ax_load.plot(x, pred, "D", color=_INK, ms=ms, label="predicted throughput", zorder=5, ls="none")
+        ax_load.plot(x, pred, "D", color=_INK, ms=ms, label="predicted throughput (label: margin above the "
+                     "starvation line)" if n <= 40 else "predicted throughput", zorder=5, ls="none")
+        if n <= 40:  # a thin margin is invisible at this scale: say it in numbers
+            for j in np.flatnonzero(np.isfinite(pred) & (bottom_l > 0)).tolist():
+                margin = pred[j] / (STARVED_FRACTION * bottom_l[j]) - 1.0
+                ax_load.annotate(f"{100 * margin:+.0f}%", (j, pred[j]), textcoords="offset points",
+                                 xytext=(0, 7), ha="center", fontsize=7,
+                                 color=_BAD if margin < THIN_MARGIN else _INK,
+                                 fontweight="bold" if margin < THIN_MARGIN else "normal")
     if verification is not None:
         rows = {int(row["gpu"]): row for row in verification.gpus}
         for ok in (True, False):
@@ -134,7 +145,7 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
                              color=_OK if ok else _BAD, ms=ms, zorder=6,
                              label="twin throughput (ok)" if ok else "twin throughput (FAILED)")
     top = np.nanmax(np.concatenate([bottom_l, np.nan_to_num(pred, nan=0.0)]))
-    ax_load.set_ylim(0, max(1.0, float(top)) * 1.12)
+    ax_load.set_ylim(0, max(1.0, float(top)) * 1.18)
     ax_load.set_ylabel("token load (tok/s)")
     ax_load.yaxis.set_major_formatter(FuncFormatter(_k))
     ax_load.set_title("offered load by adapter rank vs throughput (per GPU)", fontsize=10)
@@ -164,6 +175,26 @@ def plan_chart(problem: Instance, result: Result, path: str | Path, *,
 
 
 # --- one twin run -------------------------------------------------------------------------------------------
+SMOOTH_S = 60.0  # the throughput panel's rolling window (seconds): per-10-s completions are too spiky to read
+MAX_NAMED_BARS = 40  # up to this many adapters, the served-fraction bars are labelled by adapter id
+
+
+def queue_trend(ts: Mapping[str, Any]) -> str | None:
+    """``queue growing`` when the waiting requests climb through the run (a linear fit of the second half
+    rises by more than 10 requests and 10 % of the peak), ``queue drained`` when some waited but none is left
+    at the end, else None (nothing worth saying)."""
+    waiting = np.asarray(ts.get("waiting", ()), dtype=float)
+    if waiting.size < 4 or not np.any(waiting > 0):
+        return None
+    half = waiting[waiting.size // 2:]
+    slope = float(np.polyfit(np.arange(half.size, dtype=float), half, 1)[0])
+    if slope * half.size > max(10.0, 0.1 * float(waiting.max())):
+        return "queue growing"
+    if waiting[-1] == 0 and waiting.max() >= 10:
+        return "queue drained"
+    return None
+
+
 def twin_chart(sim: SimResult, path: str | Path, *, title: str = "twin run", worst: int = 5) -> Path:
     """Running/waiting requests, KV use and throughput over time (needs ``simulate(..., timeseries=True)``),
     and every adapter's served fraction sorted ascending (the ``worst`` ones named)."""
@@ -172,6 +203,9 @@ def twin_chart(sim: SimResult, path: str | Path, *, title: str = "twin run", wor
     _format_of(path)
     fig = _figure(12.0, 7.5)
     verdict = "MEMORY ERROR (cannot start)" if sim.oom else ("STARVED" if sim.starved else "not starved")
+    trend = None if sim.oom or sim.timeseries is None else queue_trend(sim.timeseries)
+    if trend is not None:
+        verdict += f", {trend}"
     head = (f"{title} — max_loras {sim.max_loras}, max_cpu_loras {sim.max_cpu_loras}, "
             f"max_lora_rank {sim.max_lora_rank}: {verdict}")
     if sim.oom:
@@ -203,7 +237,15 @@ def twin_chart(sim: SimResult, path: str | Path, *, title: str = "twin run", wor
         ax_kv.set_ylim(0, 105)
         ax_kv.yaxis.set_major_formatter(PercentFormatter())
         ax_kv.set_ylabel("KV cache in use")
-        ax_thr.plot(t, ts["throughput_tok_s"], color=_INK, lw=1, label="throughput (completed, per interval)")
+        thr = np.asarray(ts["throughput_tok_s"], dtype=float)
+        dt_s = float(ts["t_s"][1] - ts["t_s"][0]) if len(thr) > 1 else 60.0
+        k = max(1, min(len(thr) // 5, int(round(SMOOTH_S / dt_s))))  # short runs: a shorter window
+        smooth = np.convolve(thr, np.ones(k) / k, mode="valid")  # trailing mean of the last k samples
+        ax_thr.plot(t, thr, color=_INK, lw=0.5, alpha=0.35, label=f"per {dt_s:g} s (raw)")
+        ax_thr.plot(t[k - 1:], smooth, color=_INK, lw=1.5,
+                    label=f"throughput, rolling mean over {k * dt_s:g} s")
+        ax_thr.set_ylim(0, max(float(np.max(smooth)), sim.offered_tok_s if math.isfinite(sim.offered_tok_s)
+                               else 0.0, 1.0) * 1.5)
         ax_thr.yaxis.set_major_formatter(FuncFormatter(_k))
         ax_thr.set_ylabel("tok/s")
         ax_thr.set_xlabel("time (min)")
@@ -211,18 +253,20 @@ def twin_chart(sim: SimResult, path: str | Path, *, title: str = "twin run", wor
     ax_q.set_title("running and waiting requests", fontsize=10)
     ax_kv.set_title("KV cache use", fontsize=10)
     ax_thr.set_title("throughput over time", fontsize=10)
+    if math.isfinite(sim.expected_offered_tok_s):
+        ax_thr.axhline(sim.expected_offered_tok_s, color="#4e79a7", ls="--", lw=1,
+                       label=f"offered load {_tok(sim.expected_offered_tok_s)} tok/s (rate × mean tokens)")
     if math.isfinite(sim.offered_tok_s):
-        ax_thr.axhline(sim.offered_tok_s, color="#4e79a7", ls="--", lw=1,
-                       label=f"offered load {_tok(sim.offered_tok_s)} tok/s")
         ax_thr.axhline(STARVED_FRACTION * sim.offered_tok_s, color=_BAD, ls=":", lw=1.2,
-                       label="starvation line (0.9 × offered)")
-    ax_thr.legend(loc="lower right", fontsize=8, frameon=False)
+                       label=f"starvation line (0.9 × the {_tok(sim.offered_tok_s)} tok/s that arrived)")
+    ax_thr.legend(loc="upper left", fontsize=7, frameon=True, framealpha=0.85, ncol=2)
     _served(ax_ad, sim, worst)
     for ax in (ax_q, ax_kv, ax_thr, ax_ad):
         ax.grid(alpha=0.3)
-    fig.suptitle(head + f"\nthroughput {_tok(sim.throughput_tok_s)} tok/s of offered "
+    fig.suptitle(head + f"\nthroughput {_tok(sim.throughput_tok_s)} tok/s of the arrived "
                  f"{_tok(sim.offered_tok_s)} tok/s ({100 * sim.served_fraction:.0f}% served), "
-                 f"{sim.completed:,} of {sim.arrived:,} requests completed",
+                 f"{sim.completed:,} of {sim.arrived:,} requests completed, "
+                 f"{sim.waiting_end:,} waiting at the end",
                  fontweight="bold", color=_BAD if sim.starved else _INK, fontsize=11)
     return save(fig, path)
 
@@ -247,11 +291,15 @@ def _served(ax: Any, sim: SimResult, worst: int) -> None:
     colors = np.where(vals < STARVED_FRACTION, _BAD, _OK)
     if vals.size <= 150:
         ax.bar(x, vals, color=colors, width=0.9)
+    if names and vals.size <= MAX_NAMED_BARS:  # each bar named by its adapter id, not its index
+        ax.set_xticks(x, names, rotation=90, fontsize=6 if vals.size > 20 else 8)
+        ax.set_xlabel("adapter (sorted, worst first)")
     else:
         ax.fill_between(x, vals, step="mid", color=_OK, alpha=0.5)
         ax.plot(x, vals, color=_INK, lw=1, drawstyle="steps-mid")
     ax.axhline(STARVED_FRACTION, color=_BAD, ls=":", lw=1.2)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not (names and vals.size <= MAX_NAMED_BARS):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     below = int((vals < STARVED_FRACTION).sum())
     ax.set_ylim(0, max(1.05, float(vals.max()) * 1.05))
     ax.set_xlim(-0.6, vals.size - 0.4)
@@ -267,14 +315,27 @@ def _get(row: Any, key: str) -> Any:
     return row.get(key) if isinstance(row, Mapping) else getattr(row, key, None)
 
 
+def _group(row: Any) -> str:
+    """A row's instance group: its file when known (two files may share a ``name``), else its name."""
+    return str(_get(row, "file") or _get(row, "instance"))
+
+
+def _group_labels(rows: Sequence[Any], groups: list[str]) -> list[str]:
+    """Axis labels of the groups: the instance name, with the file name when two groups share a name."""
+    name = {_group(r): str(_get(r, "instance")) for r in rows}
+    clash = {n for n in name.values() if list(name.values()).count(n) > 1}
+    return [f"{name[g]}\n({Path(g).name})" if name[g] in clash else name[g] for g in groups]
+
+
 def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solvers compared") -> Path:
     """GPUs (bars; hatched = not feasible for the evaluator) and wall time per solver, grouped by instance,
     with each instance's best lower bound as a dashed line. ``rows``: CompareRow objects or their dicts."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     from matplotlib.ticker import MaxNLocator
 
     _format_of(path)
-    instances = list(dict.fromkeys(str(_get(r, "instance")) for r in rows))
+    instances = list(dict.fromkeys(_group(r) for r in rows))  # by file: two files may share a name
     solvers = list(dict.fromkeys(str(_get(r, "solver")) for r in rows))
     fig = _figure(min(max(8.0, 3.0 + 1.1 * len(instances) * max(1, len(solvers)) ** 0.6), 22.0), 6.5)
     if not rows:
@@ -284,7 +345,7 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
     width = 0.8 / max(1, len(solvers))
     cmap = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
             "#ff9da7", "#bab0ac"]
-    by = {(str(_get(r, "instance")), str(_get(r, "solver"))): r for r in rows}
+    by = {(_group(r), str(_get(r, "solver"))): r for r in rows}
     for s_i, solver in enumerate(solvers):
         xs, gpus, times, hatch = [], [], [], []
         for i_i, inst in enumerate(instances):
@@ -304,14 +365,16 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
             ax_g.annotate(str(g) if g else "no\nplan", (b.get_x() + b.get_width() / 2, g),
                           textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
         ax_t.bar(xs, times, width=width * 0.95, color=color, label=solver)
-    for i_i, inst in enumerate(instances):
-        lbs = [int(_get(r, "lower_bound") or 0) for r in rows if str(_get(r, "instance")) == inst]
+    any_bound = False
+    for i_i, inst in enumerate(instances):  # the instance's one best bound (compare gives every row the same)
+        lbs = [int(_get(r, "lower_bound") or 0) for r in rows if _group(r) == inst]
         lb = max(lbs) if lbs else 0
         if lb > 0:
-            ax_g.hlines(lb, i_i - 0.45, i_i + 0.45, colors=_INK, linestyles="--", lw=1.5,
-                        label="lower bound" if i_i == 0 else None)
+            any_bound = True
+            ax_g.hlines(lb, i_i - 0.45, i_i + 0.45, colors=_INK, linestyles="--", lw=1.5)
+    labels = _group_labels(rows, instances)
     for ax in (ax_g, ax_t):
-        ax.set_xticks(range(len(instances)), instances, rotation=20 if len(instances) > 3 else 0, ha="right"
+        ax.set_xticks(range(len(instances)), labels, rotation=20 if len(instances) > 3 else 0, ha="right"
                       if len(instances) > 3 else "center")
         ax.grid(axis="y", alpha=0.3)
     ax_g.set_ylabel("GPUs (fewer is better)")
@@ -319,8 +382,9 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
     ax_g.set_title("GPUs per solver (hatched: plan not feasible)", fontsize=10)
     top = max(max(int(_get(r, "num_gpus") or 0), int(_get(r, "lower_bound") or 0)) for r in rows)
     ax_g.set_ylim(0, max(1, top) * 1.3)
-    handles = [Patch(facecolor=cmap[i % len(cmap)], label=s) for i, s in enumerate(solvers)]
-    handles += [h for h in ax_g.get_legend_handles_labels()[0] if h.get_label() == "lower bound"]
+    handles: list[Any] = [Patch(facecolor=cmap[i % len(cmap)], label=s) for i, s in enumerate(solvers)]
+    if any_bound:
+        handles.append(Line2D([], [], color=_INK, linestyle="--", lw=1.5, label="best lower bound"))
     ax_g.legend(handles=handles, fontsize=8, frameon=False, loc="upper right", ncol=2)
     ax_t.set_yscale("log")
     ax_t.set_ylabel("wall time (s, log scale)")

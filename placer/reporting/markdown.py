@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from placer.result import Result
+from placer.result import Result, plural
 from twin.spec import Instance
 
 if TYPE_CHECKING:
@@ -47,11 +47,12 @@ def _verdict(verification: VerifyReport | None, result: Result) -> str:
     if verification is None:
         return ("Twin verification: **not run** (the plan is the oracle's judgement only; run "
                 "`placer verify instance.yaml plan.json`).")
-    what = (f"{len(verification.simulated)} of {verification.num_gpus} GPUs (a seeded sample)"
-            if verification.sampled else f"all {verification.num_gpus} GPUs")
+    what = (f"{len(verification.simulated)} of {plural(verification.num_gpus, 'GPU')} (a seeded sample)"
+            if verification.sampled else f"all {plural(verification.num_gpus, 'GPU')}")
     if verification.feasible:
-        return (f"Twin verification: **feasible** — {what} simulated; none starves (each serves ≥ 90 % of "
-                "its offered load) and every one can start (no memory error).")
+        scope = " for the sampled GPUs only" if verification.sampled else ""
+        return (f"Twin verification: **feasible{scope}** — {what} simulated; none starves (each serves "
+                "≥ 90 % of its offered load) and every one can start (no memory error).")
     lines = [f"Twin verification: **NOT feasible** — {what} simulated, {len(verification.failures)} failed:"]
     lines += [f"- {f}" for f in verification.failures[:20]]
     if len(verification.failures) > 20:
@@ -117,7 +118,7 @@ def summary_markdown(problem: Instance, result: Result, verification: VerifyRepo
         f"*{problem.n_adapters:,} LoRA adapters of `{problem.model}` on `{problem.gpu}` GPUs; "
         f"written by placer on {when}.*", "",
         "## Verdict", "",
-        (f"**{result.num_gpus} GPUs** " if result.gpus else "**No plan** ")
+        (f"**{plural(result.num_gpus, 'GPU')}** " if result.gpus else "**No plan** ")
         + f"(solver `{result.solver}`, status {result.status}, lower bound {result.lower_bound}, gap {gap}, "
         f"solved in {result.runtime_s:.2f} s with the `{result.oracle}` oracle).", "",
         _verdict(verification, result), "",
