@@ -1,8 +1,7 @@
 """Measure the trace-like workloads' figures on the public traces, and check the generator against them.
 
 Protocol: bench/tracelike.md. Reads ``azure_conv_2023`` and ``azure_code_2023`` where :mod:`twin.external`
-finds them (``--traces-dir``, ``$PLACER_TRACES_DIR``, ``$PLACER_SHARED_DIR/traces`` or ``../shared/traces``
-next to the checkout), writes ``twin/workloads/azure-like-{conv,code}.json`` (``--check`` only compares) and a
+finds them (``--traces-dir`` sets ``$PLACER_TRACES_DIR``), writes ``twin/workloads/azure-like-{conv,code}.json`` (``--check`` only compares) and a
 dated summary ``bench/results/tracelike-<date>.md`` with the real figures next to those of seeded samples.
 """
 
