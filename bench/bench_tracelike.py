@@ -1,8 +1,9 @@
 """Measure the trace-like workloads' figures on the public traces, and check the generator against them.
 
 Protocol: bench/tracelike.md. Reads ``azure_conv_2023`` and ``azure_code_2023`` where :mod:`twin.external`
-finds them (``--traces-dir`` sets ``$PLACER_TRACES_DIR``), writes ``twin/workloads/azure-like-{conv,code}.json`` (``--check`` only compares) and a
-dated summary ``bench/results/tracelike-<date>.md`` with the real figures next to those of seeded samples.
+finds them (``--traces-dir`` sets ``$PLACER_TRACES_DIR``), writes
+``twin/workloads/azure-like-{conv,code}.json`` (``--check`` only compares) and a dated summary
+``bench/results/tracelike-<date>.md`` with the real figures next to those of seeded samples.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from twin.profile import (
 from twin.runs import RunRecord, load_runs
 from twin.simulate import simulate, simulate_requests
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
-from twin.traces import Trace, load_trace, shipped_traces
+from twin.tracelike import TraceLike, load_tracelike, tracelike_names
+from twin.traces import Trace, load_trace, public_traces, shipped_traces
 from twin.workload import Requests, generate_requests
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SimResult",
     "StepModel",
     "Trace",
+    "TraceLike",
     "UncalibratedProfileWarning",
     "Workload",
     "derived_profile",
@@ -48,10 +50,13 @@ __all__ = [
     "load_profile",
     "load_runs",
     "load_trace",
+    "load_tracelike",
     "shipped_profiles",
+    "public_traces",
     "shipped_traces",
     "simulate",
     "simulate_requests",
     "smape",
     "smape_paper",
+    "tracelike_names",
 ]
