@@ -29,11 +29,11 @@ from twin.calibration.fit import fit_profile, load_kv_table, memory_error  # noq
 from twin.calibration.replay import DEFAULT_CLIENT_CAP, capped, rerun  # noqa: E402
 from twin.calibration.runs import RunRecord, load_runs  # noqa: E402
 from twin.catalogue import load_profile  # noqa: E402
+from twin.external import data_file  # noqa: E402
 from twin.metrics import smape_paper  # noqa: E402
 from twin.metrics import smape_symmetric as smape  # noqa: E402
 from twin.profile import Profile  # noqa: E402
 
-SHARED = Path("/work/shared/calibration")
 MODELS = ("llama-3.1-8b-instruct", "qwen-2.5-7b-instruct")
 
 
@@ -174,8 +174,9 @@ def _md(df: pd.DataFrame) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Twin fidelity on dt_real (see bench/twin_fidelity.md).")
-    ap.add_argument("--runs", default=str(SHARED / "real_runs.csv"))
-    ap.add_argument("--kv", default=str(SHARED / "kv_cache.csv"))
+    ap.add_argument("--runs", default=None,
+                    help="real_runs.csv (default: in the calibration folder that twin.external finds)")
+    ap.add_argument("--kv", default=None, help="kv_cache.csv (default: in the same calibration folder)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--modes", default="plain,cap")
     ap.add_argument("--lowo", action="store_true", help="also fit leave-one-workload-out and test on it")
@@ -192,6 +193,8 @@ def main() -> None:
     ap.add_argument("--fit-output-shape", action="store_true",
                     help="LOWO fits also fit the output lengths' tail (calibrate --fit-output-shape)")
     args = ap.parse_args()
+    args.runs = args.runs or str(data_file("calibration", "real_runs.csv"))
+    args.kv = args.kv or str(data_file("calibration", "kv_cache.csv"))
     modes = args.modes.split(",")
     stamp = time.strftime("%Y-%m-%d")
     out_dir = Path(args.out_dir)

@@ -140,6 +140,9 @@ def _probe_command(port: int) -> list[str]:
     return ["CMD", "python3", "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=5)"]
 
 
+CONTAINER_HF_HOME = "/hf-cache"  # the Hugging Face cache inside the container (HF_HOME)
+
+
 def compose_yaml(launches: Sequence[GpuLaunch], *, project: str, image: str, adapter_volume: str,
                  container_adapter_dir: str) -> str:
     """A Compose file: one service per GPU (the GPU reserved by id, host port = the launch's port)."""
@@ -151,8 +154,8 @@ def compose_yaml(launches: Sequence[GpuLaunch], *, project: str, image: str, ada
             "command": serve_args(launch, launch.port),
             "ports": [f"{launch.port}:{launch.port}"],
             "volumes": [f"{adapter_volume}:{container_adapter_dir}:ro",
-                        "~/.cache/huggingface:/root/.cache/huggingface"],
-            "environment": ["HF_TOKEN"],
+                        f"~/.cache/huggingface:{CONTAINER_HF_HOME}"],  # model weights downloaded once
+            "environment": ["HF_TOKEN", f"HF_HOME={CONTAINER_HF_HOME}"],
             "ipc": "host",
             "restart": "unless-stopped",
             "healthcheck": {"test": _probe_command(launch.port), "interval": "10s", "timeout": "5s",

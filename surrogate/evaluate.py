@@ -18,7 +18,26 @@ from surrogate.metrics import macro_f1
 from twin.errors import InputError
 from twin.metrics import smape_paper
 
-DEFAULT_REAL_RUNS = Path(__file__).resolve().parents[2] / "shared" / "calibration" / "real_runs.csv"
+REAL_RUNS_FILE = "real_runs.csv"  # in the calibration folder that twin.external finds (not shipped)
+
+
+def default_real_runs() -> Path | None:
+    """The real runs file of the calibration folder (:func:`twin.external.find_data_dir`), or ``None``."""
+    from twin.external import find_data_dir
+
+    folder = find_data_dir("calibration")
+    return folder / REAL_RUNS_FILE if folder is not None and (folder / REAL_RUNS_FILE).is_file() else None
+
+
+def _real_runs_path(path: str | Path | None) -> Path:
+    """``path``, or the default real runs file (a one-line InputError saying where to get it when absent)."""
+    from twin.external import data_file
+
+    if path is None:
+        return data_file("calibration", REAL_RUNS_FILE)
+    if not Path(path).is_file():
+        raise InputError("is not a readable file", source=str(path), field="real_runs", value=str(path))
+    return Path(path)
 
 
 def score(thr_true: np.ndarray, thr_pred: np.ndarray, starved_true: np.ndarray, starved_pred: np.ndarray
@@ -100,14 +119,15 @@ def timing(surrogate: Any, instance: Any, *, n_groups: int = 2000, group_size: i
             "timing_group_size": float(size), "timing_instance_adapters": float(n)}
 
 
-def real_records(path: str | Path = DEFAULT_REAL_RUNS) -> list[Any]:
-    """The dt_real runs (ok and OOM) as :class:`twin.calibration.runs.RunRecord`."""
+def real_records(path: str | Path | None = None) -> list[Any]:
+    """The dt_real runs (ok and OOM) as :class:`twin.calibration.runs.RunRecord` (default:
+    :func:`default_real_runs`)."""
     from twin.calibration.runs import load_runs
 
-    return list(load_runs(path, source="dt_real"))
+    return list(load_runs(_real_runs_path(path), source="dt_real"))
 
 
-def real_predictions_frame(surrogates: dict[str, Any], path: str | Path = DEFAULT_REAL_RUNS, *,
+def real_predictions_frame(surrogates: dict[str, Any], path: str | Path | None = None, *,
                            seed: int = 0) -> Any:
     """One row per dt_real run (ok or OOM) of the surrogates' profiles: measured vs predicted."""
     import pandas as pd
@@ -128,7 +148,7 @@ def real_predictions_frame(surrogates: dict[str, Any], path: str | Path = DEFAUL
     return pd.DataFrame(rows)
 
 
-def score_real(surrogates: dict[str, Any], path: str | Path = DEFAULT_REAL_RUNS, *, seed: int = 0
+def score_real(surrogates: dict[str, Any], path: str | Path | None = None, *, seed: int = 0
                ) -> dict[str, Any]:
     """Metrics of surrogates against the real dt_real runs that completed (status ok), plus OOM agreement."""
     rows = real_predictions_frame(surrogates, path, seed=seed)
@@ -154,13 +174,14 @@ def timing_instance(name: str, n_adapters: int = 600, seed: int = 0) -> Any:
 
 def evaluate(models_dir: str | Path | None = None, *, n_samples: int = 300, seed: int = DEFAULT_EVAL_SEED,
              dataset_dir: str | Path | None = None, workers: int = 2, backend: str = "local",
-             profiles: tuple[str, ...] | None = None, real_runs: str | Path | None = DEFAULT_REAL_RUNS,
+             profiles: tuple[str, ...] | None = None, real_runs: str | Path | None = None,
              quiet: bool = True, keep_rows: bool = False) -> dict[str, Any]:
     """Score surrogates (``models_dir``, default: the shipped ones) on a fresh twin sweep and on dt_real.
 
     The sweep (``n_samples`` runs drawn with ``seed``) goes to ``dataset_dir`` (resumable) or a temporary
     directory. Returns ``{"twin": ..., "real": ..., "speed": ..., "sweep": ...}`` with the metrics above (and
-    the per-run prediction frames under ``twin_rows``/``real_rows`` with ``keep_rows``).
+    the per-run prediction frames under ``twin_rows``/``real_rows`` with ``keep_rows``). ``real_runs``: the
+    real runs CSV (default: :func:`default_real_runs`; when that is not found, ``real`` is left out).
     """
     import tempfile
 
@@ -168,6 +189,7 @@ def evaluate(models_dir: str | Path | None = None, *, n_samples: int = 300, seed
     from surrogate.dataset import DEFAULT_PROFILES, load_dataset, sweep
 
     names = profiles or DEFAULT_PROFILES
+    real_path = _real_runs_path(real_runs) if real_runs is not None else default_real_runs()
     mdir = Path(models_dir) if models_dir is not None else default_models_dir()
     surrogates = {n: Surrogate.load(mdir, n) for n in names}
     with tempfile.TemporaryDirectory(prefix="surrogate-eval-") as tmp:
@@ -180,8 +202,8 @@ def evaluate(models_dir: str | Path | None = None, *, n_samples: int = 300, seed
                            "models": {n: s.meta for n, s in surrogates.items()}}
     if keep_rows:
         out["twin_rows"] = twin_rows
-    if real_runs is not None and Path(real_runs).exists():
-        real_rows = real_predictions_frame(surrogates, real_runs)
+    if real_path is not None:
+        real_rows = real_predictions_frame(surrogates, real_path)
         ok = real_rows[~real_rows["oom"] & np.isfinite(real_rows["throughput_tok_s"].astype(float))]
         out["real"] = score_predictions(ok)
         out["real"]["oom_agreement"] = float((real_rows["oom"] == real_rows["pred_oom"]).mean())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from external_data import external_file
 from typer.testing import CliRunner
 
 from placer.cli.app import app
@@ -37,7 +38,6 @@ from twin.hardware import MODELS, derived_profile
 from twin.profile import StepModel
 from twin.spec import Instance
 
-SHARED = Path("/work/shared/calibration")
 LLAMA = "llama-3.1-8b-instruct"
 HEADER = ("source,model,gpu,workload,status,rates_composition,ranks_composition,max_loras,max_cpu_loras,"
           "max_lora_rank,throughput_total,starved\n")
@@ -101,10 +101,9 @@ def test_fit_memory_recovers_a_line_and_keeps_the_table() -> None:
     assert memory_error(prof, 8, 8, max_model_len=400_000)
 
 
-@pytest.mark.skipif(not (SHARED / "kv_cache.csv").exists(), reason="calibration data not present")
 @pytest.mark.parametrize("model", [LLAMA, "qwen-2.5-7b-instruct"])
 def test_memory_fit_is_exact_on_the_measured_kv_table(model: str) -> None:
-    rows = load_kv_table(SHARED / "kv_cache.csv", model)
+    rows = load_kv_table(external_file("calibration", "kv_cache.csv"), model)
     prof = load_profile(model, "h100-64gb")
     prof = prof.replace(memory=fit_memory(rows, prof.memory))
     assert oom_accuracy(prof, rows) == (len(rows), len(rows))
@@ -296,12 +295,12 @@ def test_cli_profiles_and_calibrate_without_refinement(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "real_runs.csv").exists(), reason="calibration data not present")
 @pytest.mark.parametrize("model", [LLAMA, "qwen-2.5-7b-instruct"])
 def test_shipped_profile_is_what_calibrate_fits_on_the_real_runs(model: str, tmp_path: Path) -> None:
     # the shipped profile is reproducible: `placer twin calibrate real_runs.csv` (seed 0) gives its numbers
     out = tmp_path / "p.json"
-    res = CliRunner().invoke(app, ["twin", "calibrate", str(SHARED / "real_runs.csv"), "--model", model,
+    runs = external_file("calibration", "real_runs.csv")
+    res = CliRunner().invoke(app, ["twin", "calibrate", str(runs), "--model", model,
                                    "--gpu", "h100-64gb", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     fitted, shipped = json.loads(out.read_text()), load_profile(model, "h100-64gb").to_dict()

@@ -90,17 +90,32 @@ def test_rate_cap_spreads_the_excess() -> None:
     assert uniform.rates.tolist() == [10.0] * 10
 
 
-def test_trace_family_rates_are_assigned_requests_over_span() -> None:
-    trace = load_trace("azure_code_2023")
-    inst = generate("trace", 50, seed=4, trace="azure_code_2023")
-    assert inst.workload.arrival == "trace" and inst.workload.trace == "azure_code_2023"
-    assert inst.workload.lengths.trace == "azure_code_2023"
+@pytest.mark.parametrize("family", ["trace", "tracelike"])
+def test_trace_family_rates_are_assigned_requests_over_span(family: str) -> None:
+    trace = load_trace("azure-like-code")
+    inst = generate(family, 50, seed=4, trace="azure-like-code")
+    assert inst.workload.arrival == "trace" and inst.workload.trace == "azure-like-code"
+    assert inst.workload.lengths.trace == "azure-like-code"
     counts = inst.rates * trace.span_s
     assert np.allclose(counts, np.round(counts), atol=1e-3)  # whole requests per adapter
     assert counts.min() >= 1 - 1e-3
     assert counts.sum() == pytest.approx(trace.n_requests, abs=0.05)
-    scaled = generate("trace", 50, seed=4, trace="azure_code_2023", total_rate_rps=3 * trace.rate_rps)
+    scaled = generate(family, 50, seed=4, trace="azure-like-code", total_rate_rps=3 * trace.rate_rps)
     assert scaled.total_rate_rps == pytest.approx(3 * trace.rate_rps, rel=1e-3)
+
+
+def test_trace_families_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tracelike works anywhere; trace defaults to the public conversation trace, which must be found
+    assert generate("tracelike", 5, seed=0).workload.trace == "azure-like-conv"
+    monkeypatch.setenv("PLACER_TRACES_DIR", str(tmp_path))
+    with pytest.raises(InputError, match=r"^trace: azure_conv_2023 is not shipped: .*AzurePublicDataset"):
+        generate("trace", 5, seed=0)
+    with pytest.raises(InputError, match=r"^trace: family tracelike takes a shipped trace-like workload"):
+        generate("tracelike", 5, seed=0, trace="azure_conv_2023")
+    (tmp_path / "azure_conv_2023.csv").write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                                                  + "".join(f"{i},{i + 1},{i + 2}\n" for i in range(20)))
+    inst = generate("trace", 5, seed=0)
+    assert inst.workload.trace == "azure_conv_2023" and inst.workload.duration_s == 19.0
 
 
 def test_generator_argument_errors() -> None:

@@ -91,8 +91,8 @@ CASES: list[tuple[str, str, dict[str, str], str]] = [
     ("gamma-without-cv", "i.yaml", {"i.yaml": GOOD + "workload: {arrival: gamma}\n"},
      "{f}: workload.cv: is required with arrival: gamma (got None)"),
     ("unknown-trace", "i.yaml", {"i.yaml": GOOD + "workload: {arrival: trace, trace: azure_chat}\n"},
-     "{f}: workload.trace: is neither a shipped trace (azure_code_2023, azure_conv_2023) nor a readable "
-     "file (got 'azure_chat')"),
+     "{f}: workload.trace: is neither a known trace (azure-like-code, azure-like-conv, azure_code_2023, "
+     "azure_conv_2023) nor a readable file (got 'azure_chat')"),
     ("unknown-lengths", "i.yaml", {"i.yaml": GOOD + "workload: {lengths: alpaca}\n"},
      "{f}: workload.lengths: must be 'sharegpt', {{trace: NAME}} or {{input_mean, input_std, output_mean, "
      "output_std}} (got 'alpaca')"),
@@ -194,13 +194,38 @@ def test_good_file_reads_with_defaults(tmp_path: Path) -> None:
 
 def test_lengths_spellings(tmp_path: Path) -> None:
     path = tmp_path / "i.yaml"
-    path.write_text(GOOD + "workload:\n  lengths: {trace: azure_code_2023}\n")
+    path.write_text(GOOD + "workload:\n  lengths: {trace: azure-like-code}\n")
     lengths = read_instance(path).workload.lengths
-    assert (lengths.kind, lengths.trace) == ("trace", "azure_code_2023")
+    assert (lengths.kind, lengths.trace) == ("trace", "azure-like-code")
     path.write_text(GOOD + "workload:\n  lengths: {input_mean: 100, input_std: 10, output_mean: 50, "
                     "output_std: 0}\n")
     lengths = read_instance(path).workload.lengths
     assert (lengths.kind, lengths.input_mean, lengths.output_std) == ("normal", 100.0, 0.0)
+
+
+def test_public_trace_not_found_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PLACER_TRACES_DIR", str(tmp_path / "none"))
+    path = tmp_path / "i.yaml"
+    path.write_text(GOOD + "workload: {arrival: trace, trace: azure_conv_2023}\n")
+    code, out, err = run_main(["show", str(path)], monkeypatch, capsys)
+    assert code == 2 and out == ""
+    line = err.strip()
+    assert "\n" not in line
+    assert line.startswith(f"error: {path}: workload.trace: azure_conv_2023 is not shipped: ")
+    assert "https://github.com/Azure/AzurePublicDataset" in line and "PLACER_TRACES_DIR" in line
+
+
+def test_public_trace_name_is_kept_when_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLACER_TRACES_DIR", str(tmp_path))
+    (tmp_path / "azure_code_2023.csv").write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n"
+                                                  "0,5,5\n2,6,6\n")
+    path = tmp_path / "i.yaml"
+    path.write_text(GOOD + "workload: {arrival: trace, trace: azure_code_2023}\n")
+    inst = read_instance(path)
+    assert inst.workload.trace == "azure_code_2023"  # a name, never the machine's path
+    write_instance(inst, tmp_path / "j.yaml")
+    assert "trace: azure_code_2023\n" in (tmp_path / "j.yaml").read_text()
 
 
 def test_trace_path_is_relative_to_the_instance_file(tmp_path: Path) -> None:

@@ -22,13 +22,13 @@ adapters = st.lists(st.tuples(ids, st.sampled_from(ALLOWED_RANKS), rates), min_s
                     unique_by=lambda t: t[0]).map(lambda rows: tuple(Adapter(*r) for r in rows))
 lengths = st.one_of(
     st.just(Lengths()),
-    st.sampled_from(["azure_conv_2023", "azure_code_2023"]).map(lambda t: Lengths(kind="trace", trace=t)),
+    st.sampled_from(["azure-like-conv", "azure-like-code"]).map(lambda t: Lengths(kind="trace", trace=t)),
     st.tuples(positive, positive, positive, positive).map(
         lambda m: Lengths(kind="normal", input_mean=m[0], input_std=m[1], output_mean=m[2], output_std=m[3])),
 )
 workloads = st.builds(
     lambda d, kind, cv, lens: Workload(duration_s=d, arrival=kind, cv=cv if kind == "gamma" else None,
-                                       trace="azure_code_2023" if kind == "trace" else None, lengths=lens),
+                                       trace="azure-like-code" if kind == "trace" else None, lengths=lens),
     positive, st.sampled_from(["poisson", "gamma", "unpredictable", "trace"]), positive, lengths,
 )
 servers = st.builds(ServerSettings, max_num_batched_tokens=st.integers(1, 1 << 20),

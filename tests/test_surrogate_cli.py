@@ -44,3 +44,17 @@ def test_predict_table_output(models: Path) -> None:
 def test_sweep_json(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["surrogate", "sweep", "--samples", "0", "--out", str(tmp_path), "--json"])
     assert res.exit_code != 0  # zero samples is bad input (InputError)
+
+
+def test_eval_real_runs_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli_run import run_cli
+
+    from surrogate.evaluate import default_real_runs
+
+    code, out, err = run_cli("surrogate", "eval", "--real-runs", str(tmp_path / "nope.csv"), "--samples", "1")
+    assert code == 2 and out == ""
+    assert err.strip() == f"error: {tmp_path / 'nope.csv'}: real_runs: is not a readable file"
+    monkeypatch.setenv("PLACER_CALIBRATION_DIR", str(tmp_path))
+    assert default_real_runs() is None  # the default is skipped when absent, an explicit path is not
+    (tmp_path / "real_runs.csv").write_text("source\n")
+    assert default_real_runs() == tmp_path / "real_runs.csv"

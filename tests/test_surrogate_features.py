@@ -105,7 +105,7 @@ def test_oom_rule_matches_the_twin(model: str) -> None:
 @pytest.mark.parametrize("lengths", [
     {"kind": "sharegpt"},
     {"kind": "normal", "input_mean": 300.0, "input_std": 250.0, "output_mean": 80.0, "output_std": 100.0},
-    {"kind": "trace", "trace": "azure_code_2023"},
+    {"kind": "trace", "trace": "azure-like-code"},
 ])
 def test_offered_load_is_the_twins_expected_offered_load(lengths: dict[str, object]) -> None:
     from twin.simulate import simulate

@@ -128,11 +128,11 @@ def test_unpredictable_rates_stay_in_band_and_move() -> None:
 
 def test_trace_replay_matches_total_rate_and_popularity() -> None:
     # total rate = trace requests / 1800 s: the rescaled trace is tiled exactly twice in one hour
-    tr = load_trace("azure_conv_2023")
+    tr = load_trace("azure-like-conv")
     total = tr.n_requests / 1800.0
     rates = [0.75 * total, 0.25 * total]
-    wl = Workload(duration_s=3600.0, arrival="trace", trace="azure_conv_2023",
-                  lengths=Lengths(kind="trace", trace="azure_conv_2023"))
+    wl = Workload(duration_s=3600.0, arrival="trace", trace="azure-like-conv",
+                  lengths=Lengths(kind="trace", trace="azure-like-conv"))
     req = generate_requests(_inst(rates, wl), seed=0)
     assert len(req) == 2 * tr.n_requests
     assert np.all(np.diff(req.arrival_s) >= 0) and req.arrival_s.max() < 3600.0

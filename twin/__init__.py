@@ -14,7 +14,8 @@ from twin.profile import (
 )
 from twin.simulate import simulate, simulate_requests
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
-from twin.traces import Trace, load_trace, shipped_traces
+from twin.tracelike import TraceLike, load_tracelike, tracelike_names
+from twin.traces import Trace, load_trace, public_traces, shipped_traces
 from twin.workload import Requests, generate_requests
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "SimResult",
     "StepModel",
     "Trace",
+    "TraceLike",
     "UncalibratedProfileWarning",
     "Workload",
     "derived_profile",
@@ -46,10 +48,13 @@ __all__ = [
     "load_profile",
     "load_runs",
     "load_trace",
+    "load_tracelike",
     "shipped_profiles",
+    "public_traces",
     "shipped_traces",
     "simulate",
     "simulate_requests",
     "smape_symmetric",
     "smape_paper",
+    "tracelike_names",
 ]

@@ -1,29 +1,43 @@
-"""Real request traces: arrival times and request lengths.
+"""Request traces: arrival times and request lengths.
 
-Two one-hour production traces ship with the package (Microsoft's Azure LLM inference trace 2023, as
-processed by the Vidur simulator): ``azure_conv_2023`` (conversation service, 19,366 requests) and
-``azure_code_2023`` (code service, 8,819 requests). A trace file is a CSV with the columns ``arrived_at``
-(seconds from the start), ``num_prefill_tokens`` (prompt length) and ``num_decode_tokens`` (generated
-length); other columns are ignored.
+A trace is named in one of three ways:
 
-:func:`load_trace` takes a shipped name or a path to such a CSV and returns an immutable :class:`Trace`.
+- a **public trace** name, ``azure_conv_2023`` or ``azure_code_2023``: Microsoft's Azure LLM inference trace
+  2023 (conversation service, 19,366 requests; code service, 8,819 requests). It is not shipped: it is read
+  from the traces folder that :mod:`twin.external` finds (``$PLACER_TRACES_DIR``, ``$PLACER_SHARED_DIR``, or
+  the ``shared`` folder next to a source checkout), as Vidur's processed file (``azure_conv_2023.csv``) or
+  as the original download from https://github.com/Azure/AzurePublicDataset
+  (``AzureLLMInferenceTrace_conv.csv``); when absent, a one-line :class:`InputError` says so;
+- a **trace-like** name, ``azure-like-conv`` or ``azure-like-code`` (shipped, see :mod:`twin.tracelike`):
+  the seed-:data:`TRACELIKE_SEED` sample of a generator whose parameters were measured on the public trace;
+- a **path** to a CSV with the columns ``arrived_at`` (seconds from the start), ``num_prefill_tokens``
+  (prompt length) and ``num_decode_tokens`` (generated length), or the original Azure columns
+  ``TIMESTAMP`` (date and time), ``ContextTokens`` and ``GeneratedTokens``; other columns are ignored.
+
+:func:`load_trace` takes any of them and returns an immutable :class:`Trace`.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from twin.errors import InputError
+from twin.external import data_file
+from twin.tracelike import generate_arrays, load_tracelike, tracelike_names
 
-TRACE_DIR = "data"
 COLUMNS: tuple[str, str, str] = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
-_SHIPPED: tuple[str, ...] = ("azure_code_2023", "azure_conv_2023")
+AZURE_COLUMNS: tuple[str, str, str] = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+PUBLIC_TRACES: dict[str, tuple[str, ...]] = {  # name -> file names looked for in the traces folder
+    "azure_code_2023": ("azure_code_2023.csv", "AzureLLMInferenceTrace_code.csv"),
+    "azure_conv_2023": ("azure_conv_2023.csv", "AzureLLMInferenceTrace_conv.csv"),
+}
+TRACELIKE_SEED = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,7 +46,7 @@ class Trace:
 
     ``arrival_s`` (float64, seconds from the trace start), ``input_tokens`` and ``output_tokens`` (int64, ≥ 1)
     are read-only arrays of equal length. ``span_s`` = last arrival − first arrival (> 0).
-    ``name`` is the shipped trace name, or the path the trace was read from.
+    ``name`` is the trace name (public or trace-like), or the path the trace was read from.
     """
 
     name: str
@@ -58,22 +72,40 @@ class Trace:
 
 
 def shipped_traces() -> tuple[str, ...]:
-    """Names of the traces shipped inside the package."""
-    return _SHIPPED
+    """Names of the traces that work anywhere: the shipped trace-like workloads (:mod:`twin.tracelike`)."""
+    return tracelike_names()
+
+
+def public_traces() -> tuple[str, ...]:
+    """Names of the public traces read from the external traces folder (:mod:`twin.external`)."""
+    return tuple(PUBLIC_TRACES)
+
+
+def is_trace_name(ref: str) -> bool:
+    """Whether ``ref`` is a trace name (shipped trace-like or public) rather than a path."""
+    return ref in PUBLIC_TRACES or ref in tracelike_names()
 
 
 def load_trace(name_or_path: str | Path) -> Trace:
-    """The trace with a shipped name (see :func:`shipped_traces`) or read from a CSV file.
+    """The trace with a public or trace-like name (see the module docstring) or read from a CSV file.
 
-    Raises :class:`InputError` for an unknown name, an unreadable file, missing columns, non-numeric,
-    negative or non-finite values, token counts below 1, or fewer than two distinct arrival times.
+    Raises :class:`InputError` for an unknown name, a public trace that is not found, an unreadable file,
+    missing columns, non-numeric, negative or non-finite values, token counts below 1, or fewer than two
+    distinct arrival times.
     """
     key = str(name_or_path)
-    if key in _SHIPPED:
-        return _load_shipped(key)
+    if key in tracelike_names():
+        return _tracelike(key)
+    if key in PUBLIC_TRACES:
+        try:
+            path = data_file("traces", *PUBLIC_TRACES[key])
+        except InputError as exc:
+            raise InputError(f"{key} is not shipped: {exc.detail}", field="trace", value=key) from None
+        return _load_file(str(path), path.stat().st_mtime_ns, key)
     looks_like_path = isinstance(name_or_path, Path) or key.endswith(".csv") or "/" in key or "\\" in key
     if not looks_like_path:
-        raise InputError(f"unknown trace (got {key!r}; shipped: {', '.join(_SHIPPED)}, or a CSV path)",
+        known = ", ".join(tracelike_names() + public_traces())
+        raise InputError(f"unknown trace (got {key!r}; known: {known}, or a CSV path)",
                          field="trace", value=key)
     path = Path(name_or_path)
     try:
@@ -84,9 +116,38 @@ def load_trace(name_or_path: str | Path) -> Trace:
 
 
 @cache
-def _load_shipped(name: str) -> Trace:
-    text = resources.files("twin").joinpath(TRACE_DIR).joinpath(f"{name}.csv").read_text()
-    return _parse(text, name=name, source=f"twin/{TRACE_DIR}/{name}.csv")
+def _tracelike(name: str) -> Trace:
+    arrival, inp, out = generate_arrays(load_tracelike(name), TRACELIKE_SEED)
+    for a in (arrival, inp, out):
+        a.setflags(write=False)
+    return Trace(name=name, arrival_s=arrival, input_tokens=inp, output_tokens=out)
+
+
+@cache
+def _load_file(path: str, mtime_ns: int, name: str) -> Trace:
+    """A public trace file, read once per (path, modification time)."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read trace ({exc.__class__.__name__}: {exc})", source=path) from None
+    return _parse(text, name=name, source=path)
+
+
+def _azure_columns(text: str, header: list[str], source: str) -> np.ndarray:
+    """The original Azure layout (date-time TIMESTAMP) as rows of (seconds from the first, prompt, output)."""
+    cols = [header.index(c) for c in AZURE_COLUMNS]
+    rows = list(csv.reader(io.StringIO(text)))[1:]
+    rows = [r for r in rows if r]
+    try:
+        stamps = np.array([r[cols[0]].strip() for r in rows], dtype="datetime64[ns]")
+        tokens = np.array([[float(r[cols[1]]), float(r[cols[2]])] for r in rows], dtype=np.float64)
+    except (ValueError, IndexError) as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"not a readable Azure trace ({detail})", source=source) from None
+    if not rows:
+        return np.empty((0, 3))
+    seconds = (stamps - stamps.min()).astype(np.int64) / 1e9
+    return np.column_stack((seconds, tokens))
 
 
 def _parse(text: str, *, name: str, source: str) -> Trace:
@@ -96,6 +157,8 @@ def _parse(text: str, *, name: str, source: str) -> Trace:
                          source=source)
     header = [h.strip() for h in lines[0].split(",")]
     missing = [c for c in COLUMNS if c not in header]
+    if missing and all(c in header for c in AZURE_COLUMNS):
+        return _checked(_azure_columns(text, header, source), name, source)
     if missing:
         raise InputError(f"missing column (got header {lines[0].strip()!r})", source=source,
                          field=missing[0], value=lines[0].strip())
@@ -105,6 +168,10 @@ def _parse(text: str, *, name: str, source: str) -> Trace:
                           ndmin=2)
     except ValueError as exc:
         raise InputError(f"not a numeric trace ({' '.join(str(exc).split())})", source=source) from None
+    return _checked(data, name, source)
+
+
+def _checked(data: np.ndarray, name: str, source: str) -> Trace:
     if data.shape[0] < 2:
         raise InputError(f"needs at least two requests (got {data.shape[0]})", source=source)
     for j, col in enumerate(COLUMNS):

@@ -12,7 +12,6 @@ from placer.problem.generate import (
     DEFAULT_GPU,
     DEFAULT_MAX_RATE_RPS,
     DEFAULT_MODEL,
-    DEFAULT_TRACE,
     FAMILIES,
     generate,
 )
@@ -49,7 +48,7 @@ def generate_cmd(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Model profile name."),
     gpu: str = typer.Option(DEFAULT_GPU, "--gpu", help="GPU profile name."),
     total_rate_rps: float | None = typer.Option(None, "--total-rate-rps",
-                                                help="Total request rate (zipf, dirichlet, trace)."),
+                                                help="Total request rate (not paper)."),
     duration_s: float | None = typer.Option(None, "--duration-s", help="Window length (s)."),
     arrival: str | None = typer.Option(None, "--arrival", help="poisson | gamma | unpredictable | trace."),
     cv: float | None = typer.Option(None, "--cv", help="Coefficient of variation of gamma arrivals."),
@@ -58,8 +57,10 @@ def generate_cmd(
     rates: str | None = typer.Option(None, "--rates", help="paper: rate group, e.g. 1.6,0.8,0.4."),
     zipf_s: float = typer.Option(1.0, "--zipf-s", help="Zipf exponent (zipf; trace with zipf popularity)."),
     alpha: float = typer.Option(1.0, "--alpha", help="Dirichlet concentration (dirichlet popularity)."),
-    popularity: str = typer.Option("zipf", "--popularity", help="trace: zipf | dirichlet | uniform."),
-    trace: str = typer.Option(DEFAULT_TRACE, "--trace", help="Shipped trace name or CSV path."),
+    popularity: str = typer.Option("zipf", "--popularity", help="trace(like): zipf | dirichlet | uniform."),
+    trace: str | None = typer.Option(
+        None, "--trace", help="Trace name or CSV path (default: azure_conv_2023 for family trace, a public "
+        "trace read from the traces folder, PLACER_TRACES_DIR; else the shipped azure-like-conv)."),
     max_rate_rps: float = typer.Option(DEFAULT_MAX_RATE_RPS, "--max-rate-rps",
                                        help="Cap on one adapter's rate under a popularity law."),
     name: str | None = typer.Option(None, "--name", help="Instance name (default FAMILY-N-sSEED)."),

@@ -103,6 +103,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(7, "--seed", help="Seed of the fresh sweep (not a training seed)."),
         dataset: Path | None = typer.Option(None, "--dataset", help="Keep the fresh sweep here (resumable)."),
         workers: int = typer.Option(2, "--workers"),
+        real_runs: Path | None = typer.Option(
+            None, "--real-runs", help="The real runs CSV (default: real_runs.csv of the calibration folder, "
+            "PLACER_CALIBRATION_DIR or as twin.external finds it; skipped when not found)."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Score the surrogates on a fresh twin sweep and on the real dt_real runs."""
@@ -111,7 +114,7 @@ def register(app: typer.Typer) -> None:
 
         say_if_compiling()
         report = run_eval(models, n_samples=samples, seed=seed, dataset_dir=dataset, workers=workers,
-                          quiet=as_json)
+                          real_runs=real_runs, quiet=as_json)
         if as_json:
             print_json({**flat_metrics(report), "report": report})
         else:

@@ -1,4 +1,4 @@
-"""Seeded instance generators: the papers' workloads, popularity laws, and real-trace workloads.
+"""Seeded instance generators: the papers' workloads, popularity laws, real-trace and trace-like workloads.
 
 Families (see :data:`FAMILIES`):
 
@@ -14,6 +14,10 @@ Families (see :data:`FAMILIES`):
 - ``trace``: the requests of a real trace (volume scaled to ``total_rate_rps`` if given) are assigned to
   adapters, one to each first and the rest by a popularity law (``popularity``: zipf, dirichlet or uniform);
   rate = assigned requests / trace span. The workload replays the trace (``arrival: trace``) with its lengths.
+  The default trace, ``azure_conv_2023``, is a public trace that is not shipped (see :mod:`twin.traces`);
+  ``trace`` may name any trace or CSV path.
+- ``tracelike``: the same, on a shipped trace-like workload (default ``azure-like-conv``; see
+  :mod:`twin.tracelike`): works without any external data.
 
 Same arguments, same instance: all randomness comes from ``numpy.random.default_rng(seed)``.
 """
@@ -28,9 +32,9 @@ import numpy as np
 
 from twin.errors import InputError
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, Workload
-from twin.traces import load_trace, shipped_traces
+from twin.traces import is_trace_name, load_trace, shipped_traces
 
-FAMILIES: tuple[str, ...] = ("paper", "zipf", "dirichlet", "trace")
+FAMILIES: tuple[str, ...] = ("paper", "zipf", "dirichlet", "trace", "tracelike")
 POPULARITY: tuple[str, ...] = ("zipf", "dirichlet", "uniform")
 PAPER_RATES: tuple[float, ...] = (3.2, 1.6, 0.8, 0.4, 0.1, 0.05, 0.025, 0.0125, 0.00625, 0.003125)
 PAPER_RANK_SETS: tuple[tuple[int, ...], ...] = ((8, 16), (16, 32), (8, 16, 32))
@@ -39,7 +43,8 @@ DEFAULT_RATE_PER_ADAPTER = 0.25  # req/s; default total rate of zipf/dirichlet =
 MIN_RATE_RPS = 1e-6              # popularity weights are floored so that every adapter has a positive rate
 DEFAULT_MODEL = "llama-3.1-8b-instruct"
 DEFAULT_GPU = "h100-64gb"
-DEFAULT_TRACE = "azure_conv_2023"
+DEFAULT_TRACE = "azure_conv_2023"        # public, read from the traces folder (twin.external)
+DEFAULT_TRACELIKE = "azure-like-conv"    # shipped
 MAX_ADAPTERS = 100_000
 DEFAULT_MAX_RATE_RPS = 3.2       # the papers' hottest adapter; popularity laws are capped there
 
@@ -117,19 +122,26 @@ def generate(family: str, n_adapters: int, seed: int, *, model: str = DEFAULT_MO
              total_rate_rps: float | None = None, duration_s: float | None = None, arrival: str | None = None,
              cv: float | None = None, lengths: str | None = None, ranks: Sequence[int] | None = None,
              rates: Sequence[float] | None = None, zipf_s: float = 1.0, alpha: float = 1.0,
-             popularity: str = "zipf", trace: str = DEFAULT_TRACE, max_rate_rps: float = DEFAULT_MAX_RATE_RPS,
+             popularity: str = "zipf", trace: str | None = None, max_rate_rps: float = DEFAULT_MAX_RATE_RPS,
              name: str | None = None) -> Instance:
     """A reproducible instance of ``family`` with ``n_adapters`` adapters.
 
     ``arrival`` (poisson | gamma with ``cv`` | unpredictable | trace) defaults to ``trace`` for the trace
-    family and ``poisson`` otherwise; ``lengths`` (``sharegpt`` | ``trace``) likewise. ``duration_s`` defaults
-    to 3600 (the trace family: the trace span, rounded down). ``ranks``: the rank set (paper: drawn when not
-    given); ``rates``: the paper family's rate group (drawn when not given). ``trace``: shipped trace name or
-    CSV path used by ``arrival``/``lengths`` ``trace`` and by the trace family.
+    and tracelike families and ``poisson`` otherwise; ``lengths`` (``sharegpt`` | ``trace``) likewise.
+    ``duration_s`` defaults to 3600 (the trace families: the trace span, rounded down). ``ranks``: the rank
+    set (paper: drawn when not given); ``rates``: the paper family's rate group (drawn when not given).
+    ``trace``: trace name or CSV path used by ``arrival``/``lengths`` ``trace`` and by the trace families
+    (default :data:`DEFAULT_TRACE` for the trace family, else the shipped :data:`DEFAULT_TRACELIKE`).
     """
     _check_args(family, n_adapters, ranks, total_rate_rps, zipf_s, alpha, max_rate_rps)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
+    if trace is None:
+        trace = DEFAULT_TRACE if family == "trace" else DEFAULT_TRACELIKE
+    if family == "tracelike" and trace not in shipped_traces():
+        names = ", ".join(shipped_traces())
+        raise InputError(f"family tracelike takes a shipped trace-like workload ({names}; got {trace!r}); "
+                         "use family trace for other traces", field="trace", value=trace)
     rng = np.random.default_rng(seed)
     n = n_adapters
     trace_span: float | None = None
@@ -162,14 +174,14 @@ def generate(family: str, n_adapters: int, seed: int, *, model: str = DEFAULT_MO
     width = len(str(n - 1))
     adapters = tuple(Adapter(f"a{i:0{width}d}", int(rank_of[i]), float(rate_of[i])) for i in range(n))
     if arrival is None:
-        arrival = "trace" if family == "trace" else "poisson"
+        arrival = "trace" if family in ("trace", "tracelike") else "poisson"
     if lengths is None:
-        lengths = "trace" if family == "trace" else "sharegpt"
+        lengths = "trace" if family in ("trace", "tracelike") else "sharegpt"
     if lengths not in ("sharegpt", "trace"):
         raise InputError(f"must be 'sharegpt' or 'trace' (got {lengths!r})", field="lengths", value=lengths)
     if "trace" in (arrival, lengths):
         load_trace(trace)  # an unknown name or a bad file fails here, not in the twin
-        if trace not in shipped_traces():
+        if not is_trace_name(trace):
             trace = str(Path(trace).resolve())
     if duration_s is None:
         duration_s = float(int(trace_span)) if trace_span is not None else 3600.0

@@ -11,7 +11,7 @@ The schema (``format_version: 1``; see README "Instance format")::
       duration_s: 3600.0
       arrival: poisson                # poisson | gamma (needs cv) | unpredictable | trace (needs trace)
       cv: 2.0                         # only with arrival: gamma
-      trace: azure_conv_2023          # only with arrival: trace (shipped name or CSV path)
+      trace: azure-like-conv          # only with arrival: trace (trace name or CSV path)
       lengths: sharegpt               # or {input_mean, input_std, output_mean, output_std} or {trace: NAME}
     adapters: [{id, rank, rate_rps}, ...]    # or adapters_csv: FILE (columns id,rank,rate_rps)
 
@@ -37,7 +37,7 @@ from placer.problem.schema import CSV_COLUMNS, NORMAL_KEYS, instance_from_dict, 
 from twin.errors import InputError
 from twin.files import atomic_write_text
 from twin.spec import Adapter, Instance
-from twin.traces import shipped_traces
+from twin.traces import is_trace_name
 
 __all__ = ["CSV_COLUMNS", "CSV_THRESHOLD", "adapters_csv_text", "instance_from_dict", "instance_to_dict",
            "read_adapters_csv", "read_instance", "write_instance"]
@@ -129,7 +129,7 @@ def read_instance(path: str | Path) -> Instance:
 
 # --- Instance -> dict / file -------------------------------------------------------------------------------
 def _trace_out(ref: str, base: Path | None) -> str:
-    if ref in shipped_traces() or base is None or not Path(ref).is_absolute():
+    if is_trace_name(ref) or base is None or not Path(ref).is_absolute():
         return ref
     return os.path.relpath(ref, base.resolve())
 

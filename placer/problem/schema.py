@@ -15,7 +15,7 @@ from typing import Any
 
 from twin.errors import InputError
 from twin.spec import ALLOWED_RANKS, FORMAT_VERSION, Adapter, Instance, Lengths, ServerSettings, Workload
-from twin.traces import shipped_traces
+from twin.traces import is_trace_name, load_trace, public_traces, shipped_traces
 
 CSV_COLUMNS = ("id", "rank", "rate_rps")
 NORMAL_KEYS = ("input_mean", "input_std", "output_mean", "output_std")
@@ -70,12 +70,16 @@ def _float(value: Any, field: str, *, allow_zero: bool = False) -> float:
 
 def _trace_ref(value: Any, field: str, base: Path) -> str:
     name = _str(value, field)
-    if name in shipped_traces():
+    if is_trace_name(name):
+        try:
+            load_trace(name)  # a public trace must be found now, with a hint on where to get it
+        except InputError as exc:
+            raise _err(field, exc.detail, value, show=False) from None
         return name
     path = Path(name) if Path(name).is_absolute() else base / name
     if not path.is_file():
-        raise _err(field, f"is neither a shipped trace ({', '.join(shipped_traces())}) nor a readable file",
-                   value)
+        known = ", ".join(shipped_traces() + public_traces())
+        raise _err(field, f"is neither a known trace ({known}) nor a readable file", value)
     return str(path.resolve())
 
 

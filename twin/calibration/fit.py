@@ -398,8 +398,8 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     ok, total = oom_accuracy(prof, checks)
     line_ok, line_total = oom_accuracy(prof, rows, use_table=False)
     prof = prof.replace(calibrated=True, version=version or f"fit-{time.strftime('%Y%m%d')}-seed{seed}",
-                        notes=f"Fitted by twin.calibrate on {len(runs)} runs ({sum(r.oom for r in runs)} "
-                              f"OOM) and {len(rows)} KV-cache rows; seed {seed}.")
+                        notes=f"Fitted by twin.calibration.fit on {len(runs)} runs "
+                              f"({sum(r.oom for r in runs)} OOM) and {len(rows)} KV-cache rows; seed {seed}.")
     return CalibrationResult(prof, ok, total, line_ok, line_total, log)
 
 

@@ -1,0 +1,59 @@
+"""No machine path anywhere in the repository, and data from elsewhere is found only through twin.external.
+
+Checks every tracked file (``git ls-files``) for absolute paths (``/work/``, ``/root/``, ``/home/``,
+``/Users/``, ``C:\\``) and for the ``shared`` folder of the external data outside the places that resolve or
+explain it: the resolver module, its tests and the tests' helper, the README, the bench protocols and the CI
+script.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:work|root|home|Users)/|\b[A-Za-z]:\\\\?[A-Za-z]")
+SHARED = re.compile(r"shared/|[\"']shared[\"']")
+SHARED_ALLOWED = ("twin/external.py", "tests/external_data.py", "tests/test_external.py",
+                  "tests/test_repository_paths.py", "README.md", ".ci/run")
+BINARY = (".png", ".cbm", ".parquet", ".gz")
+
+
+def _tracked() -> list[str]:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the tracked files are unknown")
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [f for f in out.stdout.splitlines() if not f.endswith(BINARY) and (ROOT / f).is_file()]
+
+
+def _hits(pattern: re.Pattern[str], files: list[str]) -> list[str]:
+    out = []
+    for f in files:
+        for n, line in enumerate((ROOT / f).read_text(errors="replace").splitlines(), 1):
+            if pattern.search(line):
+                out.append(f"{f}:{n}: {line.strip()[:120]}")
+    return out
+
+
+def test_patterns_catch_what_they_are_for() -> None:
+    for bad in ("see /work/shared/x", "p = '/root/data'", "~ /home/me/x", "/Users/x/y", r"C:\Users\x",
+                "C:\\\\data"):
+        assert ABSOLUTE.search(bad), bad
+    for fine in ("a/work/b", "bench/results/x.csv", "http://h/home/x", "~/home/x", "./work/x", "key[0]:\\n"):
+        assert not ABSOLUTE.search(fine), fine
+    assert SHARED.search("../shared/traces") and SHARED.search('root / "shared" / kind')
+    assert not SHARED.search("PLACER_SHARED_DIR/traces") and not SHARED.search("2 shared cores")
+
+
+def test_no_absolute_machine_path_in_tracked_files() -> None:
+    this = Path(__file__).resolve().relative_to(ROOT).as_posix()  # its examples above are meant to match
+    assert _hits(ABSOLUTE, [f for f in _tracked() if f != this]) == []
+
+
+def test_shared_data_is_named_only_where_it_is_resolved_or_explained() -> None:
+    files = [f for f in _tracked() if f not in SHARED_ALLOWED and not re.fullmatch(r"bench/[^/]+\.md", f)]
+    assert _hits(SHARED, files) == []
