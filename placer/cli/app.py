@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from typing import TextIO
 
 import typer
@@ -56,6 +57,31 @@ def _register() -> None:
 
 
 _register()
+
+
+DISTRIBUTION = "lora-placer"  # the name in pyproject.toml: the version comes from the installed metadata
+
+
+def package_version() -> str:
+    """The installed ``lora-placer`` version, or a plain statement that the distribution is not installed."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return f"unknown ({DISTRIBUTION} is not installed; run pip install . in the checkout)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"placer {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                      help="Print the installed version and exit."),
+) -> None:
+    """Options of ``placer`` itself (before the command)."""
 
 
 def main() -> None:

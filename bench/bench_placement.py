@@ -3,24 +3,19 @@
 Protocol: bench/placement.md. Writes ``bench/results/placement[-TAG].csv`` (one row per solver run),
 ``bench/results/placement[-TAG]-<date>.md`` (summary) and ``bench/results/placement[-TAG].png`` (plot).
 
-    python bench/placement.py                                   # the full protocol (long)
-    python bench/placement.py --sizes 16,256 --seeds 0 --families zipf --tag smoke
+    python bench/bench_placement.py                                   # the full protocol (long)
+    python bench/bench_placement.py --sizes 16,256 --seeds 0 --families zipf --tag smoke
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/ holds scripts named like packages (bench/surrogate.py): keep this folder off the import path
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import datetime as dt
 import subprocess
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -293,7 +288,7 @@ def main() -> None:
         atomic_write_text(out / f"{stem}.csv", df.to_csv(index=False))
     commit = args.commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                            text=True, cwd=ROOT).stdout.strip()
-    command = args.command or f"python bench/placement.py {' '.join(sys.argv[1:])}"
+    command = args.command or f"python bench/bench_placement.py {' '.join(sys.argv[1:])}"
     models = args.models_note or _models_note()
     atomic_write_text(out / f"{stem}-{dt.date.today():%Y-%m-%d}.md", summarise(df, command, commit, models))
     plot(df[~df.solver.str.endswith("+repair")], out / f"{stem}.png")

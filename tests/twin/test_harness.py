@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from fake_vllm_server import FakeVllm
 
 from twin.calibration.harness import (
     RECORD_COLUMNS,
@@ -22,9 +22,6 @@ from twin.calibration.http import metric_sum, parse_prometheus, post_stream
 from twin.calibration.runs import load_runs
 from twin.errors import InputError
 from twin.spec import Adapter, Instance, Lengths, Workload
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fake_vllm_server import FakeVllm  # noqa: E402
 
 LLAMA = "llama-3.1-8b-instruct"
 

@@ -30,7 +30,7 @@ from twin.errors import InputError
 from twin.profile import MemoryModel
 from twin.spec import Adapter, Instance
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MEDIUM = ROOT / "instances" / "examples" / "medium.yaml"
 LLAMA, QWEN, GPU = "llama-3.1-8b-instruct", "qwen-2.5-7b-instruct", "h100-64gb"
 

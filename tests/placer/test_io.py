@@ -17,7 +17,7 @@ from twin.catalogue import load_profile
 from twin.errors import InputError
 from twin.spec import ALLOWED_RANKS
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "instances" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "instances" / "examples"
 RANKS = str(list(ALLOWED_RANKS))
 TOP = "format_version, name, model, gpu, server, workload, adapters, adapters_csv"
 

@@ -21,7 +21,7 @@ from placer.exact.binpack import (
 from placer.exact.packing import first_fit_decreasing
 from twin.errors import InputError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "instances" / "binpack"
+SHIPPED = Path(__file__).resolve().parents[2] / "instances" / "binpack"
 
 
 @pytest.fixture()

@@ -2,7 +2,7 @@
 
 Protocol: bench/surrogate.md. Usage (from the repository root):
 
-    python bench/surrogate.py [--models DIR] [--samples 300] [--seed 7] [--workers 2] [--dataset DIR]
+    python bench/bench_surrogate.py [--models DIR] [--samples 300] [--seed 7] [--workers 2] [--dataset DIR]
                               [--training-sweep DIR] [--out-dir bench/results]
 
 Writes ``bench/results/surrogate_runs_<date>.csv`` (one row per scored run: source twin|dt_real, measured and
@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from surrogate.evaluate import evaluate, flat_metrics
+from twin.metrics import smape_paper as smape
 
-from surrogate.evaluate import evaluate, flat_metrics  # noqa: E402
-from twin.metrics import smape_paper as smape  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGETS = {  # metric: (comparison, target) — issue 5
     "throughput_smape_pct": ("<=", 2.5),

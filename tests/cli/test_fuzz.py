@@ -25,7 +25,7 @@ from placer.problem.io import read_instance, write_instance
 from placer.result import GpuPlan, Result
 from twin.errors import InputError
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "instances" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "instances" / "examples"
 TINY = EXAMPLES / "tiny.yaml"
 N_EXAMPLES = int(os.environ.get("PLACER_FUZZ_EXAMPLES", "40"))  # raise it for a long fuzzing session
 FUZZ = settings(max_examples=N_EXAMPLES, deadline=None, derandomize=True,

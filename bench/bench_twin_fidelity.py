@@ -2,7 +2,7 @@
 
 Protocol: bench/twin_fidelity.md. Usage (from the repository root):
 
-    python bench/twin_fidelity.py [--runs CSV] [--kv CSV] [--models a,b] [--modes plain,cap] [--lowo]
+    python bench/bench_twin_fidelity.py [--runs CSV] [--kv CSV] [--models a,b] [--modes plain,cap] [--lowo]
                                   [--workers N] [--limit N] [--out-dir bench/results]
 
 Writes ``bench/results/twin_fidelity_runs_<date>.csv`` (one row per run × profile × mode),
@@ -22,17 +22,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from twin.calibration.fit import fit_profile, load_kv_table, memory_error
+from twin.calibration.replay import DEFAULT_CLIENT_CAP, capped, rerun
+from twin.calibration.runs import RunRecord, load_runs
+from twin.catalogue import load_profile
+from twin.external import data_file
+from twin.metrics import smape_paper
+from twin.metrics import smape_symmetric as smape
+from twin.profile import Profile
 
-from twin.calibration.fit import fit_profile, load_kv_table, memory_error  # noqa: E402
-from twin.calibration.replay import DEFAULT_CLIENT_CAP, capped, rerun  # noqa: E402
-from twin.calibration.runs import RunRecord, load_runs  # noqa: E402
-from twin.catalogue import load_profile  # noqa: E402
-from twin.external import data_file  # noqa: E402
-from twin.metrics import smape_paper  # noqa: E402
-from twin.metrics import smape_symmetric as smape  # noqa: E402
-from twin.profile import Profile  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = ("llama-3.1-8b-instruct", "qwen-2.5-7b-instruct")
 
@@ -228,7 +227,7 @@ def main() -> None:
     by_model, by_wl = summarize(df)
     plot(df, out_dir / f"twin_fidelity_{stamp}.png")
     text = [f"# Twin fidelity on dt_real — {stamp}", "",
-            f"Command: `python bench/twin_fidelity.py {' '.join(sys.argv[1:])}` "
+            f"Command: `python bench/bench_twin_fidelity.py {' '.join(sys.argv[1:])}` "
             f"({time.perf_counter() - t_all:.0f} s wall for this part; commit {commit}). "
             "Protocol: bench/twin_fidelity.md.", "",
             "Modes: `plain` = `twin.simulate` as users call it; `cap` = the same with the calibration "

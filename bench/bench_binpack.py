@@ -1,7 +1,7 @@
 """Classic bin-packing benchmark on Falkenauer-style triplets (protocol: bench/binpack.md).
 
-    python bench/binpack.py
-    python bench/binpack.py --sizes 60 --seeds 0 --tag smoke
+    python bench/bench_binpack.py
+    python bench/bench_binpack.py --sizes 60 --seeds 0 --tag smoke
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from placer.result import GpuPlan, Result
 from twin.errors import InputError
 from twin.spec import Adapter, Workload
 
-TINY = Path(__file__).resolve().parents[1] / "instances" / "examples" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "instances" / "examples" / "tiny.yaml"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

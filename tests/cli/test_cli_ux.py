@@ -130,7 +130,7 @@ def test_compare_pays_the_one_off_warm_up_before_timing(two_tiny_files: tuple[Pa
 def test_every_solver_reports_the_same_best_bound_and_says_what_optimal_means() -> None:
     import placer
 
-    problem = placer.read_instance(Path(__file__).parents[1] / "instances/examples/medium.yaml")
+    problem = placer.read_instance(Path(__file__).parents[2] / "instances/examples/medium.yaml")
     heuristic = placer.solve(problem, "ffd-bisect", time_limit=30)
     exact = placer.solve(problem, "cpsat", time_limit=30)
     assert heuristic.lower_bound == exact.lower_bound == 3
@@ -275,7 +275,7 @@ def test_a_cold_simulator_says_it_is_compiling_once(tmp_path: Path, monkeypatch:
 
 
 def test_readme_installs_extras_from_the_checkout_and_has_troubleshooting() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "pip install 'lora-placer[" not in readme  # not on any index: that line fails
     assert "pip install '.[vllm]'" in readme
     trouble = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]

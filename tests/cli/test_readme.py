@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from cli_run import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SHELL_LANGS = {"", "bash", "sh", "shell", "console"}
 SHORT_TIME_LIMIT = "20"

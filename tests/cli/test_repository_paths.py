@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:work|root|home|Users)/|\b[A-Za-z]:\\\\?[A-Za-z]")
 SHARED = re.compile(r"shared/|[\"']shared[\"']")
-SHARED_ALLOWED = ("twin/external.py", "tests/external_data.py", "tests/test_external.py",
-                  "tests/test_repository_paths.py", "README.md", ".ci/run")
+SHARED_ALLOWED = ("twin/external.py", "tests/external_data.py", "tests/twin/test_external.py",
+                  "tests/cli/test_repository_paths.py", "README.md", ".ci/run")
 BINARY = (".png", ".cbm", ".parquet", ".gz")
 
 

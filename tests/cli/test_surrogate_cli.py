@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from placer.cli.app import app
 from surrogate import sweep, train
 
-TINY = Path(__file__).resolve().parents[1] / "instances" / "examples" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "instances" / "examples" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")

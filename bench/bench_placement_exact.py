@@ -4,8 +4,8 @@ On instances of at most 60 adapters, ``cpsat`` and ``ilp`` solve the linearised 
 (``ffd-bisect``) and the published greedy (``greedy-paper``) run under the same oracle; every plan is judged
 by the one evaluator. Reports the proven-optimal count and the heuristics' gap to the proven optimum.
 
-    python bench/placement_exact.py --oracle analytic
-    python bench/placement_exact.py --sizes 16 --seeds 0 --families zipf --tag smoke
+    python bench/bench_placement_exact.py --oracle analytic
+    python bench/bench_placement_exact.py --sizes 16 --seeds 0 --families zipf --tag smoke
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ import sys
 import warnings
 from pathlib import Path
 
-# bench/ holds surrogate.py (a benchmark); keep it from shadowing the surrogate package when run as a script
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from placer.check.evaluate import evaluate  # noqa: E402
-from placer.oracle.base import make_oracle  # noqa: E402
-from placer.problem.generate import generate  # noqa: E402
-from placer.solve import solve  # noqa: E402
-from twin.files import atomic_write_text  # noqa: E402
+from placer.check.evaluate import evaluate
+from placer.oracle import make_oracle
+from placer.problem.generate import generate
+from placer.solve import solve
+from twin.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent
 EXACT = ("cpsat", "ilp")
@@ -101,7 +98,7 @@ def _git(*args: str) -> str:
 def _dirty(*paths: str) -> bool:
     """Whether the working tree has uncommitted changes under ``paths`` (default: placer/ and this script)."""
     try:
-        where = paths or ("placer", "bench/placement_exact.py")
+        where = paths or ("placer", "bench/bench_placement_exact.py")
         out = subprocess.run(["git", "status", "--porcelain", "--", *where],
                              cwd=ROOT.parent, capture_output=True, text=True, check=True)
         return any(ln and not ln.startswith("??") for ln in out.stdout.splitlines())
@@ -116,7 +113,7 @@ def summary(df: pd.DataFrame, args: argparse.Namespace) -> str:
              f"Oracle `{df['oracle'].iloc[0] if len(df) else args.oracle}`, "
              f"time limit {args.time_limit:g} s, model {args.model}, "
              f"{args.rate_per_adapter:g} req/s per adapter (zipf/dirichlet/trace).", "",
-             f"Command: `python bench/placement_exact.py {' '.join(sys.argv[1:])}`; code at commit "
+             f"Command: `python bench/bench_placement_exact.py {' '.join(sys.argv[1:])}`; code at commit "
              f"{_git('HEAD')}{' (uncommitted changes in placer/ or this script)' if _dirty() else ''}, "
              f"surrogate models of commit {_git('HEAD', '--', 'surrogate/models')}, "
              f"twin of commit {_git('HEAD', '--', 'twin')}"

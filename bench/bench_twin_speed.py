@@ -20,7 +20,6 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from twin import Adapter, Instance, Workload, generate_requests, simulate  # noqa: E402
 from twin.files import atomic_write_text  # noqa: E402
@@ -106,7 +105,7 @@ def main() -> None:
     lines = [
         f"# Twin speed — {dt.date.today().isoformat()}",
         "",
-        f"Protocol: `bench/twin_speed.md`. Command: `python bench/twin_speed.py --seeds {args.seeds}`. "
+        f"Protocol: `bench/twin_speed.md`. Command: `python bench/bench_twin_speed.py --seeds {args.seeds}`. "
         f"Commit {commit}. {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), "
         f"Python {platform.python_version()}. Load average (1/5/15 min) at start "
         f"{'/'.join(f'{x:.1f}' for x in load_start)}, at end {'/'.join(f'{x:.1f}' for x in load_end)}.",

@@ -2,7 +2,7 @@
 twin on 2 cores, write the report; wall time per stage and the memory high-water mark. Protocol:
 bench/scale.md.
 
-Run: ``python bench/scale.py [--adapters 10000] [--seed 0] [--solver ffd-bisect] [--oracle surrogate]``
+Run: ``python bench/bench_scale.py [--adapters 10000] [--seed 0] [--solver ffd-bisect] [--oracle surrogate]``
 (or under ``/usr/bin/time -v`` to cross-check the memory figure).
 """
 
@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# bench/ holds scripts named like the packages (bench/surrogate.py): keep it off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -123,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerow(row)
     summary = args.out / f"scale-{dt.date.today().isoformat()}.md"
     lines = [f"# Scale run {row['date']} UTC", "",
-             f"`python bench/scale.py --adapters {args.adapters} --seed {args.seed} --solver {args.solver} "
-             f"--oracle {args.oracle} --workers {args.workers}` on {os.cpu_count()} CPUs, Python "
+             f"`python bench/bench_scale.py --adapters {args.adapters} --seed {args.seed} "
+             f"--solver {args.solver} --oracle {args.oracle} --workers {args.workers}` "
+             f"on {os.cpu_count()} CPUs, Python "
              f"{row['python']}.", "", "| stage | wall s |", "|---|--:|"]
     lines += [f"| {k[:-2]} | {v:.1f} |" for k, v in stages.items()]
     lines += ["", "| figure | value |", "|---|--:|"]
