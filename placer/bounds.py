@@ -182,12 +182,16 @@ def lower_bound(problem: Any, oracle: Any = None) -> int:
 
     Uses the full class model for problems of up to :data:`FULL_MODEL_MAX_ADAPTERS` adapters (or when an
     exact solver has already built it), else the light one-class-per-rank relaxation, which needs only a
-    handful of oracle calls. Raises :class:`twin.errors.InfeasibleError` when an adapter fits on no GPU.
+    handful of oracle calls. An ``expensive`` oracle (the twin: one simulation per prediction) always gets
+    the light model unless the full one is cached: the full model judges thousands of configurations (5,000+
+    on 48 adapters), the light one a few hundred. Raises :class:`twin.errors.InfeasibleError` when an
+    adapter fits on no GPU.
     """
     from placer.linear import build_linear_model, cached_linear_model
 
     full = cached_linear_model(problem, oracle)
-    if full is None and problem.n_adapters <= FULL_MODEL_MAX_ADAPTERS:
+    affordable = problem.n_adapters <= FULL_MODEL_MAX_ADAPTERS and not getattr(oracle, "expensive", False)
+    if full is None and affordable:
         full = build_linear_model(problem, oracle)
     if full is not None:
         return model_bounds(full.bound_model).best
