@@ -177,13 +177,14 @@ def lower_bound(problem: Any, oracle: Any = None, *, light: bool | None = None) 
 
     The same bound the exact solvers start from (:func:`model_bounds` of the full model's relaxation, kept on
     the oracle), so every solver reports the same bound for one instance: a few seconds of surrogate calls
-    for 2,000 adapters. Above :data:`FULL_MODEL_MAX_ADAPTERS` adapters (or with ``light=True``) the light
-    one-class-per-rank relaxation instead (a handful of oracle calls, weaker). The choice depends on the
-    problem's size alone, never on what ran before. Raises :class:`twin.errors.InfeasibleError` when an
-    adapter fits on no GPU.
+    for 2,000 adapters. Above :data:`FULL_MODEL_MAX_ADAPTERS` adapters, for an ``expensive`` oracle (the twin:
+    one simulation per prediction; the full model judges 5,000+ configurations on 48 adapters, the light one
+    a few hundred), or with ``light=True``, the light one-class-per-rank relaxation instead (weaker). The
+    choice depends on the problem's size and the oracle's kind alone, never on what ran before. Raises
+    :class:`twin.errors.InfeasibleError` when an adapter fits on no GPU.
     """
     from placer.exact.capacity import build_linear_model
 
     if light is None:
-        light = problem.n_adapters > FULL_MODEL_MAX_ADAPTERS
+        light = problem.n_adapters > FULL_MODEL_MAX_ADAPTERS or bool(getattr(oracle, "expensive", False))
     return model_bounds(build_linear_model(problem, oracle, light=light).bound_model).best

@@ -93,6 +93,7 @@ class TwinOracle(Oracle):
     """
 
     kind = "twin"
+    expensive = True
 
     def __init__(self, *, seed: int = 0, workers: int = 1, margin: float | None = None,
                  **kwargs: Any) -> None:

@@ -106,6 +106,7 @@ class Oracle(abc.ABC):
     """Feasibility of one GPU for a set of adapters. Subclasses implement :meth:`_predict` (batched)."""
 
     kind = "abstract"
+    expensive = False  # True: each prediction is a simulation (~0.1 s) and bounds probe it sparingly
 
     def __init__(self, *, margin: float | None = None, starved_threshold: float | None = None,
                  headroom: float = 0.0, slot_points: Sequence[int] = PAPER_TEST_POINTS,

@@ -10,6 +10,8 @@ the mix, so the linearised model is exact and a proven optimum is a true optimum
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,8 +20,9 @@ from placer.check.evaluate import evaluate
 from placer.exact.bounds import lower_bound
 from placer.exact.capacity import build_linear_model
 from placer.oracle import AnalyticOracle
+from placer.oracle.base import Query
 from placer.solve import SOLVERS, solve
-from twin.spec import Adapter, Instance
+from twin.spec import Adapter, Instance, Workload
 
 EXACT = ("cpsat", "ilp")
 HEURISTICS = ("greedy-paper", "ffd-bisect", "loraserve", "dlora", "least-loaded", "round-robin")
@@ -108,6 +111,59 @@ def test_linear_model_classes_follow_the_oracle() -> None:
     assert top[512] == 7
     assert all(c.capacity_tok_s == pytest.approx(10 * model.tokens_per_request, rel=1e-6)
                for c in model.classes)
+
+
+class LoadRecordingOracle(AnalyticOracle):
+    """The analytic oracle, remembering the largest total request rate it was asked to judge."""
+
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self.max_rate_rps = 0.0
+
+    def _predict(self, problem: Instance, queries: Sequence[Query]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        for idx, *_ in queries:
+            self.max_rate_rps = max(self.max_rate_rps, float(problem.rates[idx].sum()))
+        return super()._predict(problem, queries)
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_capacity_search_never_probes_far_beyond_the_capacity(light: bool) -> None:
+    # A GPU carries 10 req/s; the problem's 3.6 req/s is far below. The gallop up from a feasible load
+    # stops at its first infeasible ×4 step, so no probe exceeds 4 × 10 req/s. (It used to judge all 7
+    # steps at once, up to 4^7 × the feasible load: with the twin oracle one simulated hour of ~9,000+
+    # req/s, gigabytes of request arrays per probe, what blew up `placer solve --oracle twin`.)
+    problem = make([0.6, 0.4, 0.3, 0.2, 0.1, 0.1] * 2, [8, 16] * 6)
+    oracle = LoadRecordingOracle(capacity_rps=10)
+    model = build_linear_model(problem, oracle, light=light)
+    assert model.classes  # the capacities were found all the same
+    assert 10 < oracle.max_rate_rps <= 4 * 10 * (1 + 1e-9)
+
+
+def test_twin_lower_bound_probes_few_configurations_at_bounded_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The twin oracle simulates every configuration: its lower bound uses the light model (a few hundred
+    # simulations; the full one judges thousands), and no probe offers more than a few times the ~40 req/s
+    # a Llama / H100 GPU serves (a twin run's memory grows with its requests). Any simulation above
+    # MAX_RPS is refused before its requests are drawn, so a regression fails here instead of allocating.
+    import placer.oracle.backends as backends
+    from placer.oracle import TwinOracle
+
+    max_rps, rates = 300.0, []
+    simulate_one = backends._simulate_one
+
+    def guarded(args: tuple[Any, ...]) -> tuple[float, float, bool, bool]:
+        rates.append(args[0].total_rate_rps)
+        assert rates[-1] <= max_rps, f"simulating {rates[-1]:.0f} req/s"
+        return simulate_one(args)
+
+    monkeypatch.setattr(backends, "_simulate_one", guarded)
+    problem = Instance(name="tw", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                       workload=Workload(duration_s=300.0),
+                       adapters=tuple(Adapter(f"a{i}", r, x) for i, (r, x) in
+                                      enumerate(zip([8, 16, 32] * 3, [1.6, 0.8, 0.1] * 3, strict=True))))
+    oracle = TwinOracle(seed=0)
+    assert lower_bound(problem, oracle) == 1  # 7.5 req/s: one GPU
+    assert 0 < len(rates) == oracle.predictions <= 400
 
 
 def triplet_problem(n_triplets: int, seed: int) -> Instance:
