@@ -35,7 +35,7 @@ Simulator = Callable[..., Any]
 
 
 def _twin_simulate(*args: Any, **kwargs: Any) -> Any:
-    from twin.simulate import simulate  # type: ignore[import-not-found,unused-ignore]
+    from twin.simulate import simulate
 
     return simulate(*args, **kwargs)
 

@@ -6,15 +6,16 @@ Each command parses its arguments, makes one library call and prints. Bad input 
 
 from __future__ import annotations
 
-import importlib
 import sys
 import warnings
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import TextIO
 
 import typer
 from rich.text import Text
 
+from placer.cli import binpack, calibration, instances, solve, surrogate, twin
 from placer.cli.common import err_console
 from twin.errors import InfeasibleError, InputError
 
@@ -27,7 +28,7 @@ app = typer.Typer(
 )
 
 # Sub-command groups, and the modules that add commands: each module has ``register(typer_app)``; group None
-# means top-level commands. A module that is not there yet is skipped.
+# means top-level commands.
 twin_app = typer.Typer(help="The Digital Twin: simulate one GPU, calibrate profiles, collect real runs.",
                        no_args_is_help=True)
 surrogate_app = typer.Typer(help="CatBoost surrogates: predict, sweep the twin, train, evaluate.",
@@ -36,27 +37,16 @@ app.add_typer(twin_app, name="twin")
 app.add_typer(surrogate_app, name="surrogate")
 _GROUPS: dict[str | None, typer.Typer] = {None: app, "twin": twin_app, "surrogate": surrogate_app}
 
-_COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
-    ("placer.cli.instances", None),   # generate, show
-    ("placer.cli.solve", None),       # solve, compare, verify, binpack, deploy
-    ("placer.cli.twin", "twin"),      # twin simulate
-    ("placer.cli.calibration", "twin"),  # twin calibrate, twin collect, twin profiles
-    ("placer.cli.surrogate", "surrogate"),  # surrogate predict | sweep | train | eval
+_COMMANDS: tuple[tuple[Callable[[typer.Typer], None], str | None], ...] = (
+    (instances.register, None),         # generate, show
+    (solve.register, None),             # solve, compare, verify, deploy
+    (binpack.register, None),           # binpack
+    (twin.register, "twin"),            # twin simulate
+    (calibration.register, "twin"),     # twin calibrate, twin collect, twin profiles
+    (surrogate.register, "surrogate"),  # surrogate predict | sweep | train | eval
 )
-
-
-def _register() -> None:
-    for module_name, group in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # command group not built yet
-            raise
-        module.register(_GROUPS[group])
-
-
-_register()
+for _register, _group in _COMMANDS:
+    _register(_GROUPS[_group])
 
 
 DISTRIBUTION = "lora-placer"  # the name in pyproject.toml: the version comes from the installed metadata

@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from placer.context import Context
 from placer.reporting.jsonable import to_json
 from placer.reporting.progress import err_console
 from twin.errors import InputError
 
-__all__ = ["JSON_HELP", "about_file", "console", "err_console", "print_json", "say_if_compiling", "to_json"]
+__all__ = ["JSON_HELP", "MODELS_HELP", "PROFILE_HELP", "load_context", "about_file", "console",
+           "err_console", "print_json", "say_if_compiling", "to_json"]
 
 
 class _Console(Console):
@@ -44,6 +46,13 @@ class _Console(Console):
 console = _Console(stderr=False, highlight=False)
 
 JSON_HELP = "Print machine-readable JSON on stdout (and nothing else on stdout)."
+PROFILE_HELP = "A twin profile JSON (e.g. written by 'placer twin calibrate') instead of the shipped one."
+MODELS_HELP = "A directory of trained surrogate models (placer surrogate train) instead of the shipped ones."
+
+
+def load_context(profile: Path | None, models: Path | None) -> Context:
+    """The :class:`placer.Context` of ``--profile`` / ``--models`` (the shipped ones when not given)."""
+    return Context.load(profile=profile, models=models)
 
 
 def print_json(obj: Any) -> None:

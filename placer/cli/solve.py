@@ -1,9 +1,7 @@
-"""``placer solve``, ``placer compare``, ``placer verify``, ``placer deploy`` (and ``placer binpack`` when the
-exact solvers' command module is there)."""
+"""``placer solve``, ``placer compare``, ``placer verify``, ``placer deploy``."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,17 @@ from placer import deploy
 from placer.check.compare import compare, rows_csv, write_csv
 from placer.check.repair import repair
 from placer.check.verify import DEFAULT_WORKERS, VerifyReport, verify
-from placer.cli.common import JSON_HELP, about_file, console, err_console, print_json, say_if_compiling
+from placer.cli.common import (
+    JSON_HELP,
+    MODELS_HELP,
+    PROFILE_HELP,
+    about_file,
+    console,
+    err_console,
+    load_context,
+    print_json,
+    say_if_compiling,
+)
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
@@ -102,13 +110,17 @@ def solve_cmd(
                                            "launch settings, twin verification, charts, README summary."),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers",
                                 help="Processes simulating GPUs in parallel (--verify, --report)."),
+    profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    models: Path | None = typer.Option(None, "--models", help=MODELS_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
     plot = plots.check_path(plot) if plot is not None else None
     report_dir = check_target(report_dir) if report_dir is not None else None
     problem = read_instance(instance)
-    the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
+    context = load_context(profile, models)
+    the_oracle = make_oracle(problem, oracle, context=context,
+                             **_oracle_options(margin, seed, oracle, headroom))
     if oracle == "twin" or do_verify or do_repair or report_dir is not None:
         say_if_compiling()
     with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out), \
@@ -121,11 +133,12 @@ def solve_cmd(
     report = None
     if (do_verify or report_dir is not None) and result.gpus:
         with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick:
-            report = verify(problem, result, seed=seed, workers=workers, progress=tick)
+            report = verify(problem, result, seed=seed, workers=workers, progress=tick, context=context)
     if plot is not None:
         plots.plan_chart(problem, result, plot, verification=report)
     if report_dir is not None:
-        write_report(problem, result, report_dir, verification=report, seed=seed, workers=workers)
+        write_report(problem, result, report_dir, verification=report, seed=seed, workers=workers,
+                     context=context)
     if json_out:
         doc = result.to_dict()
         if report is not None:
@@ -158,6 +171,8 @@ def compare_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows as CSV here."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw GPUs and wall time per solver, with the "
                                      "lower bound (.png or .svg)."),
+    profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    models: Path | None = typer.Option(None, "--models", help=MODELS_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run several solvers on several instances: GPUs, gap to the lower bound, time, verified."""
@@ -169,7 +184,8 @@ def compare_cmd(
         say_if_compiling()
     with progress_bar("solver runs", enabled=not json_out) as tick:
         rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle,
-                       verify_twin=do_verify, progress=tick, workers=workers)
+                       verify_twin=do_verify, progress=tick, workers=workers,
+                       context=load_context(profile, models))
     if plot is not None:
         plots.compare_chart(rows, plot)
     if out is not None:
@@ -202,13 +218,15 @@ def verify_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the twin runs."),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", help="Processes simulating GPUs in parallel."),
     sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
+    profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
     problem, plan_ = read_instance(instance), Result.load(plan)
     say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
-        report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick)
+        report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick,
+                        context=load_context(profile, None))
     if json_out:
         print_json(report.to_dict())
     else:
@@ -270,16 +288,8 @@ def deploy_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Add solve, compare, verify and deploy (and binpack, when its module exists) to ``app``."""
+    """Add solve, compare, verify and deploy to ``app``."""
     app.command("solve")(solve_cmd)
     app.command("compare")(compare_cmd)
     app.command("verify")(verify_cmd)
     app.command("deploy")(deploy_cmd)
-    try:
-        binpack = importlib.import_module("placer.cli.binpack")
-    except ModuleNotFoundError as exc:
-        if exc.name != "placer.cli.binpack":
-            raise
-        return
-    if not any(getattr(c, "name", None) == "binpack" for c in app.registered_commands):
-        binpack.register(app)

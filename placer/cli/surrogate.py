@@ -8,9 +8,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, console, print_json, say_if_compiling
-
-MODELS_HELP = "Directory of trained models (default: the shipped ones in surrogate/models/)."
+from placer.cli.common import (
+    JSON_HELP,
+    MODELS_HELP,
+    PROFILE_HELP,
+    console,
+    load_context,
+    print_json,
+    say_if_compiling,
+)
 
 
 def _table(title: str, values: dict[str, Any]) -> Table:
@@ -32,15 +38,14 @@ def register(app: typer.Typer) -> None:
         max_lora_rank: int | None = typer.Option(None, "--max-lora-rank",
                                                  help="Default: the largest rank present."),
         models: Path | None = typer.Option(None, "--models", help=MODELS_HELP),
+        profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     ) -> None:
         """Predict throughput, starvation and OOM of all adapters of INSTANCE on one GPU."""
         from placer.problem.io import read_instance
-        from surrogate import load_surrogate
-
         inst = read_instance(instance)
-        pred = load_surrogate(inst.model, inst.gpu, models).predict(inst, max_loras, max_cpu_loras,
-                                                                     max_lora_rank)
+        bundle = load_context(profile, models).surrogate_for(inst)
+        pred = bundle.predict(inst, max_loras, max_cpu_loras, max_lora_rank)
         if as_json:
             print_json(pred.to_dict())
         else:

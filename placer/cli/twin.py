@@ -8,12 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, console, print_json, say_if_compiling
+from placer.cli.common import JSON_HELP, PROFILE_HELP, console, load_context, print_json, say_if_compiling
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
 from twin.errors import InputError
 from twin.metrics import SimResult
-from twin.profile import Profile
 from twin.simulate import simulate
 
 
@@ -73,8 +72,7 @@ def simulate_cmd(
     max_lora_rank: int | None = typer.Option(None, "--max-lora-rank",
                                              help="vLLM max_lora_rank (default: largest rank present)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the request stream."),
-    profile_path: Path | None = typer.Option(None, "--profile", help="A profile JSON (e.g. written by "
-                                             "'placer twin calibrate') instead of the shipped one."),
+    profile_path: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     plot: Path | None = typer.Option(None, "--plot", help="Draw running/waiting requests, KV use, throughput "
                                      "over time and each adapter's served fraction (.png or .svg)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -86,7 +84,7 @@ def simulate_cmd(
         raise InputError(f"must be at most the instance's {instance.n_adapters} adapters, as in a plan "
                          f"(got {max_loras})", source=str(instance_path), field="--max-loras",
                          value=max_loras)
-    profile = Profile.load(profile_path) if profile_path is not None else None
+    profile = load_context(profile_path, None).profile_for(instance)
     say_if_compiling()
     res = simulate(instance, max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank,
                    seed=seed, profile=profile, timeseries=plot is not None)

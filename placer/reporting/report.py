@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from placer.check.evaluate import check_plan
+from placer.context import DEFAULT_CONTEXT, Context
 from placer.reporting.jsonable import json_default
 from placer.reporting.markdown import summary_markdown
 from placer.reporting.progress import ProgressFn
 from placer.result import Result
 from twin.errors import InputError
 from twin.files import atomic_write_text
+from twin.profile import Profile
 from twin.spec import Instance
 
 if TYPE_CHECKING:
@@ -45,16 +47,20 @@ def check_target(out_dir: str | Path) -> Path:
 def write_report(problem: Instance, result: Result, out_dir: str | Path, *, verify: bool = True,
                  verification: VerifyReport | None = None, seed: int = 0, workers: int | None = None,
                  sample: int | None = None, charts: bool = True, adapter_dir: str = "adapters",
-                 base_port: int = 8000, progress: ProgressFn | None = None) -> Path:
+                 base_port: int = 8000, progress: ProgressFn | None = None,
+                 context: Context | None = None) -> Path:
     """Write the report folder ``out_dir`` for ``result`` (a plan of ``problem``) and return its path.
 
     ``verify``: re-simulate the plan's GPUs in the twin (:func:`placer.check.verify.verify` with ``seed``,
     ``workers``, ``sample``) unless ``verification`` is given. ``charts``: draw ``plan.png`` and the twin run
-    of the worst simulated GPU. Raises :class:`InputError` when the plan does not fit the problem (unknown
+    of the worst simulated GPU. ``context``: the twin profile (default: the shipped one). Raises
+    :class:`InputError` when the plan does not fit the problem (unknown
     adapters, violated constraints) or ``out_dir`` is a folder that is not a report.
     """
     out = check_target(out_dir)
-    structural = [e for e in check_plan(problem, result) if "memory error" not in e] if result.gpus else []
+    profile = (context or DEFAULT_CONTEXT).profile_for(problem)
+    structural = ([e for e in check_plan(problem, result, profile) if "memory error" not in e]
+                  if result.gpus else [])
     if structural:
         raise InputError(f"plan does not fit the instance: {structural[0]}", field="gpus",
                          value=result.num_gpus)
@@ -62,13 +68,13 @@ def write_report(problem: Instance, result: Result, out_dir: str | Path, *, veri
         from placer.check.verify import verify as twin_verify
 
         verification = twin_verify(problem, result, seed=seed, workers=workers, sample=sample,
-                                   progress=progress)
+                                   progress=progress, context=context)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         _fill(tmp, problem, result, verification, charts=charts, seed=seed, adapter_dir=adapter_dir,
-              base_port=base_port)
+              base_port=base_port, profile=profile)
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -98,7 +104,7 @@ def _swap(tmp: Path, out: Path) -> None:
 
 
 def _fill(d: Path, problem: Instance, result: Result, verification: VerifyReport | None, *, charts: bool,
-          seed: int, adapter_dir: str, base_port: int) -> None:
+          seed: int, adapter_dir: str, base_port: int, profile: Profile) -> None:
     from placer.deploy import ROUTES_FILE, deployment, launch_commands, routes_json
     from placer.problem.io import write_instance
 
@@ -107,7 +113,8 @@ def _fill(d: Path, problem: Instance, result: Result, verification: VerifyReport
     launch_error = None
     if result.gpus:
         try:
-            launches = launch_commands(problem, result, adapter_dir=adapter_dir, base_port=base_port)
+            launches = launch_commands(problem, result, adapter_dir=adapter_dir, base_port=base_port,
+                                       profile=profile)
             shell = deployment(problem, result, format="shell", adapter_dir=adapter_dir, base_port=base_port)
             atomic_write_text(d / "launch.sh", shell.text)
             os.chmod(d / "launch.sh", 0o777 & ~_umask())
@@ -126,7 +133,7 @@ def _fill(d: Path, problem: Instance, result: Result, verification: VerifyReport
         from placer.reporting.charts import plan_chart
 
         plan_chart(problem, result, d / "plan.png", verification=verification)
-        twin_png = _worst_gpu_chart(d, problem, result, verification, seed)
+        twin_png = _worst_gpu_chart(d, problem, result, verification, seed, profile)
     text = summary_markdown(problem, result, verification, launch_error=launch_error, twin_png=twin_png,
                             files=sorted({p.name for p in d.iterdir()} | {"README.md"}), charts=charts)
     atomic_write_text(d / "README.md", text)
@@ -134,7 +141,7 @@ def _fill(d: Path, problem: Instance, result: Result, verification: VerifyReport
 
 
 def _worst_gpu_chart(d: Path, problem: Instance, result: Result, verification: VerifyReport | None,
-                     seed: int) -> str | None:
+                     seed: int, profile: Profile) -> str | None:
     """Simulate again, with time series, the simulated GPU that served the smallest fraction of its load."""
     if verification is None or not verification.gpus:
         return None
@@ -151,7 +158,7 @@ def _worst_gpu_chart(d: Path, problem: Instance, result: Result, verification: V
     j = int(row["gpu"])
     g = result.gpus[j]
     sim = simulate(problem.subset(list(g.adapters)), max_loras=g.max_loras, max_cpu_loras=g.max_cpu_loras,
-                   max_lora_rank=g.max_lora_rank, seed=verification.seed, timeseries=True)
+                   max_lora_rank=g.max_lora_rank, seed=verification.seed, timeseries=True, profile=profile)
     name = f"gpu-{j}-twin.png"
     twin_chart(sim, d / name, title=f"{problem.name}, GPU {j} ({len(g.adapters)} adapters) in the twin")
     return name
