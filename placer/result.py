@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+from placer.stats import SolverStats
 from twin.errors import InputError
 from twin.files import atomic_write_text
 
@@ -61,7 +64,12 @@ class Result:
     oracle: str = ""
     solver_bound: float | None = None
     reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    stats: SolverStats = field(default_factory=SolverStats)
+
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """The run's statistics as the JSON plan's ``extra`` object (a read-only view of :attr:`stats`)."""
+        return MappingProxyType(self.stats.to_dict())
 
     @property
     def gap(self) -> float | None:
@@ -75,7 +83,7 @@ class Result:
         """What an ``optimal`` plan is optimal for (None unless the status is optimal)."""
         if self.status != "optimal":
             return None
-        return str(self.extra.get("optimal_wrt") or OPTIMAL_WRT)
+        return self.stats.optimal_wrt or OPTIMAL_WRT
 
     @property
     def status_text(self) -> str:
@@ -102,7 +110,7 @@ class Result:
             "oracle": self.oracle,
             "solver_bound": self.solver_bound,
             "reason": self.reason,
-            "extra": self.extra,
+            "extra": self.stats.to_dict(),
             "gpus": [g.to_dict() for g in self.gpus],
         }
 
@@ -173,7 +181,7 @@ class Result:
             lower_bound=int(lower), runtime_s=float(runtime),
             gpus=tuple(gpus), instance=str(d.get("instance", "")), model=str(d.get("model", "")),
             gpu=str(d.get("gpu", "")), oracle=str(d.get("oracle", "")), solver_bound=solver_bound,
-            reason=d.get("reason"), extra=dict(d.get("extra") or {}),
+            reason=d.get("reason"), stats=SolverStats.from_dict(d.get("extra") or {}, source=source),
         )
 
     def save(self, path: str | Path) -> None:

@@ -31,6 +31,7 @@ from placer.exact import bounds, cpsat, ilp
 from placer.heuristics import baselines, ffd_bisect, greedy_paper
 from placer.oracle import Oracle, make_oracle
 from placer.result import OPTIMAL_WRT, Result, plural
+from placer.stats import SolverStats
 from twin.errors import InputError
 from twin.spec import Instance
 
@@ -124,7 +125,7 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
         return Result(solver=solver, status="infeasible", num_gpus=0, lower_bound=0,
                       runtime_s=time.perf_counter() - start, gpus=(), instance=problem.name,
                       model=problem.model, gpu=problem.gpu, oracle=oracle.name, reason=reason,
-                      extra={"unplaceable": [problem.adapters[i].id for i in bad]})
+                      stats=SolverStats(unplaceable=tuple(problem.adapters[i].id for i in bad)))
     left = max(0.01, float(time_limit) - (time.perf_counter() - start))  # the pre-check counts against it
     result = fn(problem, time_limit=left, seed=int(seed), oracle=oracle)
     runtime = time.perf_counter() - start  # pre-check + solver; the lower bound is timed on its own
@@ -135,15 +136,14 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
     lb = max(1, int(result.lower_bound or 0))  # any problem needs one GPU
     if result.num_gpus > 1:  # every solver gets the same bound routine (the exact solvers' own start)
         lb = max(lower_bound(problem, oracle), lb)
-    extra = dict(result.extra)
-    extra["bound_s"] = round(time.perf_counter() - bound_start, 4)
+    stats = result.stats.replace(bound_s=round(time.perf_counter() - bound_start, 4))
     if result.num_gpus and lb > result.num_gpus:  # the bound and the solver's oracle disagree: say so
-        extra["bound_warning"] = f"lower bound {lb} exceeds the plan's {result.num_gpus} GPUs"
+        stats = stats.replace(bound_warning=f"lower bound {lb} exceeds the plan's {result.num_gpus} GPUs")
         lb = result.num_gpus
     status = result.status
     if status == "feasible" and result.num_gpus == lb:
         status = "optimal"
     if status == "optimal":
-        extra.setdefault("optimal_wrt", OPTIMAL_WRT)
+        stats = stats.replace(optimal_wrt=stats.optimal_wrt or OPTIMAL_WRT)
     return result.replace(status=status, lower_bound=lb, runtime_s=runtime, instance=problem.name,
-                          model=problem.model, gpu=problem.gpu, oracle=oracle.name, extra=extra)
+                          model=problem.model, gpu=problem.gpu, oracle=oracle.name, stats=stats)

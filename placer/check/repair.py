@@ -19,6 +19,7 @@ from placer.check.verify import verify
 from placer.heuristics.fill import plan_gpu, zigzag
 from placer.oracle.base import Oracle
 from placer.result import GpuPlan, Result
+from placer.stats import RepairStats
 from twin.spec import Instance
 
 MAX_ROUNDS = 8
@@ -67,8 +68,8 @@ def repair(problem: Instance, plan: Result, oracle: Oracle, *, seed: int = 0, wo
                     kept.add(len(new))
                 new.append(g)
         gpus, passed = new, kept
-    extra = dict(plan.extra)
-    extra["repair"] = {"split_gpus": split, "simulations": sims, "gpus_before": plan.num_gpus,
-                       "all_pass": len(passed) == len(gpus), "seconds": round(time.perf_counter() - start, 2)}
+    record = RepairStats(split_gpus=split, simulations=sims, gpus_before=plan.num_gpus,
+                         all_pass=len(passed) == len(gpus), seconds=round(time.perf_counter() - start, 2))
+    stats = plan.stats.replace(repair=record)
     return replace(plan, solver=f"{plan.solver}+repair", num_gpus=len(gpus), gpus=tuple(gpus),
-                   status="feasible" if plan.status != "infeasible" else plan.status, extra=extra)
+                   status="feasible" if plan.status != "infeasible" else plan.status, stats=stats)

@@ -43,6 +43,7 @@ from placer.exact.packing import Packing, PackingModel, PackOutcome, first_fit_d
 from placer.heuristics.ffd_bisect import solve_ffd_bisect
 from placer.oracle.base import Oracle
 from placer.result import GpuPlan, Result
+from placer.stats import SolverStats
 from twin.errors import InfeasibleError
 from twin.spec import Instance
 
@@ -259,29 +260,29 @@ def solve_exact(problem: Instance, *, time_limit: float, seed: int, oracle: Orac
         reason = (f"the oracle rejected {len(rejected)} of the linear model's {len(bins)} GPUs "
                   f"({', '.join(map(str, rejected[:5]))}); they were split (first fit, oracle-checked) into "
                   f"{len(gpus) - len(bins) + len(rejected)} GPUs")
-    extra = {
-        "optimal_wrt": "linear model",
-        "model_status": out.status,
-        "model_objective": out.num_bins,
-        "model_bound": out.bound,
-        "model_gap": out.gap,
-        "relaxed_bound": None if bound_out is None else bound_out.bound,
-        "solver_status": out.solver_status,
-        "detail": out.detail,
-        "bounds": relaxed_report.to_dict(),
-        "model_bounds": report.to_dict(),
-        "pattern_lp": _pattern_summary(pattern),
-        "relaxed_pattern_lp": _pattern_summary(relaxed_pattern),
-        "classes": [{"max_lora_rank": c.max_kind, "max_adapters": c.max_items,
-                     "capacity_tok_s": round(c.capacity_tok_s, 1), "max_loras": c.max_loras}
-                    for c in model.classes],
-        "oracle_calls_for_model": lm.oracle_calls,
-        "warm_start": {"ffd": ffd_bins, "heuristic": heur_gpus, "heuristic_admissible": hint is not None,
-                       "patterns": packed_bins},
-        "oracle_rejected": rejected,
-        "rounds": rounds,
-        "no_goods": len(cuts),
-    }
+    stats = SolverStats(
+        optimal_wrt="linear model",
+        model_status=out.status,
+        model_objective=out.num_bins,
+        model_bound=out.bound,
+        model_gap=out.gap,
+        relaxed_bound=None if bound_out is None else bound_out.bound,
+        solver_status=out.solver_status,
+        detail=out.detail,
+        bounds=relaxed_report.to_dict(),
+        model_bounds=report.to_dict(),
+        pattern_lp=_pattern_summary(pattern),
+        relaxed_pattern_lp=_pattern_summary(relaxed_pattern),
+        classes=tuple({"max_lora_rank": c.max_kind, "max_adapters": c.max_items,
+                       "capacity_tok_s": round(c.capacity_tok_s, 1), "max_loras": c.max_loras}
+                      for c in model.classes),
+        oracle_calls_for_model=lm.oracle_calls,
+        warm_start={"ffd": ffd_bins, "heuristic": heur_gpus, "heuristic_admissible": hint is not None,
+                    "patterns": packed_bins},
+        oracle_rejected=tuple(rejected),
+        rounds=rounds,
+        no_goods=len(cuts),
+    )
     return Result(solver=name, status=status, num_gpus=len(gpus), lower_bound=lower,
                   runtime_s=time.perf_counter() - t0, gpus=tuple(gpus), solver_bound=out.bound,
-                  reason=reason, extra=extra)
+                  reason=reason, stats=stats)

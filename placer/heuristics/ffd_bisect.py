@@ -27,6 +27,7 @@ from placer.heuristics.greedy_paper import pack_order
 from placer.heuristics.localsearch import empty_least_loaded
 from placer.oracle.base import GpuVerdict, Oracle
 from placer.result import GpuPlan, Result
+from placer.stats import SolverStats
 from twin.spec import Instance
 
 NAME = "ffd-bisect"
@@ -127,9 +128,10 @@ def solve_ffd_bisect(problem: Instance, *, time_limit: float, seed: int, oracle:
     gpus = _to_plan(problem, best, oracle)
     return Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=1,
                   runtime_s=time.perf_counter() - start, gpus=tuple(gpus),
-                  extra={"construction": best_name, "candidates": {name: len(b) for name, b in candidates},
-                         "oracle_calls": oracle.calls - calls_before,
-                         "call_budget": call_budget(problem.n_adapters)})
+                  stats=SolverStats(construction=best_name,
+                                    candidates={name: len(b) for name, b in candidates},
+                                    oracle_calls=oracle.calls - calls_before,
+                                    call_budget=call_budget(problem.n_adapters)))
 
 
 def _more_candidates(problem: Instance, seed: int, oracle: Oracle,
