@@ -53,8 +53,8 @@ class Context:
     def surrogate_for(self, problem: Instance) -> Surrogate:
         """The surrogate bundle for the problem's (model, GPU), computing its features with this context's
         profile."""
-        bundle = load_surrogate(problem.model, problem.gpu, self.models)
-        return bundle if self.profile is None else bundle.with_profile(self.profile_for(problem))
+        profile = None if self.profile is None else self.profile_for(problem)
+        return load_surrogate(problem.model, problem.gpu, self.models, profile)
 
 
 DEFAULT_CONTEXT = Context()

@@ -95,7 +95,8 @@ class Surrogate:
         if self.name and profile.name != self.name:
             raise InputError(f"profile {profile.name} does not match surrogate {self.name}", field="profile",
                              value=profile.name)
-        return Surrogate(self.throughput, self.starvation, name=self.name, meta=self.meta, profile=profile)
+        return _checked(Surrogate(self.throughput, self.starvation, name=self.name, meta=self.meta,
+                                  profile=profile))
 
     def _inputs(self, instance: Instance) -> Packed:
         key = (instance.model, instance.gpu, instance.server, instance.workload)
@@ -206,13 +207,19 @@ def profile_mismatch(surrogate: Surrogate) -> str | None:
     trained = surrogate.meta.get("profile_sha256")
     if not trained or "@" not in surrogate.name:
         return None
-    current = profile_fingerprint(surrogate.name)
+    current = profile_fingerprint(surrogate.name, surrogate.profile)
     if current["profile_sha256"] == trained:
         return None
-    was = f"v{surrogate.meta.get('profile_version')} ({trained})"
-    now = f"v{current['profile_version']} ({current['profile_sha256']})"
+    def version(v: object, digest: str) -> str:
+        text = str(v)
+        return f"v{text} ({digest})" if text[:1].isdigit() else f"{text} ({digest})"
+
+    was = version(surrogate.meta.get("profile_version"), str(trained))
+    now = version(current["profile_version"], current["profile_sha256"])
+    fix = ("sweep and train on it: placer surrogate sweep --profile FILE ..., placer surrogate train ..."
+           if surrogate.profile is not None else "retrain it (python -m surrogate.build_default)")
     return (f"surrogate {surrogate.name} was trained on twin profile {was}; the current profile is {now}: "
-            "retrain it (python -m surrogate.build_default)")
+            f"{fix}")
 
 
 def _checked(surrogate: Surrogate) -> Surrogate:
@@ -239,17 +246,25 @@ def load_default(model: str, gpu: str) -> Surrogate:
     return _checked(Surrogate.load(default_models_dir(), name))
 
 
-def load_surrogate(model: str, gpu: str, models_dir: str | Path | None = None) -> Surrogate:
-    """The surrogate for (model, gpu) from ``models_dir``, or the shipped one when None (warns when stale)."""
+def load_surrogate(model: str, gpu: str, models_dir: str | Path | None = None,
+                   profile: Profile | None = None) -> Surrogate:
+    """The surrogate for (model, gpu) from ``models_dir``, or the shipped one when None, computing its
+    features with ``profile`` (None: the shipped profile). Warns when the models were trained on another
+    version of that profile."""
     if models_dir is None:
-        return load_default(model, gpu)
-    check_model_gpu(model, gpu)
-    return _checked(Surrogate.load(models_dir, f"{model}@{gpu}"))
+        bundle = load_default(model, gpu)
+    else:
+        check_model_gpu(model, gpu)
+        bundle = Surrogate.load(models_dir, f"{model}@{gpu}")
+        if profile is None:
+            bundle = _checked(bundle)
+    return bundle if profile is None else bundle.with_profile(profile)
 
 
-def profile_fingerprint(name: str) -> dict[str, str]:
-    """Version and content hash of a profile (recorded so stale models can be detected)."""
+def profile_fingerprint(name: str, profile: Profile | None = None) -> dict[str, str]:
+    """Version and content hash of a profile (recorded so stale models can be detected): ``profile``, or
+    the shipped/derived one named ``name`` (``model@gpu``)."""
     model, gpu = name.split("@", 1)
-    prof = load_profile(model, gpu)
+    prof = profile if profile is not None else load_profile(model, gpu)
     digest = hashlib.sha256(json.dumps(prof.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
     return {"profile_version": prof.version, "profile_sha256": digest}

@@ -15,7 +15,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,12 +24,15 @@ from typing import Any
 import pandas as pd
 
 from surrogate._backends import map_unordered
+from surrogate.bundle import profile_fingerprint
 from surrogate.sampling import SAMPLER_VERSION, draw_sample, sample_instance
 from twin.errors import InputError
 from twin.files import atomic_write_bytes, atomic_write_text
+from twin.profile import Profile
 
 DEFAULT_PROFILES: tuple[str, ...] = ("llama-3.1-8b-instruct@h100-64gb", "qwen-2.5-7b-instruct@h100-64gb")
 MANIFEST = "manifest.json"
+USER_PROFILES = "profiles"  # the user profiles a sweep ran with, one JSON per model@gpu
 DATASET_FORMAT = 1
 Simulator = Callable[..., Any]
 
@@ -40,7 +43,8 @@ def _twin_simulate(*args: Any, **kwargs: Any) -> Any:
     return simulate(*args, **kwargs)
 
 
-def run_sample(spec: dict[str, Any], simulate: Simulator | None = None) -> dict[str, Any]:
+def run_sample(spec: dict[str, Any], simulate: Simulator | None = None,
+               book: Mapping[str, Profile] | None = None) -> dict[str, Any]:
     """Run one sample through the twin (or an injected simulator) and return its dataset row.
 
     Simulator fields are prefixed ``sim_``; a run that raises an ``Exception`` gives a row with ``error`` set
@@ -48,6 +52,8 @@ def run_sample(spec: dict[str, Any], simulate: Simulator | None = None) -> dict[
     """
     sim = simulate or _twin_simulate
     inst, kwargs = sample_instance(spec)
+    if book and spec["profile"] in book:  # a user's profile (a shipped one is found by name)
+        kwargs["profile"] = book[spec["profile"]]
     row = dict(spec)
     row["error"] = None
     t0 = time.perf_counter()
@@ -69,9 +75,10 @@ def run_sample(spec: dict[str, Any], simulate: Simulator | None = None) -> dict[
     return row
 
 
-def _run_indexed(item: tuple[int, dict[str, Any]], simulate: Simulator | None) -> tuple[int, dict[str, Any]]:
+def _run_indexed(item: tuple[int, dict[str, Any]], simulate: Simulator | None,
+                 book: Mapping[str, Profile] | None = None) -> tuple[int, dict[str, Any]]:
     i, spec = item
-    return i, run_sample(spec, simulate)
+    return i, run_sample(spec, simulate, book)
 
 
 def _failed(item: tuple[int, dict[str, Any]], exc: BaseException) -> tuple[int, dict[str, Any]]:
@@ -130,17 +137,27 @@ def _write_chunk(out: Path, chunk: int, rows: list[dict[str, Any]]) -> dict[str,
 
 def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str, ...] = DEFAULT_PROFILES,
           duration_s: float = 3600.0, workers: int = 2, backend: str = "local", chunk_size: int = 16,
-          quiet: bool = False, simulate: Simulator | None = None) -> SweepStats:
+          quiet: bool = False, simulate: Simulator | None = None,
+          user_profiles: Sequence[Profile] = ()) -> SweepStats:
     """Run samples ``0..n_samples-1`` of sweep ``seed`` through the twin into ``out_dir`` (resumable).
 
     ``simulate``: the simulator (default ``twin.simulate``); a picklable top-level function for pools.
+    ``user_profiles``: profiles of the user's own (e.g. from ``placer twin calibrate``), used for their
+    ``model@gpu`` instead of the shipped ones and sampled when ``profiles`` names them (default: only
+    them). They are written into the dataset (``profiles/``), so training finds them there.
     """
+    book = {p.name: p for p in user_profiles}
+    if book and profiles == DEFAULT_PROFILES:
+        profiles = tuple(book)
     if n_samples < 1 or chunk_size < 1 or workers < 1:
         raise InputError("n_samples, chunk_size and workers must be ≥ 1", field="n_samples", value=n_samples)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    params = {"seed": int(seed), "chunk_size": int(chunk_size), "profiles": list(profiles),
-              "duration_s": float(duration_s), "sampler_version": SAMPLER_VERSION}
+    params: dict[str, Any] = {"seed": int(seed), "chunk_size": int(chunk_size), "profiles": list(profiles),
+                              "duration_s": float(duration_s), "sampler_version": SAMPLER_VERSION}
+    if book:  # the dataset records which user profiles made it (content hashes)
+        params["user_profiles"] = {n: profile_fingerprint(n, p)["profile_sha256"]
+                                   for n, p in sorted(book.items())}
     manifest = _read_manifest(out) or {"format": DATASET_FORMAT, "params": params, "chunks": {},
                                        "sessions": []}
     if manifest.get("params") != params:
@@ -156,8 +173,12 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         todo[c] = idx
     skipped = n_chunks - len(todo)
     n_runs = sum(len(v) for v in todo.values())
-    items = ((i, draw_sample(seed, i, profiles, duration_s)) for c in sorted(todo) for i in todo[c])
-    fn = partial(_run_indexed, simulate=simulate)
+    if book:
+        (out / USER_PROFILES).mkdir(exist_ok=True)
+    for name, prof in book.items():
+        atomic_write_text(out / USER_PROFILES / f"{name}.json", json.dumps(prof.to_dict(), indent=1) + "\n")
+    items = ((i, draw_sample(seed, i, profiles, duration_s, book)) for c in sorted(todo) for i in todo[c])
+    fn = partial(_run_indexed, simulate=simulate, book=book or None)
     pending: dict[int, list[dict[str, Any]]] = {c: [] for c in todo}
     t0 = time.perf_counter()
     session: dict[str, Any] = {}
@@ -224,6 +245,20 @@ def chunk_files(dataset_dir: str | Path) -> list[Path]:
     if manifest is None:
         raise InputError("not a sweep directory (no manifest.json)", source=str(out))
     return [out / manifest["chunks"][c]["file"] for c in sorted(manifest["chunks"], key=int)]
+
+
+def user_profiles(*dataset_dirs: str | Path) -> dict[str, Profile]:
+    """The user profiles a sweep ran with (written by :func:`sweep` into ``profiles/``), by name."""
+    book: dict[str, Profile] = {}
+    for d in dataset_dirs:
+        folder = Path(d) / USER_PROFILES
+        for f in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            prof = Profile.load(f)
+            if prof.name in book and book[prof.name] != prof:
+                raise InputError(f"two sweeps ran {prof.name} with different profiles", source=str(f),
+                                 field="profile", value=prof.name)
+            book[prof.name] = prof
+    return book
 
 
 def load_dataset(*dataset_dirs: str | Path) -> pd.DataFrame:

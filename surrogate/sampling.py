@@ -14,6 +14,7 @@ ShareGPT, normal and trace request lengths.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 from surrogate._workload import max_slots
 from surrogate.features import feature_index, features
 from twin.catalogue import load_profile
+from twin.profile import Profile
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import shipped_traces
 
@@ -98,12 +100,14 @@ def _workload(rng: np.random.Generator, duration_s: float) -> Workload:
     return Workload(duration_s=duration_s, arrival="trace", trace=str(rng.choice(traces)), lengths=lengths)
 
 
-def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float = 3600.0) -> dict[str, Any]:
-    """Sample ``i`` of the sweep with this ``seed`` (a JSON-able dict; see :func:`sample_instance`)."""
+def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float = 3600.0,
+                book: Mapping[str, Profile] | None = None) -> dict[str, Any]:
+    """Sample ``i`` of the sweep with this ``seed`` (a JSON-able dict; see :func:`sample_instance`).
+
+    ``book``: user profiles by name (``model@gpu``), used instead of the shipped/derived ones."""
     rng = np.random.default_rng([seed, i])
     profile = str(profiles[int(rng.integers(len(profiles)))])
-    model, gpu = profile.split("@", 1)
-    prof = load_profile(model, gpu)
+    prof = profile_by_name(profile, book)
     server = ServerSettings()
     n = int(rng.integers(1, 17)) if rng.uniform() < 0.15 else int(round(_loguniform(rng, 8, MAX_ADAPTERS)))
     while True:
@@ -132,10 +136,18 @@ def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float 
         "target_load": load, "seed": int(rng.integers(2**31 - 1)),
     }
     inst, _ = sample_instance(spec)
-    x = features(inst, slots, cpu, rmax)
+    x = features(inst, slots, cpu, rmax, profile=prof)
     scale = load * x[_CAP] / x[_OFF]
     spec["rates"] = [float(f"{r * scale:.6g}") for r in shape]
     return spec
+
+
+def profile_by_name(name: str, book: Mapping[str, Profile] | None = None) -> Profile:
+    """The profile ``model@gpu``: the user's from ``book`` when there, else the shipped (or derived) one."""
+    if book and name in book:
+        return book[name]
+    model, gpu = name.split("@", 1)
+    return load_profile(model, gpu)
 
 
 def sample_instance(spec: dict[str, Any]) -> tuple[Instance, dict[str, Any]]:

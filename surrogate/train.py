@@ -8,28 +8,32 @@ sidecars; the shipped model is then refitted on all rows with the same settings.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from surrogate.bundle import Surrogate, oom_from_features, profile_fingerprint
-from surrogate.dataset import dataset_hash, iter_rows, load_dataset
+from surrogate.dataset import dataset_hash, iter_rows, load_dataset, user_profiles
 from surrogate.features import FEATURE_SCHEMA_VERSION, features
 from surrogate.metrics import macro_f1
 from surrogate.model import StarvationModel, ThroughputModel
-from surrogate.sampling import sample_instance
+from surrogate.sampling import profile_by_name, sample_instance
 from twin.errors import InputError
 from twin.metrics import smape_paper
+from twin.profile import Profile
 
 
-def design_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """Feature rows of dataset rows (the configuration each sample was simulated with)."""
+def design_matrix(frame: pd.DataFrame, book: Mapping[str, Profile] | None = None) -> np.ndarray:
+    """Feature rows of dataset rows (the configuration each sample was simulated with; ``book``: the user
+    profiles the sweep ran with, see :func:`surrogate.dataset.user_profiles`)."""
     X = np.empty((len(frame), 0))
     rows = []
     for rec in iter_rows(frame):
         inst, kw = sample_instance(rec)
-        rows.append(features(inst, kw["max_loras"], kw["max_cpu_loras"], kw["max_lora_rank"]))
+        rows.append(features(inst, kw["max_loras"], kw["max_cpu_loras"], kw["max_lora_rank"],
+                             profile=profile_by_name(str(rec["profile"]), book)))
     return np.vstack(rows) if rows else X
 
 
@@ -63,10 +67,11 @@ def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | Non
     """
     dirs = [dataset_dirs] if isinstance(dataset_dirs, (str, Path)) else list(dataset_dirs)
     frame = usable(load_dataset(*dirs))
+    book = user_profiles(*dirs)
     names = profiles or tuple(sorted(frame["profile"].unique()))
     frame = frame[frame["profile"].isin(list(names))].reset_index(drop=True)
     d_hash = dataset_hash(*dirs)
-    X_all = design_matrix(frame)
+    X_all = design_matrix(frame, book)
     thr_all = frame["sim_throughput_tok_s"].to_numpy(dtype=np.float64)
     st_all = frame["sim_starved"].to_numpy(dtype=bool)
     prof_all = frame["profile"].to_numpy()
@@ -102,13 +107,13 @@ def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | Non
             "joint": joint, "starved_share": float(st_all[mine].mean()) if mine.any() else float("nan"),
             "validation": val.get(name, {}), "params": params, "recipe": recipe,
             "oom_rule_mismatches": int(oom_from_features(X_all[mine]).sum()),  # twin ran, rule says OOM
-            **profile_fingerprint(name),
+            **profile_fingerprint(name, book.get(name)),
             "trained_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         if joint:
             per_profile = ("validation", "profile_rows", "starved_share", "profile_version", "profile_sha256")
             tm.meta_ = sm.meta_ = {k: v for k, v in meta.items() if k not in per_profile}
-            tm.meta_["profiles"] = {n: profile_fingerprint(n) for n in names}
+            tm.meta_["profiles"] = {n: profile_fingerprint(n, book.get(n)) for n in names}
             tm.meta_["validation"] = val
         else:
             tm.meta_ = sm.meta_ = meta

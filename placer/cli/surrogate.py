@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, "--workers", help="Parallel twin runs."),
         backend: str = typer.Option("local", "--backend", help="local (process pool) or ray."),
         profiles: str | None = typer.Option(None, "--profiles", help="Comma-separated model@gpu list."),
+        profile_files: list[Path] = typer.Option(
+            [], "--profile", help="A profile JSON of your own (e.g. from 'placer twin calibrate'); "
+            "repeatable. Sweeps it (with --profiles: also the named ones)."),
         chunk_size: int = typer.Option(16, "--chunk-size", help="Runs per parquet chunk."),
         quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -67,11 +70,15 @@ def register(app: typer.Typer) -> None:
         """Run a twin sweep into a chunked, resumable parquet dataset."""
         from surrogate.dataset import DEFAULT_PROFILES
         from surrogate.dataset import sweep as run_sweep
+        from twin.profile import Profile
 
+        own = tuple(Profile.load(f) for f in profile_files)
         names = tuple(p.strip() for p in profiles.split(",")) if profiles else DEFAULT_PROFILES
+        if own and profiles:
+            names = tuple(dict.fromkeys([*names, *(p.name for p in own)]))
         say_if_compiling()
         stats = run_sweep(samples, seed, out, profiles=names, workers=workers, backend=backend,
-                          chunk_size=chunk_size, quiet=quiet or as_json)
+                          chunk_size=chunk_size, quiet=quiet or as_json, user_profiles=own)
         if as_json:
             print_json(stats.to_dict())
         else:
