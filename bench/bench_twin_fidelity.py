@@ -50,6 +50,13 @@ def _one(args: tuple[RunRecord, dict[str, Any], str, str, int]) -> dict[str, Any
         "starved_real": run.starved, "starved_pred": out.starved,
         "itl_real_ms": run.mean_itl_ms, "itl_pred_ms": out.itl_ms,
         "ttft_real_ms": run.mean_ttft_ms, "ttft_pred_ms": out.ttft_ms,
+        "ttft_p50_real_ms": run.median_ttft_ms, "ttft_p50_pred_ms": out.ttft_p50_ms,
+        "ttft_p99_real_ms": run.p99_ttft_ms, "ttft_p99_pred_ms": out.ttft_p99_ms,
+        "itl_p50_real_ms": run.median_itl_ms, "itl_p50_pred_ms": out.itl_p50_ms,
+        "itl_p99_real_ms": run.p99_itl_ms, "itl_p99_pred_ms": out.itl_p99_ms,
+        "running_real": run.mean_running, "running_pred": out.mean_running,
+        "waiting_real": run.mean_waiting, "waiting_pred": out.mean_waiting,
+        "loads_per_req_pred": out.gpu_loads / out.completed if out.completed else math.nan,
         "wall_s": time.perf_counter() - t0,
     }
 
@@ -79,6 +86,37 @@ def lowo_profiles(runs: list[RunRecord], base: Profile, kv_rows: list[Any], seed
 
 
 # ------------------------------------------------------------------------------------------------ summary
+#: The SLO regime of issue 13: runs whose real p99 TTFT is at most this (ms).
+SLO_P99_TTFT_MS = 10_000.0
+LATENCY = (("ttft_p50", "TTFT p50"), ("ttft_p99", "TTFT p99"), ("itl_p50", "ITL p50"), ("itl_p99", "ITL p99"))
+
+
+def _pair_smape(g: pd.DataFrame, real: str, pred: str) -> tuple[float, float, int]:
+    """(papers' SMAPE %, median pred/real, runs) over rows where both are finite and positive."""
+    d = g[np.isfinite(g[real]) & np.isfinite(g[pred]) & (g[real] > 0) & (g[pred] >= 0)]
+    if not len(d):
+        return math.nan, math.nan, 0
+    ratio = d[pred] / d[real]
+    return smape_paper(d[real], d[pred]), float(np.median(ratio)), len(d)
+
+
+def latency_agg(g: pd.DataFrame) -> dict[str, Any]:
+    """Latency percentiles (papers' SMAPE, median twin/real) on the SLO regime (real p99 TTFT ≤ 10 s) and
+    on all ok runs; per-run state SMAPE (mean running, mean waiting; standard form is twice these)."""
+    ok = g[~g.oom_real & ~g.oom_pred & g.thr_real.notna()]
+    out: dict[str, Any] = {"runs": len(ok)}
+    for label, d in (("slo", ok[ok.ttft_p99_real_ms <= SLO_P99_TTFT_MS]), ("all", ok)):
+        out[f"{label}_runs"] = len(d)
+        for key, _ in LATENCY:
+            e, r, _n = _pair_smape(d, f"{key}_real_ms", f"{key}_pred_ms")
+            out[f"{label}_{key}_smape_%"] = e
+            out[f"{label}_{key}_ratio"] = r
+    for key in ("running", "waiting"):
+        out[f"{key}_smape_%"] = _pair_smape(ok, f"{key}_real", f"{key}_pred")[0]
+    out["loads_per_req_pred_median"] = float(np.nanmedian(ok.loads_per_req_pred)) if len(ok) else math.nan
+    return out
+
+
 def _agg(g: pd.DataFrame) -> dict[str, Any]:
     ok = g[~g.oom_real & ~g.oom_pred & g.thr_real.notna()]
     pub = ok[ok.thr_published.notna()]
@@ -100,6 +138,15 @@ def _agg(g: pd.DataFrame) -> dict[str, Any]:
         "ttft_median_ratio": float(np.median(ttft.ttft_pred_ms / ttft.ttft_real_ms))
         if len(ttft) else math.nan,
     }
+
+
+def summarize_latency(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`latency_agg` per model × fit × mode (runs CSVs without the percentile columns are skipped)."""
+    if "ttft_p99_pred_ms" not in df.columns:
+        return pd.DataFrame()
+    df = df[df.ttft_p99_real_ms.notna()]
+    return pd.DataFrame([{"model": m, "fit": f, "mode": mo, **latency_agg(g)}
+                         for (m, f, mo), g in df.groupby(["model", "fit", "mode"])])
 
 
 def summarize(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -187,6 +234,10 @@ def main() -> None:
     ap.add_argument("--no-insample", action="store_true", help="skip the in-sample re-simulation")
     ap.add_argument("--merge", nargs="*", default=[], help="runs CSVs of earlier parts to summarise with")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--loads", action="store_true",
+                    help="also re-simulate the scheduler-overhead runs: GPU loads per completed request")
+    ap.add_argument("--loads-max-rate", type=float, default=10.0,
+                    help="only scheduler-overhead runs with at most this total rate (req/s)")
     ap.add_argument("--refine-batch", action="store_true",
                     help="LOWO fits also refine the per-sequence step term (calibrate --refine-batch)")
     ap.add_argument("--fit-output-shape", action="store_true",
@@ -200,6 +251,11 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     kv_lines = []
+    loads_lines: list[str] = []
+    if args.loads:
+        from bench_twin_loads import loads_table
+
+        loads_lines = loads_table(args.loads_max_rate, out_dir / f"twin_loads_runs_{stamp}.csv")
     t_all = time.perf_counter()
     for m in args.models.split(","):
         runs = load_runs(args.runs, model=m)
@@ -235,7 +291,15 @@ def main() -> None:
             "`published_*` = the "
             "published twin's `dt_throughput` column on the same runs. SMAPE in the papers' form "
             "(100·mean|a−b|/(a+b)) and the standard form (twice that); bias = median(pred/real) − 1.", "",
-            "## Per model", "", _md(by_model), "", "## Per workload", "", _md(by_wl), "",
+            "## Per model", "", _md(by_model), "",
+            "## Latency and state per model (issue 13)", "",
+            f"`slo_*`: ok runs whose real p99 TTFT ≤ {SLO_P99_TTFT_MS / 1000:.0f} s; `all_*`: every ok run. "
+            "`*_smape_%` papers' SMAPE of the percentile (twin vs the run's median/p99 column), `*_ratio` "
+            "median twin/real; `running/waiting_smape_%`: papers' SMAPE of the run's mean running / waiting "
+            "requests (twin: 10 s samples); `loads_per_req_pred_median`: twin GPU adapter loads per "
+            "completed request (dt_real records no loads; see the scheduler-overhead section, --loads).", "",
+            _md(summarize_latency(df)), "", *loads_lines,
+            "## Per workload", "", _md(by_wl), "",
             "## OOM on kv_cache.csv (shipped profile's memory rule)", "",
             "| model | profile | correct |", "|---|---|---|", *kv_lines, ""]
     (out_dir / f"twin_fidelity_summary_{stamp}.md").write_text("\n".join(text))

@@ -20,7 +20,7 @@ __all__ = ["EngineRun", "is_oom", "kv_capacity_tokens", "run_engine", "step_para
 STEP_FIELDS: tuple[str, ...] = (
     "base_ms", "per_seq_ms", "per_prefill_token_ms", "per_ctx_ktoken_ms", "lora_per_adapter", "lora_per_rank",
     "sched_base_ms", "sched_per_running_ms", "sched_per_waiting_ms", "load_gpu_ms", "load_gpu_ms_per_rank",
-    "load_disk_ms", "lora_ms_per_adapter_rank",
+    "load_disk_ms", "lora_ms_per_adapter_rank", "in_batch_eviction",
 )
 
 
@@ -49,6 +49,18 @@ def step_params(step: StepModel) -> np.ndarray:
     return np.array([float(getattr(step, f)) for f in STEP_FIELDS], dtype=np.float64)
 
 
+def adapter_hash_order(n_adapters: int, seed: int) -> np.ndarray:
+    """One key per adapter: the order in which vLLM iterates a set of the batch's LoRA requests.
+
+    vLLM hashes a ``LoRARequest`` by its name, and Python randomises string hashes per process, so the order
+    is a fixed but arbitrary permutation for the life of one server. The twin draws it from ``seed``
+    (a stream of its own, independent of the arrivals). Approximation: a real set iterates by hash modulo
+    its table size (8 slots for up to 5 members, then growing) and by insertion order on collisions, so
+    small sets do not always follow one global order; the twin uses the one global order."""
+    rng = np.random.default_rng([int(seed), 0x4A5E])
+    return rng.permutation(n_adapters).astype(np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class EngineRun:
     """Raw outcome of one run: per-request times (inf = never), counters, ITL histogram, time series."""
@@ -74,7 +86,7 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
                max_lora_rank: int, kv_blocks: int, profile: Profile, max_num_batched_tokens: int,
                max_num_seqs: int, duration_s: float, timeseries_dt: float = 0.0,
                preload_cpu: int | None = None, fast_path: bool = True,
-               max_inflight: int | None = None, drop: bool = False) -> EngineRun:
+               max_inflight: int | None = None, drop: bool = False, seed: int | None = 0) -> EngineRun:
     """Simulate the window [0, duration_s) for requests already sorted by arrival (all arrivals < duration_s).
 
     ``preload_cpu`` adapters (by index; default ``max_cpu_loras``) start in the host-memory cache, as when
@@ -82,8 +94,13 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
     request-by-request scheduling pass in every step (same results; for testing the fast path).
     ``max_inflight`` caps the requests inside the server (running + waiting), as a client with that many
     connections does: later arrivals wait client-side, in arrival order, and count their TTFT from arrival;
-    with ``drop`` they are refused instead (never served, still counted as arrived).
+    with ``drop`` they are refused instead (never served, still counted as arrived). ``seed`` (None: 0)
+    draws the adapters' activation order for a profile with ``in_batch_eviction``
+    (:func:`adapter_hash_order`).
     """
+    n_ad = int(ranks.shape[0])
+    if n_ad >= 1 << 20:
+        raise ValueError(f"at most {(1 << 20) - 1} adapters per GPU (got {n_ad})")
     first, fin, gen, status, stats, hist, ts = _core.run_core(
         np.ascontiguousarray(arrival_s, dtype=np.float64), np.ascontiguousarray(adapter, dtype=np.int64),
         np.ascontiguousarray(input_tokens, dtype=np.int64),
@@ -93,6 +110,7 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
         int(profile.memory.block_size), step_params(profile.step), float(duration_s), float(timeseries_dt),
         int(max_cpu_loras if preload_cpu is None else preload_cpu), bool(fast_path),
         np.int64(1 << 62 if max_inflight is None else max_inflight), bool(drop),
+        adapter_hash_order(n_ad, 0 if seed is None else seed),
     )
     return EngineRun(
         first_token_s=first, finish_s=fin, generated=gen, status=status,

@@ -21,6 +21,7 @@ before trusting it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from twin.errors import InputError
 from twin.profile import MemoryModel, Profile, StepModel
@@ -145,7 +146,9 @@ def derived_profile(model: str, gpu: str, *, reference: Profile) -> Profile:
         load_gpu_ms=s.load_gpu_ms * lora_ratio, load_gpu_ms_per_rank=s.load_gpu_ms_per_rank * lora_ratio,
         lora_ms_per_adapter_rank=s.lora_ms_per_adapter_rank * lora_ratio * (rg.hbm_tb_s / g.hbm_tb_s),
     )
-    step = replace(step, **{k: float(f"{v:.6g}") for k, v in step.__dict__.items()})
+    rounded: dict[str, Any] = {k: float(f"{v:.6g}") for k, v in step.__dict__.items()
+                               if not isinstance(v, bool)}
+    step = replace(step, **rounded)
     return Profile(
         model=model, gpu=gpu, max_model_len=m.max_model_len, memory=memory, step=step, calibrated=False,
         version=f"derived-from-{ref.model}@{ref.gpu}-v{ref.version}",

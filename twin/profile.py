@@ -134,6 +134,10 @@ class StepModel:
     load_gpu_ms_per_rank: float = 0.0
     load_disk_ms: float = 0.0
     lora_ms_per_adapter_rank: float = 0.0
+    #: vLLM 0.8.5's slot eviction: the batch's adapters are activated in hash order and a full cache evicts
+    #: its least recently used adapter even when that adapter is in the current batch and not yet touched in
+    #: this step (it is then loaded again). False (profiles < v1.3): never evict an adapter of the batch.
+    in_batch_eviction: bool = False
 
 
 @dataclass(frozen=True)

@@ -145,3 +145,38 @@ def test_client_at_its_limit_can_refuse_requests() -> None:
     assert res.dropped == 1 and res.arrived == 3 and res.completed == 2
     assert res.waiting_end == 0 and res.unfinished == 1
     assert res.ttft_mean_s == pytest.approx(0.010)
+
+
+@pytest.mark.parametrize("in_batch", [False, True])
+@pytest.mark.parametrize("z_first", [True, False])
+def test_in_batch_eviction_reloads_an_adapter_of_the_batch(in_batch: bool, z_first: bool) -> None:
+    # 3 adapters, 2 slots (max_loras 2), 10 ms per step + 1 ms per GPU load. Adapters X, Y, Z are picked from
+    # the activation (hash) order the twin draws for seed 0, so that Z comes before X (z_first) or after.
+    # step 1 (0-12 ms): r0 (X, 1 out) and r1 (Y, 2 out) admitted; X and Y loaded (2 ms); r0 done.
+    # step 2 (12-22 ms): r1 decodes and finishes; Y touched, X is now the least recently used slot.
+    # r2 (X) and r3 (Z) arrive at 15 ms; step 3 (from 22 ms) batches {X, Z}.
+    #   vLLM 0.8.5 (in_batch) with Z activated first: Z evicts the LRU slot, X — of this batch —, then X
+    #   evicts Y and is loaded again: 2 loads, 12 ms, first tokens at 34 ms (TTFT 19 ms).
+    #   X activated first (touched), or the old rule (never evict a batch adapter): Z evicts Y: 1 load, 11 ms.
+    from twin.engine import adapter_hash_order
+
+    by_key = [int(a) for a in np.argsort(adapter_hash_order(3, 0))]  # adapters in activation order
+    first, middle, last = by_key
+    z, y, x = (first, middle, last) if z_first else (last, middle, first)
+    prof = _profile(load_gpu_ms=1.0, in_batch_eviction=in_batch)
+    rows = [(0.0, x, 10, 1), (0.0, y, 10, 2), (0.015, x, 10, 1), (0.015, z, 10, 1)]
+    res = _run(rows, ranks=(8, 8, 8), max_loras=2, profile=prof)
+    reload = in_batch and z_first
+    assert res.completed == 4 and res.steps == 3
+    assert res.gpu_loads == (4 if reload else 3)
+    t3 = 0.034 if reload else 0.033
+    assert res.ttft_p99_s == pytest.approx(t3 - 0.015, abs=1e-4)
+    assert res.ttft_mean_s == pytest.approx((0.012 + 0.012 + 2 * (t3 - 0.015)) / 4)
+
+
+def test_adapter_hash_order_is_a_seeded_permutation() -> None:
+    from twin.engine import adapter_hash_order
+
+    a, b, c = adapter_hash_order(50, 3), adapter_hash_order(50, 3), adapter_hash_order(50, 4)
+    assert sorted(a.tolist()) == list(range(50))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)

@@ -22,6 +22,8 @@ Step time (ms), with the :class:`twin.profile.StepModel` parameters ``p``::
     forward = (p0 + p1*S + p2*P + p3*C/1000) * (1 + p4*A + p5*R*[A > 0]) + p12*A*R
     step    = forward + p6 + p7*B + p8*W + sum over adapter loads (p9 + p10*rank + p11*[host-cache miss])
 
+p13 (``in_batch_eviction``) selects how the loads happen (see :func:`run_core`).
+
 S scheduled sequences, P prefill tokens (all new tokens of sequences that are not a plain decode), C context
 tokens read (sum over scheduled sequences of computed + new tokens), A distinct adapters in the batch,
 R = max_lora_rank, B running and W waiting requests after scheduling.
@@ -39,6 +41,7 @@ from twin._numba.kernels import (
     _advance_running,
     _all_running,
     _load_adapters,
+    _load_adapters_hashed,
 )
 
 FRESH = 0      # arrived (or not yet) and never admitted
@@ -68,16 +71,21 @@ HOLES = 64  # finished requests' slots tolerated before the running list is sque
 @njit(cache=True)
 def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora_rank, budget_max,
              max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu, fast_path=True,
-             max_inflight=np.int64(1) << 62, drop=False):
+             max_inflight=np.int64(1) << 62, drop=False, hkey=np.empty(0, np.int64)):
     """Simulate [0, duration); return per-request times, counters, the ITL histogram and a time series.
 
     The running requests live in "slots" (arrays indexed by position in the running list, in admission
     order) so that the per-step loops read contiguous memory; a request's state is copied out on preemption.
     A finished request leaves a hole (s_end = -1, no tokens, no blocks) that the passes skip; holes are
     squeezed out when more than HOLES accumulate, and never left at the tail (the preemption victim).
+
+    With ``p[13]`` (``StepModel.in_batch_eviction``) set, adapters are activated in the order ``hkey`` (one
+    key per adapter, a permutation) and the GPU slots / host cache evict the least recently used adapter even
+    when it belongs to the current batch (vLLM 0.8.5); otherwise never an adapter of the current batch.
     """
     n = arr.shape[0]
     bs = block_size
+    hashed = p[13] != 0.0
     bshift = -1                        # log2(block_size) if a power of two (enables the fast path)
     for k in range(31):
         if fast_path and (1 << k) == bs:
@@ -334,8 +342,12 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
             stats[ST_STALLED] = 1  # a lone request that can never fit: stop rather than spin
             break
         # ---- 3. step time ----
-        load_ms = _load_adapters(aset, na, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_set,
-                                 counts, max_loras, max_cpu, p)
+        if hashed:
+            load_ms = _load_adapters_hashed(aset, na, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, hkey,
+                                            counts, max_loras, max_cpu, p)
+        else:
+            load_ms = _load_adapters(aset, na, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_set,
+                                     counts, max_loras, max_cpu, p)
         lora = 1.0 + p[4] * na + (p[5] * max_lora_rank if na > 0 else 0.0)
         fwd = (p[0] + p[1] * ns + p[2] * n_pre_tok + p[3] * ctx / 1000.0) * lora + p[12] * na * max_lora_rank
         nwait = narr - ndrop - nrun - nfin

@@ -53,6 +53,78 @@ def _load_adapters(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, 
     return ms
 
 
+@njit(cache=True, inline="always")
+def _oldest(resident, last_used):
+    """The least recently used resident adapter, whatever batch it is in (-1 if none)."""
+    victim = -1
+    best = np.int64(1) << 62
+    for b in range(resident.shape[0]):
+        if resident[b] and last_used[b] < best:
+            best = last_used[b]
+            victim = b
+    return victim
+
+
+@njit(cache=True)
+def _load_adapters_hashed(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, hkey, counts,
+                          max_loras, max_cpu, p):
+    """vLLM 0.8.5's ``LRUCacheWorkerLoRAManager._apply_adapters``: the batch's adapters are activated in the
+    iteration order of a Python set (:data:`hkey`, a seeded permutation standing for the hash order of the
+    adapter names); each activation touches the adapter in the host cache and in the GPU slots, and an
+    adapter that is not resident evicts the least recently used one — possibly an adapter of this very
+    batch that has not been touched yet in this step, which is then loaded again when its turn comes.
+
+    The LRU stamp of an adapter touched in step s is ``s·2^20 + hkey[a]``: the touches of one step happen
+    in increasing ``hkey`` order, so the stamps order them exactly as the sequential loop does. Returns the
+    load time (ms)."""
+    base = step << 20
+    missing = 0
+    for k in range(nb):
+        if not gpu_res[batch[k]]:
+            missing += 1
+    if missing == 0:                    # nothing to load: every touch is a stamp in hash order
+        for k in range(nb):
+            a = batch[k]
+            cpu_last[a] = base + hkey[a]
+            gpu_last[a] = base + hkey[a]
+        return 0.0
+    order = batch[:nb].copy()           # insertion sort by hash key (only in steps that load)
+    for k in range(1, nb):
+        a = order[k]
+        j = k - 1
+        while j >= 0 and hkey[order[j]] > hkey[a]:
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = a
+    ms = 0.0
+    for k in range(nb):
+        a = order[k]
+        if not cpu_res[a]:              # host-cache miss: load from disk, evicting the LRU registered adapter
+            if counts[1] >= max_cpu:
+                victim = _oldest(cpu_res, cpu_last)
+                cpu_res[victim] = False
+                counts[1] -= 1
+                if gpu_res[victim]:
+                    gpu_res[victim] = False
+                    counts[0] -= 1
+            cpu_res[a] = True
+            counts[1] += 1
+            counts[3] += 1
+            ms += p[11]
+        cpu_last[a] = base + hkey[a]
+        if not gpu_res[a]:
+            if counts[0] >= max_loras:
+                victim = _oldest(gpu_res, gpu_last)
+                gpu_res[victim] = False
+                counts[0] -= 1
+            gpu_res[a] = True
+            counts[0] += 1
+            counts[2] += 1
+            ms += p[9] + p[10] * rank[a]
+        gpu_last[a] = base + hkey[a]
+    return ms
+
+
 @njit(cache=True)
 def _advance_running(i, nrun, budget, free, bs, s_id, s_pin, s_ntok, s_end, s_comp, s_blk, ev_first, ev_fin,
                      n_first, n_fin):

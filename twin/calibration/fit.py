@@ -33,10 +33,12 @@ Two independent parts, both deterministic for a seed:
       fixed subsample of 16 runs re-simulated in the twin,
 
           J = mean_runs |log(thr_twin / thr_real)|  +  w_itl · median_runs |log(itl_twin / itl_real)|
+          + w_tail · median over SLO-regime runs and {p99 TTFT, p99 ITL} |log(twin / real)|
 
-      (w_itl = 0.05: the ITL term only breaks ties; throughput accuracy is the objective). Unstarved runs are
-      insensitive to the step time (their throughput is the offered load), so the subsample is weighted
-      towards starved and near-saturated runs.
+      (w_itl = 0.05; w_tail = 0 by default, W_TAIL = 0.05 for a latency-aware refit: the latency terms only
+      break ties; throughput accuracy is the objective).
+      Unstarved runs are insensitive to the step time (their throughput is the offered load), so the
+      subsample is weighted towards starved and near-saturated runs.
 
 The re-simulation of a run is a callable ``rerun(run, profile, seed, window_s) -> Outcome`` so that the fit
 does not depend on how the twin is invoked; :func:`twin.calibration.runs.rerun` is the default.
@@ -76,6 +78,10 @@ __all__ = [
 
 MEAN_CONTEXT_TOKENS = 420.0  # time-averaged context of a decoding ShareGPT request (prompt + half the output)
 W_ITL = 0.05
+#: Weight of the tail-latency term (p99 TTFT and p99 ITL of the sample's runs in the SLO regime, real p99
+#: TTFT ≤ 10 s): like the ITL term it only moves the fit where throughput is indifferent.
+W_TAIL = 0.05
+SLO_P99_TTFT_MS = 10_000.0
 
 
 # --------------------------------------------------------------------------------------------- step: stage a
@@ -133,6 +139,11 @@ PREFIT_PARAMS = ("base_ms", "per_seq_ms", "per_prefill_token_ms", "lora_per_adap
 _PREFIT_SCALE = np.array([10.0, 0.05, 0.01, 0.01, 0.001])
 
 
+def _rounded(step: StepModel) -> dict[str, Any]:
+    """The pre-fitted parameters rounded to 6 significant digits (what a profile file stores)."""
+    return {k: float(f"{getattr(step, k):.6g}") for k in PREFIT_PARAMS}
+
+
 def prefill_cost_from_ttft(runs: Sequence[RunRecord], mean_prompt: float = 222.7) -> float | None:
     """Per-prompt-token cost (ms) from lightly loaded runs: TTFT ≈ ½ step wait + one step + prompt·cost.
 
@@ -167,8 +178,9 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, 
     def model(x: np.ndarray) -> StepModel:
         full = x_all.copy()
         full[free] = x
-        return replace(base, sched_per_waiting_ms=0.0, lora_per_rank=0.0,
-                       **{k: float(v) for k, v in zip(PREFIT_PARAMS, full * _PREFIT_SCALE, strict=True)})
+        params: dict[str, Any] = {k: float(v)
+                                  for k, v in zip(PREFIT_PARAMS, full * _PREFIT_SCALE, strict=True)}
+        return replace(base, sched_per_waiting_ms=0.0, lora_per_rank=0.0, **params)
 
     def resid(x: np.ndarray) -> np.ndarray:
         pred = step_ms(model(x), s["B"], s["P"], s["C"], s["A"], s["R"])
@@ -176,7 +188,7 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, 
 
     sol = least_squares(resid, np.clip(x_all[free], 0, 100), bounds=(0.0, 100.0))
     fitted = model(sol.x)
-    rounded = replace(fitted, **{k: float(f"{getattr(fitted, k):.6g}") for k in PREFIT_PARAMS})
+    rounded = replace(fitted, **_rounded(fitted))
     return rounded, float(np.sqrt(np.mean((sol.fun / weight) ** 2)))
 
 
@@ -272,13 +284,24 @@ def select_runs(runs: Sequence[RunRecord], n: int, seed: int) -> list[RunRecord]
     return pick_hot + pick_cold
 
 
-def objective(outcomes: Sequence[Outcome], runs: Sequence[RunRecord]) -> float:
-    """J = mean |log(thr_twin/thr_real)| + W_ITL · median |log(itl_twin/itl_real)| (see the module doc)."""
+def _log_ratio(pred: float, real: float) -> float | None:
+    ok = math.isfinite(pred) and pred > 0 and math.isfinite(real) and real > 0
+    return abs(math.log(pred / real)) if ok else None
+
+
+def objective(outcomes: Sequence[Outcome], runs: Sequence[RunRecord], w_tail: float = 0.0) -> float:
+    """J = mean |log(thr_twin/thr_real)| + W_ITL · median |log(itl_twin/itl_real)|
+    + w_tail · median over the SLO-regime runs (real p99 TTFT ≤ 10 s) of |log| of the p99 TTFT and p99 ITL
+    ratios (see the module doc; 0 reproduces the fits of profiles ≤ v1.2, :data:`W_TAIL` is the weight
+    meant for a latency-aware refit)."""
     pairs = list(zip(outcomes, runs, strict=True))
     thr = [abs(math.log(max(o.throughput, 1e-9) / r.throughput_total)) for o, r in pairs]
-    itl = [abs(math.log(o.itl_ms / r.mean_itl_ms)) for o, r in pairs
-           if math.isfinite(o.itl_ms) and o.itl_ms > 0 and math.isfinite(r.mean_itl_ms)]
-    return float(np.mean(thr) + (W_ITL * float(np.median(itl)) if itl else 0.0))
+    itl = [x for o, r in pairs if (x := _log_ratio(o.itl_ms, r.mean_itl_ms)) is not None]
+    tail = [x for o, r in pairs if r.p99_ttft_ms <= SLO_P99_TTFT_MS
+            for x in (_log_ratio(o.ttft_p99_ms, r.p99_ttft_ms), _log_ratio(o.itl_p99_ms, r.p99_itl_ms))
+            if x is not None]
+    return float(np.mean(thr) + (W_ITL * float(np.median(itl)) if itl else 0.0)
+                 + (w_tail * float(np.median(tail)) if tail and w_tail else 0.0))
 
 
 @dataclass
@@ -301,7 +324,7 @@ BATCH_PASS: tuple[int, float, float, float] = (2, -1.0, 0.7, 0.03)
 
 def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, seed: int = 0,
                 n_runs: int = 16, window_s: float | None = None, max_evals: int = 20,
-                log: FitLog | None = None, refine_batch: bool = False) -> Profile:
+                log: FitLog | None = None, refine_batch: bool = False, w_tail: float = 0.0) -> Profile:
     """Stage b: coordinate search (bounded 1-D minimisations: step scale, LoRA scale, [per-sequence scale,]
     step scale again) of :func:`objective` over a fixed subsample of runs; at most ``max_evals`` objective
     evaluations."""
@@ -321,7 +344,7 @@ def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, se
                 return math.inf
             prof = profile.replace(step=scaled_step(profile.step, *(math.exp(v) for v in key)))
             outs = [rerun(r, prof, seed, window_s if window_s is not None else r.window_s) for r in sample]
-            cache[key] = objective(outs, sample)
+            cache[key] = objective(outs, sample, w_tail)
             log.evaluations.append({"log_scale": key[0], "log_lora_scale": key[1], "log_batch_scale": key[2],
                                     "objective": cache[key]})
         return cache[key]
@@ -337,8 +360,7 @@ def refine_step(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, se
         minimize_scalar(along, bounds=(lo, hi), method="bounded", options={"maxiter": budget, "xatol": xatol})
         x = min(cache, key=lambda k: cache[k])
     step = scaled_step(profile.step, *(math.exp(v) for v in x))
-    step = replace(step, **{k: float(f"{getattr(step, k):.6g}") for k in PREFIT_PARAMS})
-    return profile.replace(step=step)
+    return profile.replace(step=replace(step, **_rounded(step)))
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -365,8 +387,15 @@ class CalibrationResult:
 def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[KVRow] | None = None,
                 rerun: Rerun | None = None, seed: int = 0, n_runs: int = 16, window_s: float | None = None,
                 max_evals: int = 20, version: str | None = None, fit_output_shape: bool = False,
-                refine_batch: bool = False) -> CalibrationResult:
+                refine_batch: bool = False, in_batch_eviction: bool | None = None,
+                w_tail: float = 0.0) -> CalibrationResult:
     """Fit memory and step models of ``base`` to ``runs`` (one model/GPU). ``rerun=None`` skips stage b.
+
+    ``in_batch_eviction`` True fits the step model with vLLM 0.8.5's slot eviction, which may evict and
+    reload adapters of the current batch (:class:`twin.profile.StepModel`; on the scheduler-overhead runs it
+    brings the twin's GPU loads per completed request from ×0.45 to ×0.83 of the real ones where slots <
+    served adapters, bench/twin_fidelity.md); None keeps the base profile's setting. ``w_tail`` weighs the
+    tail-latency term of :func:`objective` (0: the throughput/ITL objective of profiles ≤ v1.2).
 
     The EOS shortfall's mean (``output_scale``) is always fitted; its shape (``output_exponent``, from the
     KV cache held per running request) only with ``fit_output_shape``: it makes the twin hold the measured
@@ -385,14 +414,15 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
             rows.append(row)
     memory = fit_memory(rows, base.memory)
     log = FitLog()
-    step, rms = prefit_step(runs, base.step)
+    evict = base.step.in_batch_eviction if in_batch_eviction is None else in_batch_eviction
+    step, rms = prefit_step(runs, replace(base.step, in_batch_eviction=evict))
     log.prefit_rms_log_itl = rms
     prof = base.replace(memory=memory, step=step, output_scale=fit_output_scale(runs, base.model))
     if fit_output_shape:
         prof = prof.replace(output_exponent=fit_output_exponent(runs, prof))
     if rerun is not None:
         prof = refine_step(prof, runs, rerun, seed=seed, n_runs=n_runs, window_s=window_s,
-                           max_evals=max_evals, log=log, refine_batch=refine_batch)
+                           max_evals=max_evals, log=log, refine_batch=refine_batch, w_tail=w_tail)
     log.wall_s = time.perf_counter() - t0
     checks = rows + [(r.max_loras, r.max_lora_rank, None if r.oom else 10**9) for r in runs]
     ok, total = oom_accuracy(prof, checks)
@@ -407,7 +437,8 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
               source: str | None = "auto", seed: int = 0, refine: bool = True,
               client_cap: int | str | None = "auto", max_evals: int = 20, n_runs: int = 16,
               version: str | None = None, fit_output_shape: bool = False,
-              refine_batch: bool = False) -> CalibrationResult:
+              refine_batch: bool = False, in_batch_eviction: bool | None = None,
+              w_tail: float = 0.0) -> CalibrationResult:
     """Fit the profile of (model, gpu) to a runs CSV: the library call behind ``placer twin calibrate``.
 
     Starts from the current profile (shipped, or derived from datasheets); ``kv_csv`` defaults to a
@@ -439,4 +470,5 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
             client_cap = DEFAULT_CLIENT_CAP if source == "dt_real" else None
         rerun = capped(int(client_cap) if client_cap else None)
     return fit_profile(runs, base, kv_rows=rows, rerun=rerun, seed=seed, n_runs=n_runs, max_evals=max_evals,
-                       version=version, fit_output_shape=fit_output_shape, refine_batch=refine_batch)
+                       version=version, fit_output_shape=fit_output_shape, refine_batch=refine_batch,
+                       in_batch_eviction=in_batch_eviction, w_tail=w_tail)

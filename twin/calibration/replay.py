@@ -36,6 +36,14 @@ class Outcome:
     itl_ms: float = math.nan
     ttft_ms: float = math.nan
     wall_s: float = 0.0
+    ttft_p50_ms: float = math.nan
+    ttft_p99_ms: float = math.nan
+    itl_p50_ms: float = math.nan
+    itl_p99_ms: float = math.nan
+    mean_running: float = math.nan  # time averages of the 10 s samples over the window
+    mean_waiting: float = math.nan
+    gpu_loads: int = 0
+    completed: int = 0
 
 
 Rerun = Callable[[RunRecord, Profile, int, float | None], Outcome]
@@ -52,10 +60,15 @@ def rerun(run: RunRecord, profile: Profile, seed: int = 0, window_s: float | Non
     inst = run.instance(seed=seed, window_s=window_s)
     res = simulate(inst, max_loras=run.max_loras, max_cpu_loras=run.max_cpu_loras,
                    max_lora_rank=run.max_lora_rank, seed=seed, profile=profile, max_inflight=client_cap,
-                   drop_over_limit=client_cap is not None)
+                   drop_over_limit=client_cap is not None, timeseries=True)
+    ts = res.timeseries
+    run_mean, wait_mean = ((float(ts["running"].mean()), float(ts["waiting"].mean())) if ts is not None
+                           and len(ts["running"]) else (math.nan, math.nan))
     return Outcome(throughput=res.throughput_tok_s, offered=res.offered_tok_s, starved=res.starved,
                    oom=res.oom, itl_ms=res.itl_mean_s * 1000, ttft_ms=res.ttft_mean_s * 1000,
-                   wall_s=res.wall_s)
+                   wall_s=res.wall_s, ttft_p50_ms=res.ttft_p50_s * 1000, ttft_p99_ms=res.ttft_p99_s * 1000,
+                   itl_p50_ms=res.itl_p50_s * 1000, itl_p99_ms=res.itl_p99_s * 1000, mean_running=run_mean,
+                   mean_waiting=wait_mean, gpu_loads=res.gpu_loads, completed=res.completed)
 
 
 def capped(client_cap: int | None = DEFAULT_CLIENT_CAP) -> Rerun:
