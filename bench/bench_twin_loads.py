@@ -1,7 +1,8 @@
 """Adapter-load churn: the twin's GPU adapter loads per completed request against the scheduler-overhead runs.
 
 The scheduler-overhead runs (calibration folder ``scheduler_overhead/metrics_data_aggregated_rate.csv``, read
-where ``twin.external`` finds it; see ../shared/docs/calibration.md) are 10-minute vLLM runs with the fork's
+where ``twin.external`` finds it; see docs/calibration.md in the shared folder) are 10-minute vLLM runs
+with the fork's
 counters: ``max_lora_loads_from_memory`` (adapter loads into GPU slots, the first fill included) per
 ``completed_requests``. Each is re-simulated with the Llama-3.1-8B profile (the files do not name the model;
 the counts depend on the scheduling, not on the model's step time, to first order), its ``gpu_loras`` /

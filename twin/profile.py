@@ -173,6 +173,10 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["memory"]["table"] = [list(row) for row in self.memory.table]
+        # Switches added after profile v1.2 are written only when on: a profile that does not use them keeps
+        # its content (and the fingerprint its surrogates recorded).
+        if not self.step.in_batch_eviction:
+            d["step"].pop("in_batch_eviction", None)
         return d
 
     @classmethod
