@@ -133,7 +133,8 @@ def test_a_users_profile_changes_the_memory_rule_everywhere() -> None:
         assert any("memory error" in e for e in errors)
 
 
-@pytest.mark.filterwarnings("ignore::surrogate.bundle.StaleSurrogateWarning")  # shipped models, another profile
+# the shipped models meet a profile they were not trained on: the warning is expected here
+@pytest.mark.filterwarnings("ignore::surrogate.bundle.StaleSurrogateWarning")
 def test_surrogate_features_use_the_contexts_profile() -> None:
     ctx, cap = _small_kv_profile(2)
     problem = _problem(8)
