@@ -12,7 +12,7 @@ import platform
 from pathlib import Path
 
 import pandas as pd
-from placer.exact.benders.binpack import solve_binpack, triplet_instance
+from placer.exact.binpack import solve_binpack, triplet_instance
 
 from twin.files import atomic_write_text
 

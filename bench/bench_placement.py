@@ -23,7 +23,7 @@ import pandas as pd
 from placer.check.evaluate import evaluate
 from placer.check.repair import repair
 from placer.check.verify import _simulate_gpu
-from placer.oracle.base import Oracle, make_oracle
+from placer.oracle import Oracle, make_oracle
 from placer.problem.generate import DEFAULT_RATE_PER_ADAPTER, generate
 from placer.result import Result
 from placer.solve import SOLVERS, solve

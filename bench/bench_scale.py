@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import placer
     from placer.check.repair import repair
     from placer.check.verify import verify
-    from placer.oracle.base import make_oracle
+    from placer.oracle import make_oracle
     from placer.reporting.charts import plan_chart
     from placer.reporting.report import write_report
     from placer.solve import solve
