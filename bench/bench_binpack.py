@@ -12,8 +12,8 @@ import platform
 from pathlib import Path
 
 import pandas as pd
-from placer.exact.binpack import solve_binpack, triplet_instance
 
+from placer.exact.binpack import solve_binpack, triplet_instance
 from twin.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parent

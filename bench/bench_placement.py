@@ -27,6 +27,7 @@ from placer.oracle import Oracle, make_oracle
 from placer.problem.generate import DEFAULT_RATE_PER_ADAPTER, generate
 from placer.result import Result
 from placer.solve import SOLVERS, solve
+from twin.catalogue import load_profile
 from twin.files import atomic_write_text
 from twin.spec import Instance
 
@@ -91,7 +92,7 @@ def twin_checks(pool: ProcessPoolExecutor, problem: Instance, result: Result, k:
         if key not in memo:
             memo[key] = None
             jobs.append((key, (problem.subset(list(g.adapters)), j, g.max_loras, g.max_cpu_loras,
-                               g.max_lora_rank, seed)))
+                               g.max_lora_rank, seed, load_profile(problem.model, problem.gpu))))
     start = time.perf_counter()
     for key, row in zip([k_ for k_, _ in jobs], pool.map(_simulate_gpu, [a for _, a in jobs]), strict=True):
         memo[key] = row
