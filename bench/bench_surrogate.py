@@ -84,8 +84,8 @@ def _reseeded(item: tuple[int, dict[str, Any]]) -> tuple[int, dict[str, Any]]:
 def _noise_floor(rows: pd.DataFrame, dataset: Path | None, k: int, workers: int) -> dict[str, Any]:
     """The twin against itself: the first ``k`` scored samples re-run with another twin seed (their
     throughput goes into ``rows["reseeded_tok_s"]``), and the surrogate against the mean of both runs."""
-    from surrogate._backends import map_unordered
     from surrogate.dataset import iter_rows, load_dataset
+    from twin.parallel import map_unordered
 
     if k <= 0 or dataset is None:
         return {}

@@ -23,11 +23,11 @@ from typing import Any
 
 import pandas as pd
 
-from surrogate._backends import map_unordered
 from surrogate.bundle import profile_fingerprint
 from surrogate.sampling import SAMPLER_VERSION, draw_sample, sample_instance
 from twin.errors import InputError
 from twin.files import atomic_write_bytes, atomic_write_text
+from twin.parallel import check_backend, map_unordered
 from twin.profile import Profile
 
 DEFAULT_PROFILES: tuple[str, ...] = ("llama-3.1-8b-instruct@h100-64gb", "qwen-2.5-7b-instruct@h100-64gb")
@@ -151,6 +151,7 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         profiles = tuple(book)
     if n_samples < 1 or chunk_size < 1 or workers < 1:
         raise InputError("n_samples, chunk_size and workers must be ≥ 1", field="n_samples", value=n_samples)
+    check_backend(backend)  # before the output folder is made
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params: dict[str, Any] = {"seed": int(seed), "chunk_size": int(chunk_size), "profiles": list(profiles),

@@ -4,18 +4,18 @@
 (:func:`placer.check.evaluate.check_plan`); a
 plan with unknown adapters or violated constraints is rejected with an :class:`~twin.errors.InputError`
 giving the reason. Then every GPU (or a seeded sample of them, for very large plans) is simulated by
-``twin.simulate`` in a process pool; a GPU that starves (throughput < 0.9 × offered) or cannot start (memory
-error) makes the plan infeasible and is named in ``failures``.
+``twin.simulate`` on a backend of :mod:`twin.parallel` — a local process pool (default) or a Ray cluster
+(``backend="ray"``, extra ``ray``); the rows are the same whatever runs them. A GPU that starves
+(throughput < 0.9 × offered) or cannot start (memory error) makes the plan infeasible and is named in
+``failures``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from placer.check.evaluate import check_plan
 from placer.context import DEFAULT_CONTEXT, Context
 from placer.result import Result, plural
 from twin.errors import InputError
+from twin.parallel import check_backend, map_unordered
 from twin.profile import Profile
 from twin.simulate import simulate
 from twin.spec import Instance
@@ -74,9 +75,13 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> di
 
 def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | None = None,
            sample: int | None = None, progress: Callable[[int, int], None] | None = None,
-           only: Sequence[int] | None = None, context: Context | None = None) -> VerifyReport:
-    """Re-simulate the GPUs of ``plan`` in the twin (``workers`` processes, default 2).
+           only: Sequence[int] | None = None, context: Context | None = None,
+           backend: str = "local") -> VerifyReport:
+    """Re-simulate the GPUs of ``plan`` in the twin (``workers`` at a time, default 2).
 
+    ``backend``: ``"local"`` (a process pool on this machine, at most one process per CPU; in-process for one
+    worker) or ``"ray"`` (Ray tasks, one CPU each, ``workers`` in flight: the cluster named by
+    ``RAY_ADDRESS``, else a local Ray with ``workers`` CPUs). The report is the same on either.
     ``sample``: simulate only that many GPUs, chosen with ``numpy.random.default_rng(seed)`` (the report says
     which); None = all. ``only``: simulate just these GPU indices (before sampling). ``context``: the twin
     profile to simulate with (default: the shipped one).
@@ -85,6 +90,7 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     """
     import time
 
+    check_backend(backend)
     profile = (context or DEFAULT_CONTEXT).profile_for(problem)
     errors = [e for e in check_plan(problem, plan, profile) if "memory error" not in e]
     if errors:
@@ -104,20 +110,17 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
         sub = problem.subset(list(g.adapters))
         jobs.append((sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, seed, profile))
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
-    n_workers = min(n_workers, len(jobs), os.cpu_count() or 1)
-    rows: list[dict[str, Any]] = []
+    # a local pool gets no more processes than this machine has CPUs; a Ray cluster may have many more
+    n_workers = min(n_workers, len(jobs), (os.cpu_count() or 1) if backend == "local" else len(jobs))
+    by_gpu: dict[int, dict[str, Any]] = {}
     if progress is not None:
         progress(0, len(jobs))  # the total is known before the first GPU finishes
-    with contextlib.ExitStack() as stack:
-        if n_workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=n_workers))
-            results = pool.map(_simulate_gpu, jobs)
-        else:
-            results = map(_simulate_gpu, jobs)
-        for row in results:
-            rows.append(row)
+    if jobs:
+        for row in map_unordered(_simulate_gpu, jobs, workers=n_workers, backend=backend):
+            by_gpu[row["gpu"]] = row
             if progress is not None:
-                progress(len(rows), len(jobs))
+                progress(len(by_gpu), len(jobs))
+    rows = [by_gpu[j] for j in chosen]  # plan order, whatever order the backend finished them in
     failures = []
     for row in rows:
         if row.get("oom"):

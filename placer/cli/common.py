@@ -75,10 +75,11 @@ def say_if_compiling() -> None:
 @contextlib.contextmanager
 def about_file(path: str | Path) -> Iterator[None]:
     """Attribute to ``path`` any :class:`InputError` raised inside that names no file (an unshipped surrogate
-    for the instance's GPU, a plan that does not fit the instance), so the one red line names the file."""
+    for the instance's GPU, a plan that does not fit the instance), so the one red line names the file.
+    An error about a command-line option (its field is ``--name``) is the option's, not the file's."""
     try:
         yield
     except InputError as exc:
-        if exc.source:
+        if exc.source or (exc.field or "").startswith("--"):
             raise
         raise exc.with_source(str(path)) from None

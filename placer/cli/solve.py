@@ -31,6 +31,7 @@ from placer.reporting.report import check_target, write_report
 from placer.result import Result, plural
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
 from twin.errors import InputError
+from twin.parallel import check_backend
 
 MAX_ROWS = 40  # per-GPU rows shown in the rich table
 
@@ -219,14 +220,18 @@ def verify_cmd(
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", help="Processes simulating GPUs in parallel."),
     sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    backend: str = typer.Option("local", "--backend",
+                                help="local (a process pool on this machine) or ray (the Ray cluster named "
+                                     "by RAY_ADDRESS, else a local one; needs the ray extra)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
     problem, plan_ = read_instance(instance), Result.load(plan)
+    check_backend(backend)  # an unknown backend, or ray without Ray, fails before any note or work
     say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick,
-                        context=load_context(profile, None))
+                        context=load_context(profile, None), backend=backend)
     if json_out:
         print_json(report.to_dict())
     else:

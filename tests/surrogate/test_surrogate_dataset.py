@@ -80,5 +80,7 @@ def test_ray_backend_gives_the_same_rows(tmp_path: Path) -> None:
 
 
 def test_unknown_backend_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError):
-        sweep(2, 1, tmp_path, workers=2, backend="slurm", quiet=True, simulate=fake_simulate)
+    with pytest.raises(InputError) as err:
+        sweep(2, 1, tmp_path / "out", workers=2, backend="slurm", quiet=True, simulate=fake_simulate)
+    assert err.value.field == "--backend" and "'slurm'" in str(err.value)
+    assert not (tmp_path / "out").exists()  # refused before anything is written

@@ -1,8 +1,10 @@
-"""Where sweep runs execute: in-process, a local process pool, or a Ray cluster (extra ``ray``).
+"""Where many independent twin runs execute: in-process, a local process pool, or Ray (extra ``ray``).
 
-All backends take a picklable function and an iterable of items and yield results as they finish
-(unordered); the sweep reassembles them by sample index, so the dataset does not depend on the backend.
-A worker process that dies (segfault, out of memory) does not hang the sweep: the pool is restarted and the
+Shared by the surrogate sweeps (``surrogate.dataset.sweep``) and plan verification
+(``placer.check.verify``); this is the one module that imports Ray. All backends take a picklable function
+and an iterable of items and yield results as they finish (unordered); callers reassemble them by index, so
+what they compute does not depend on the backend.
+A worker process that dies (segfault, out of memory) does not hang the run: the pool is restarted and the
 unfinished items are retried; an item caught in three dead pools is handed to ``on_failure``.
 """
 
@@ -26,9 +28,20 @@ def _reraise(item: Any, exc: BaseException) -> Any:
     raise exc
 
 
+def check_backend(backend: str) -> str:
+    """``backend`` when it can run here; else an :class:`InputError` naming ``--backend`` and the value (an
+    unknown name, or ``ray`` without Ray installed). Call it before any work, so bad input fails at once."""
+    if backend not in BACKENDS:
+        raise InputError(f"must be one of {list(BACKENDS)} (got {backend!r})", field="--backend",
+                         value=backend)
+    if backend == "ray":
+        _import_ray()
+    return backend
+
+
 def map_unordered(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int, backend: str = "local",
                   on_failure: Callable[[Any, BaseException], Any] = _reraise) -> Iterator[Any]:
-    """``fn(item)`` for every item, yielded as each finishes."""
+    """``fn(item)`` for every item, yielded as each finishes (``workers`` at a time)."""
     if backend == "local":
         if workers <= 1:
             for item in items:
@@ -38,7 +51,7 @@ def map_unordered(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: in
     elif backend == "ray":
         yield from _ray(fn, items, workers)
     else:
-        raise InputError(f"must be one of {list(BACKENDS)}", field="backend", value=backend)
+        check_backend(backend)
 
 
 def _context() -> Any:
@@ -93,8 +106,8 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise InputError("the ray backend needs Ray: pip install 'lora-placer[ray]'", field="backend",
-                         value="ray") from None
+        raise InputError("'ray' needs Ray, which is not installed: pip install 'lora-placer[ray]'",
+                         field="--backend", value="ray") from None
     return ray
 
 
