@@ -15,6 +15,7 @@ from placer.check.compare import compare, rows_csv, write_csv
 from placer.check.repair import repair
 from placer.check.verify import DEFAULT_WORKERS, VerifyReport, verify
 from placer.cli.common import JSON_HELP, about_file, console, err_console, print_json, say_if_compiling
+from placer.dynamic.deploy_diff import diff_script
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
@@ -233,7 +234,11 @@ def _print_verification(report: VerifyReport) -> None:
 
 def deploy_cmd(
     instance: Path = typer.Argument(..., help="Instance file."),
-    plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
+    plan: Path | None = typer.Argument(None, help="Plan file written by placer solve --out (not with "
+                                       "--diff)."),
+    diff: tuple[Path, Path] | None = typer.Option(
+        None, "--diff", help="OLD_PLAN NEW_PLAN: a bash script of the runtime loads/unloads, restarts, "
+        "starts and stops that take the deployment of OLD_PLAN to NEW_PLAN (replan --out)."),
     format: str = typer.Option("shell", "--format", "-f",
                                help="shell (a supervising bash script), compose (Docker Compose) or k8s "
                                     "(a Deployment + Service per GPU)."),
@@ -252,6 +257,9 @@ def deploy_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Deploy a plan: per-GPU vLLM servers as a bash script, a Compose file or Kubernetes manifests."""
+    if diff is not None or plan is None:
+        _deploy_diff(instance, plan, diff, out, adapter_dir, base_port, host, json_out)
+        return
     try:
         dep = deploy.deployment(read_instance(instance), Result.load(plan), format=format,
                                 adapter_dir=adapter_dir, base_port=base_port, host=host, image=image,
@@ -267,6 +275,26 @@ def deploy_cmd(
         console.print(dep.text, end="", markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(f"{dep.format} launch file written to {files[0]}, routes to {files[1]}")
+
+
+def _deploy_diff(instance: Path, plan: Path | None, diff: tuple[Path, Path] | None, out: Path | None,
+                 adapter_dir: str, base_port: int, host: str, json_out: bool) -> None:
+    if diff is None or plan is not None:
+        raise InputError("give either PLAN or --diff OLD_PLAN NEW_PLAN", field="--diff",
+                         value=None if diff is None else [str(p) for p in diff])
+    old_path, new_path = diff
+    problem, old, new = read_instance(instance), Result.load(old_path), Result.load(new_path)
+    with about_file(new_path):
+        dd = diff_script(problem, old, new, base_port=base_port, adapter_dir=adapter_dir, host=host)
+    files: list[Path] = []
+    if out is not None:
+        files = deploy.write_deployment(deploy.Deployment("shell", dd.text, (), dd.routes), out)
+    if json_out:
+        print_json(dd.to_dict([str(f) for f in files]))
+    elif out is None:
+        console.print(dd.text, end="", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"diff script written to {files[0]}, routes to {files[1]}")
 
 
 def register(app: typer.Typer) -> None:
