@@ -1,4 +1,5 @@
-"""``placer replan``: a plan for a changed workload that moves few adapters, and its diff."""
+"""``placer replan`` (a plan for a changed workload that moves few adapters, and its diff), and the
+workload-change parts of ``placer solve --periods`` and ``placer deploy --diff``."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, about_file, console, print_json
+from placer import deploy
+from placer.cli.common import JSON_HELP, about_file, console, print_json, to_json
+from placer.dynamic.deploy_diff import diff_script
+from placer.dynamic.periods import solve_periods
 from placer.dynamic.replan import ReplanResult, replan
-from placer.oracle import make_oracle
+from placer.oracle import Oracle, make_oracle
 from placer.problem.io import read_instance
-from placer.reporting.progress import spinner
+from placer.reporting.day_chart import day_chart
+from placer.reporting.progress import progress_bar, spinner
 from placer.result import Result, plural
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solver_names
+from twin.errors import InputError
+from twin.files import atomic_write_text
+from twin.spec import Instance
 
 MAX_MOVES_SHOWN = 20
 
@@ -72,6 +80,58 @@ def _print(res: ReplanResult) -> None:
             console.print(f"... {plural(len(d.moved) - MAX_MOVES_SHOWN, 'more move')} (see --json)")
     runtime_only = [j for j in d.kept if j not in set(d.restart)]
     console.print(f"GPUs that only load/unload adapters at run time: {runtime_only}")
+
+
+def day_cmd(problem: Instance, solver: str, time_limit: float, seed: int, oracle: Oracle, out: Path | None,
+            plot: Path | None, json_out: bool) -> None:
+    """``placer solve --periods``: the day plan, its table, JSON, file and chart."""
+    with progress_bar("periods", enabled=not json_out) as tick:
+        day = solve_periods(problem, solver, time_limit=time_limit, seed=seed, oracle=oracle, progress=tick)
+    if out is not None:
+        atomic_write_text(out, to_json(day.to_dict()) + "\n")
+    if plot is not None:
+        day_chart(day, plot)
+    if json_out:
+        print_json(day.to_dict())
+        return
+    table = Table(title=f"{problem.name}: {plural(len(day.periods), 'period')} of {day.period_s:g} s",
+                  show_header=True)
+    for col in ("period", "rate (req/s)", "GPUs", "from scratch", "moves", "added", "drained", "restart"):
+        table.add_column(col, justify="right")
+    for p in day.periods:
+        d = p.diff
+        table.add_row(str(p.period), f"{p.total_rate_rps:.2f}", str(p.plan.num_gpus), str(p.scratch_gpus),
+                      "-" if d is None else str(d.moves), "-" if d is None else str(len(d.added)),
+                      "-" if d is None else str(len(d.drained)), "-" if d is None else str(len(d.restart)))
+    console.print(table)
+    console.print(f"GPU-hours: {day.gpu_hours:.2f} replanned per period vs {day.static_gpu_hours:.2f} with "
+                  f"{plural(day.static_gpus, 'GPU')} for the peak all day ({100 * day.saved_fraction:.1f} % "
+                  "saved)")
+    if out is not None:
+        console.print(f"day plan written to {out}")
+    if plot is not None:
+        console.print(f"chart written to {plot}")
+
+
+def deploy_diff(instance: Path, plan: Path | None, diff: tuple[Path, Path] | None, out: Path | None,
+                adapter_dir: str, base_port: int, host: str, json_out: bool) -> None:
+    """``placer deploy INSTANCE --diff OLD NEW``: the diff script and routes.json."""
+    if diff is None or plan is not None:
+        raise InputError("give either PLAN or --diff OLD_PLAN NEW_PLAN", field="--diff",
+                         value=None if diff is None else [str(p) for p in diff])
+    old_path, new_path = diff
+    problem, old, new = read_instance(instance), Result.load(old_path), Result.load(new_path)
+    with about_file(new_path):
+        dd = diff_script(problem, old, new, base_port=base_port, adapter_dir=adapter_dir, host=host)
+    files: list[Path] = []
+    if out is not None:
+        files = deploy.write_deployment(deploy.Deployment("shell", dd.text, (), dd.routes), out)
+    if json_out:
+        print_json(dd.to_dict([str(f) for f in files]))
+    elif out is None:
+        console.print(dd.text, end="", markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"diff script written to {files[0]}, routes to {files[1]}")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,8 +14,15 @@ from placer import deploy
 from placer.check.compare import compare, rows_csv, write_csv
 from placer.check.repair import repair
 from placer.check.verify import DEFAULT_WORKERS, VerifyReport, verify
-from placer.cli.common import JSON_HELP, about_file, console, err_console, print_json, say_if_compiling
-from placer.dynamic.deploy_diff import diff_script
+from placer.cli.common import (
+    JSON_HELP,
+    about_file,
+    console,
+    err_console,
+    print_json,
+    say_if_compiling,
+)
+from placer.cli.dynamic import day_cmd, deploy_diff
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
@@ -103,6 +110,9 @@ def solve_cmd(
                                            "launch settings, twin verification, charts, README summary."),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers",
                                 help="Processes simulating GPUs in parallel (--verify, --report)."),
+    periods: bool = typer.Option(False, "--periods", help="One plan per period of the instance's "
+                                 "rate_profile, chained by replan; GPU-hours vs static peak provisioning "
+                                 "(--out: the day as JSON, --plot: the day chart)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
@@ -110,6 +120,10 @@ def solve_cmd(
     report_dir = check_target(report_dir) if report_dir is not None else None
     problem = read_instance(instance)
     the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
+    if periods:
+        with about_file(instance):
+            day_cmd(problem, solver, time_limit, seed, the_oracle, out, plot, json_out)
+        return
     if oracle == "twin" or do_verify or do_repair or report_dir is not None:
         say_if_compiling()
     with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out), \
@@ -258,7 +272,7 @@ def deploy_cmd(
 ) -> None:
     """Deploy a plan: per-GPU vLLM servers as a bash script, a Compose file or Kubernetes manifests."""
     if diff is not None or plan is None:
-        _deploy_diff(instance, plan, diff, out, adapter_dir, base_port, host, json_out)
+        deploy_diff(instance, plan, diff, out, adapter_dir, base_port, host, json_out)
         return
     try:
         dep = deploy.deployment(read_instance(instance), Result.load(plan), format=format,
@@ -275,26 +289,6 @@ def deploy_cmd(
         console.print(dep.text, end="", markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(f"{dep.format} launch file written to {files[0]}, routes to {files[1]}")
-
-
-def _deploy_diff(instance: Path, plan: Path | None, diff: tuple[Path, Path] | None, out: Path | None,
-                 adapter_dir: str, base_port: int, host: str, json_out: bool) -> None:
-    if diff is None or plan is not None:
-        raise InputError("give either PLAN or --diff OLD_PLAN NEW_PLAN", field="--diff",
-                         value=None if diff is None else [str(p) for p in diff])
-    old_path, new_path = diff
-    problem, old, new = read_instance(instance), Result.load(old_path), Result.load(new_path)
-    with about_file(new_path):
-        dd = diff_script(problem, old, new, base_port=base_port, adapter_dir=adapter_dir, host=host)
-    files: list[Path] = []
-    if out is not None:
-        files = deploy.write_deployment(deploy.Deployment("shell", dd.text, (), dd.routes), out)
-    if json_out:
-        print_json(dd.to_dict([str(f) for f in files]))
-    elif out is None:
-        console.print(dd.text, end="", markup=False, highlight=False, soft_wrap=True)
-    else:
-        console.print(f"diff script written to {files[0]}, routes to {files[1]}")
 
 
 def register(app: typer.Typer) -> None:
