@@ -61,7 +61,9 @@ class SolverStats:
       and ``model_bounds`` (combinatorial/LP bounds), ``pattern_lp`` / ``relaxed_pattern_lp``, ``classes``
       (the capacity classes), ``oracle_calls_for_model``, ``warm_start``, ``oracle_rejected`` (GPUs of the
       model the oracle refused), ``rounds`` and ``no_goods`` (the Benders loop);
-    - :func:`placer.repair`: ``repair``.
+    - :func:`placer.repair`: ``repair``;
+    - :func:`placer.dynamic.replan`: ``gpu_ids`` (each GPU's id, stable across replans), ``scratch_solver``
+      (when the from-scratch plan won), ``from_plan_gpus``, ``scratch_gpus``, ``max_moves``, ``move_cost``.
     """
 
     bound_s: float | None = None
@@ -90,6 +92,12 @@ class SolverStats:
     rounds: int | None = None
     no_goods: int | None = None
     repair: RepairStats | None = None
+    gpu_ids: tuple[int, ...] | None = None
+    scratch_solver: str | None = None
+    from_plan_gpus: int | None = None
+    scratch_gpus: int | None = None
+    max_moves: int | None = None
+    move_cost: float | None = None
     #: Keys of a plan written by another version, kept as read so that a round trip loses nothing.
     other: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from twin.errors import InputError
+from twin.rates import RateProfile
 
 FORMAT_VERSION = 1
 ALLOWED_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -164,6 +165,7 @@ class Instance:
     server: ServerSettings = field(default_factory=ServerSettings)
     workload: Workload = field(default_factory=Workload)
     format_version: int = FORMAT_VERSION
+    rate_profile: RateProfile | None = None  # per-period rate multipliers over a day (twin.rates)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -174,6 +176,8 @@ class Instance:
             object.__setattr__(self, "adapters", tuple(self.adapters))
         if not self.adapters:
             raise _bad("adapters", "must list at least one adapter", [])
+        if self.rate_profile is not None and not isinstance(self.rate_profile, RateProfile):
+            raise _bad("rate_profile", "must be a RateProfile", self.rate_profile)
         seen: set[str] = set()
         for i, a in enumerate(self.adapters):
             if not isinstance(a, Adapter):
@@ -231,4 +235,5 @@ class Instance:
         return dataclasses.replace(self, adapters=chosen)
 
     def __hash__(self) -> int:  # cached_property needs __dict__; hash by identity of content
-        return hash((self.name, self.model, self.gpu, self.adapters, self.server, self.workload))
+        return hash((self.name, self.model, self.gpu, self.adapters, self.server, self.workload,
+                     self.rate_profile))

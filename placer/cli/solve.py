@@ -23,6 +23,7 @@ from placer.cli.common import (
     print_json,
     say_if_compiling,
 )
+from placer.cli.dynamic import day_cmd, deploy_diff
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
@@ -113,6 +114,9 @@ def solve_cmd(
                                 help="Processes simulating GPUs in parallel (--verify, --report)."),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     models: Path | None = typer.Option(None, "--models", help=MODELS_HELP),
+    periods: bool = typer.Option(False, "--periods", help="One plan per period of the instance's "
+                                 "rate_profile, chained by replan; GPU-hours vs static peak provisioning "
+                                 "(--out: the day as JSON, --plot: the day chart)."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
@@ -122,6 +126,10 @@ def solve_cmd(
     context = load_context(profile, models)
     the_oracle = make_oracle(problem, oracle, context=context,
                              **_oracle_options(margin, seed, oracle, headroom))
+    if periods:
+        with about_file(instance):
+            day_cmd(problem, solver, time_limit, seed, the_oracle, out, plot, json_out)
+        return
     if oracle == "twin" or do_verify or do_repair or report_dir is not None:
         say_if_compiling()
     with spinner(f"{solver}: placing {problem.n_adapters} adapters", enabled=not json_out), \
@@ -256,7 +264,11 @@ def _print_verification(report: VerifyReport) -> None:
 
 def deploy_cmd(
     instance: Path = typer.Argument(..., help="Instance file."),
-    plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
+    plan: Path | None = typer.Argument(None, help="Plan file written by placer solve --out (not with "
+                                       "--diff)."),
+    diff: tuple[Path, Path] | None = typer.Option(
+        None, "--diff", help="OLD_PLAN NEW_PLAN: a bash script of the runtime loads/unloads, restarts, "
+        "starts and stops that take the deployment of OLD_PLAN to NEW_PLAN (replan --out)."),
     format: str = typer.Option("shell", "--format", "-f",
                                help="shell (a supervising bash script), compose (Docker Compose) or k8s "
                                     "(a Deployment + Service per GPU)."),
@@ -275,6 +287,9 @@ def deploy_cmd(
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Deploy a plan: per-GPU vLLM servers as a bash script, a Compose file or Kubernetes manifests."""
+    if diff is not None or plan is None:
+        deploy_diff(instance, plan, diff, out, adapter_dir, base_port, host, json_out)
+        return
     try:
         dep = deploy.deployment(read_instance(instance), Result.load(plan), format=format,
                                 adapter_dir=adapter_dir, base_port=base_port, host=host, image=image,

@@ -13,6 +13,9 @@ The schema (``format_version: 1``; see README "Instance format")::
       cv: 2.0                         # only with arrival: gamma
       trace: azure-like-conv          # only with arrival: trace (trace name or CSV path)
       lengths: sharegpt               # or {input_mean, input_std, output_mean, output_std} or {trace: NAME}
+    rate_profile:                     # optional: per-period rate multipliers over a day (twin.rates)
+      period_s: 3600.0
+      periods: [0.6, 1.0, 1.4]        # or trace: azure-like-conv + n_periods: 24; adapters: {id: [...]}
     adapters: [{id, rank, rate_rps}, ...]    # or adapters_csv: FILE (columns id,rank,rate_rps)
 
 Reading is strict: unknown or missing fields, wrong types and out-of-range values raise
@@ -164,6 +167,8 @@ def instance_to_dict(instance: Instance, *, adapters_csv: str | None = None,
     doc: dict[str, Any] = {"format_version": instance.format_version, "name": instance.name,
                            "model": instance.model, "gpu": instance.gpu, "server": server,
                            "workload": workload}
+    if instance.rate_profile is not None:
+        doc["rate_profile"] = instance.rate_profile.to_dict()
     if adapters_csv is not None:
         doc["adapters_csv"] = adapters_csv
     else:

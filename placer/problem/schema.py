@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from twin.errors import InputError
+from twin.rates import RateProfile
 from twin.spec import ALLOWED_RANKS, FORMAT_VERSION, Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import is_trace_name, load_trace, public_traces, shipped_traces
 
 CSV_COLUMNS = ("id", "rank", "rate_rps")
 NORMAL_KEYS = ("input_mean", "input_std", "output_mean", "output_std")
-_TOP = ("format_version", "name", "model", "gpu", "server", "workload", "adapters", "adapters_csv")
+_TOP = ("format_version", "name", "model", "gpu", "server", "workload", "adapters", "adapters_csv",
+        "rate_profile")
+_RATE_PROFILE = ("period_s", "periods", "adapters", "trace", "n_periods")
 _SERVER = ("max_num_batched_tokens", "max_num_seqs", "max_model_len", "gpu_memory_utilization")
 _WORKLOAD = ("duration_s", "arrival", "cv", "trace", "lengths")
 _NORMAL = NORMAL_KEYS
@@ -81,6 +84,19 @@ def _trace_ref(value: Any, field: str, base: Path) -> str:
         known = ", ".join(shipped_traces() + public_traces())
         raise _err(field, f"is neither a known trace ({known}) nor a readable file", value)
     return str(path.resolve())
+
+
+def _rate_profile(value: Any, ids: set[str]) -> RateProfile:
+    d = _mapping(value, "rate_profile", _RATE_PROFILE)
+    per = d.get("adapters", {})
+    if not isinstance(per, Mapping):
+        raise _err("rate_profile.adapters", "must be a mapping of adapter id to multipliers", per)
+    for a in per:
+        if a not in ids:
+            raise _err(f"rate_profile.adapters.{a}", "is not an adapter of this instance", a)
+    return RateProfile(period_s=d.get("period_s", 3600.0), periods=d.get("periods"),
+                       adapters=tuple((str(a), m) for a, m in per.items()), trace=d.get("trace"),
+                       n_periods=d.get("n_periods"))
 
 
 # --- dict -> Instance -------------------------------------------------------------------------------------
@@ -247,6 +263,8 @@ def instance_from_dict(data: Any, source: str = "<instance>", *, base_dir: str |
             adapters = _adapters_inline(d["adapters"])
         else:
             adapters = read_adapters_csv(base / _str(d["adapters_csv"], "adapters_csv"))
+        if "rate_profile" in d:
+            kw["rate_profile"] = _rate_profile(d["rate_profile"], {a.id for a in adapters})
         return Instance(adapters=tuple(adapters), **kw)
     except InputError as exc:
         if exc.source:
