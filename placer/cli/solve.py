@@ -14,7 +14,23 @@ from placer import deploy
 from placer.check.compare import compare, rows_csv, write_csv
 from placer.check.repair import repair
 from placer.check.verify import DEFAULT_WORKERS, VerifyReport, verify
-from placer.cli.common import JSON_HELP, about_file, console, err_console, print_json, say_if_compiling
+from placer.cli.common import (
+    CRITERION,
+    JSON_HELP,
+    SLO_MIN_SERVED,
+    SLO_TPOT_P50,
+    SLO_TPOT_P95,
+    SLO_TPOT_P99,
+    SLO_TTFT_P50,
+    SLO_TTFT_P95,
+    SLO_TTFT_P99,
+    about_file,
+    console,
+    err_console,
+    print_json,
+    say_if_compiling,
+    with_slo,
+)
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
@@ -102,12 +118,22 @@ def solve_cmd(
                                            "launch settings, twin verification, charts, README summary."),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers",
                                 help="Processes simulating GPUs in parallel (--verify, --report)."),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
     plot = plots.check_path(plot) if plot is not None else None
     report_dir = check_target(report_dir) if report_dir is not None else None
-    problem = read_instance(instance)
+    problem = with_slo(read_instance(instance), instance, criterion=criterion, ttft_p50=slo_ttft_p50,
+                   ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
+                   tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
     the_oracle = make_oracle(problem, oracle, **_oracle_options(margin, seed, oracle, headroom))
     if oracle == "twin" or do_verify or do_repair or report_dir is not None:
         say_if_compiling()
@@ -158,6 +184,14 @@ def compare_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the rows as CSV here."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw GPUs and wall time per solver, with the "
                                      "lower bound (.png or .svg)."),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run several solvers on several instances: GPUs, gap to the lower bound, time, verified."""
@@ -169,7 +203,11 @@ def compare_cmd(
         say_if_compiling()
     with progress_bar("solver runs", enabled=not json_out) as tick:
         rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle,
-                       verify_twin=do_verify, progress=tick, workers=workers)
+                       verify_twin=do_verify, progress=tick, workers=workers,
+                       slo_options={"criterion": criterion, "ttft_p50_s": slo_ttft_p50,
+                                    "ttft_p95_s": slo_ttft_p95, "ttft_p99_s": slo_ttft_p99,
+                                    "tpot_p50_ms": slo_tpot_p50, "tpot_p95_ms": slo_tpot_p95,
+                                    "tpot_p99_ms": slo_tpot_p99, "min_served_fraction": slo_min_served})
     if plot is not None:
         plots.compare_chart(rows, plot)
     if out is not None:
@@ -202,10 +240,24 @@ def verify_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the twin runs."),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", help="Processes simulating GPUs in parallel."),
     sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
-    problem, plan_ = read_instance(instance), Result.load(plan)
+    """Re-simulate every GPU of a plan in the twin; name each GPU that fails the criterion and by how much.
+
+    Exit 0 when every checked GPU meets the criterion (the instance's slo section, overridden by the flags),
+    1 when one fails, 2 on bad input."""
+    problem = with_slo(read_instance(instance), instance, criterion=criterion, ttft_p50=slo_ttft_p50,
+                   ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
+                   tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
+    plan_ = Result.load(plan)
     say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick)
