@@ -62,6 +62,8 @@ class Result:
     solver_bound: float | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    criterion: str = ""  # the criterion every GPU was judged by, in words (twin.spec.Slo.describe)
+    slo: dict[str, Any] | None = None  # the same as the instance's slo section (None: not recorded)
 
     @property
     def gap(self) -> float | None:
@@ -100,6 +102,8 @@ class Result:
             "model": self.model,
             "gpu": self.gpu,
             "oracle": self.oracle,
+            "criterion": self.criterion,
+            "slo": self.slo,
             "solver_bound": self.solver_bound,
             "reason": self.reason,
             "extra": self.extra,
@@ -174,6 +178,8 @@ class Result:
             gpus=tuple(gpus), instance=str(d.get("instance", "")), model=str(d.get("model", "")),
             gpu=str(d.get("gpu", "")), oracle=str(d.get("oracle", "")), solver_bound=solver_bound,
             reason=d.get("reason"), extra=dict(d.get("extra") or {}),
+            criterion=str(d.get("criterion") or ""),
+            slo=dict(d["slo"]) if isinstance(d.get("slo"), dict) else None,
         )
 
     def save(self, path: str | Path) -> None:
