@@ -130,10 +130,12 @@ def _write_chunk(out: Path, chunk: int, rows: list[dict[str, Any]]) -> dict[str,
 
 def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str, ...] = DEFAULT_PROFILES,
           duration_s: float = 3600.0, workers: int = 2, backend: str = "local", chunk_size: int = 16,
-          quiet: bool = False, simulate: Simulator | None = None) -> SweepStats:
+          quiet: bool = False, simulate: Simulator | None = None, focus: str = "throughput") -> SweepStats:
     """Run samples ``0..n_samples-1`` of sweep ``seed`` through the twin into ``out_dir`` (resumable).
 
     ``simulate``: the simulator (default ``twin.simulate``); a picklable top-level function for pools.
+    ``focus``: where the loads are drawn (:func:`surrogate.sampling.draw_sample`): ``throughput`` (the
+    default) or ``latency`` (dense where latency SLOs bind).
     """
     if n_samples < 1 or chunk_size < 1 or workers < 1:
         raise InputError("n_samples, chunk_size and workers must be ≥ 1", field="n_samples", value=n_samples)
@@ -141,6 +143,8 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
     out.mkdir(parents=True, exist_ok=True)
     params = {"seed": int(seed), "chunk_size": int(chunk_size), "profiles": list(profiles),
               "duration_s": float(duration_s), "sampler_version": SAMPLER_VERSION}
+    if focus != "throughput":  # recorded only when not the default, so older sweeps still resume
+        params["focus"] = focus
     manifest = _read_manifest(out) or {"format": DATASET_FORMAT, "params": params, "chunks": {},
                                        "sessions": []}
     if manifest.get("params") != params:
@@ -156,7 +160,7 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         todo[c] = idx
     skipped = n_chunks - len(todo)
     n_runs = sum(len(v) for v in todo.values())
-    items = ((i, draw_sample(seed, i, profiles, duration_s)) for c in sorted(todo) for i in todo[c])
+    items = ((i, draw_sample(seed, i, profiles, duration_s, focus)) for c in sorted(todo) for i in todo[c])
     fn = partial(_run_indexed, simulate=simulate)
     pending: dict[int, list[dict[str, Any]]] = {c: [] for c in todo}
     t0 = time.perf_counter()
