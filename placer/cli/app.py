@@ -39,6 +39,7 @@ _GROUPS: dict[str | None, typer.Typer] = {None: app, "twin": twin_app, "surrogat
 _COMMAND_MODULES: tuple[tuple[str, str | None], ...] = (
     ("placer.cli.instances", None),   # generate, show
     ("placer.cli.solve", None),       # solve, compare, verify, binpack, deploy
+    ("placer.cli.frontier", None),    # frontier
     ("placer.cli.twin", "twin"),      # twin simulate
     ("placer.cli.calibration", "twin"),  # twin calibrate, twin collect, twin profiles
     ("placer.cli.surrogate", "surrogate"),  # surrogate predict | sweep | train | eval
