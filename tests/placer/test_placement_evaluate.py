@@ -14,7 +14,7 @@ from placer.problem.memory import max_slots, memory_fits
 from placer.result import GpuPlan, Result
 from placer.solve import solve
 from twin.errors import InputError
-from twin.spec import Adapter, Instance
+from twin.spec import Adapter, Instance, Slo
 
 
 @pytest.fixture()
@@ -181,7 +181,7 @@ def _eight() -> Instance:
 def test_surrogate_oracle_margin_zero_needs_both_models_to_agree() -> None:
     from placer.oracle.backends import SurrogateOracle
 
-    prob = _eight()
+    prob = _eight().replace(slo=Slo.paper())  # the fake bundle predicts no latency: the papers' rule
     idx = list(range(12))
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
     disagree = _TableBundle({s: (0.85, 0.1) for s in cands})  # classifier: fine; regressor: starved
