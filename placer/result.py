@@ -70,6 +70,8 @@ class Result:
     def extra(self) -> Mapping[str, Any]:
         """The run's statistics as the JSON plan's ``extra`` object (a read-only view of :attr:`stats`)."""
         return MappingProxyType(self.stats.to_dict())
+    criterion: str = ""  # the criterion every GPU was judged by, in words (twin.spec.Slo.describe)
+    slo: dict[str, Any] | None = None  # the same as the instance's slo section (None: not recorded)
 
     @property
     def gap(self) -> float | None:
@@ -108,6 +110,8 @@ class Result:
             "model": self.model,
             "gpu": self.gpu,
             "oracle": self.oracle,
+            "criterion": self.criterion,
+            "slo": self.slo,
             "solver_bound": self.solver_bound,
             "reason": self.reason,
             "extra": self.stats.to_dict(),
@@ -182,6 +186,8 @@ class Result:
             gpus=tuple(gpus), instance=str(d.get("instance", "")), model=str(d.get("model", "")),
             gpu=str(d.get("gpu", "")), oracle=str(d.get("oracle", "")), solver_bound=solver_bound,
             reason=d.get("reason"), stats=SolverStats.from_dict(d.get("extra") or {}, source=source),
+            criterion=str(d.get("criterion") or ""),
+            slo=dict(d["slo"]) if isinstance(d.get("slo"), dict) else None,
         )
 
     def save(self, path: str | Path) -> None:

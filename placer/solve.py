@@ -125,13 +125,15 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
         return Result(solver=solver, status="infeasible", num_gpus=0, lower_bound=0,
                       runtime_s=time.perf_counter() - start, gpus=(), instance=problem.name,
                       model=problem.model, gpu=problem.gpu, oracle=oracle.name, reason=reason,
+                      criterion=problem.slo.describe(), slo=problem.slo.to_dict(),
                       stats=SolverStats(unplaceable=tuple(problem.adapters[i].id for i in bad)))
     left = max(0.01, float(time_limit) - (time.perf_counter() - start))  # the pre-check counts against it
     result = fn(problem, time_limit=left, seed=int(seed), oracle=oracle)
     runtime = time.perf_counter() - start  # pre-check + solver; the lower bound is timed on its own
     if result.status == "infeasible":
         return result.replace(runtime_s=runtime, instance=problem.name, model=problem.model,
-                              gpu=problem.gpu, oracle=oracle.name)
+                              gpu=problem.gpu, oracle=oracle.name, criterion=problem.slo.describe(),
+                              slo=problem.slo.to_dict())
     bound_start = time.perf_counter()
     lb = max(1, int(result.lower_bound or 0))  # any problem needs one GPU
     if result.num_gpus > 1:  # every solver gets the same bound routine (the exact solvers' own start)
@@ -146,4 +148,5 @@ def solve(problem: Instance, solver: str = DEFAULT_SOLVER, *, time_limit: float 
     if status == "optimal":
         stats = stats.replace(optimal_wrt=stats.optimal_wrt or OPTIMAL_WRT)
     return result.replace(status=status, lower_bound=lb, runtime_s=runtime, instance=problem.name,
-                          model=problem.model, gpu=problem.gpu, oracle=oracle.name, stats=stats)
+                          model=problem.model, gpu=problem.gpu, oracle=oracle.name, stats=stats,
+                          criterion=problem.slo.describe(), slo=problem.slo.to_dict())

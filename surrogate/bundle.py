@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from surrogate.features import Packed, feature_index, features, features_for_groups, packed_inputs
-from surrogate.model import StarvationModel, ThroughputModel
+from surrogate.model import LATENCY_TARGETS, LatencyModel, StarvationModel, ThroughputModel
 from twin.catalogue import check_model_gpu, load_profile
 from twin.errors import InputError
 from twin.files import atomic_write_text
@@ -57,6 +57,8 @@ class BatchPrediction:
     starved_probability: np.ndarray
     oom: np.ndarray
     offered_tok_s: np.ndarray
+    #: Predicted latency percentiles (seconds) by target name (``ttft_p99_s``, ...), for those asked.
+    latency: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.throughput_tok_s.shape[0])
@@ -80,9 +82,13 @@ class Surrogate:
     """Throughput + starvation models of one profile (``name`` = ``model@gpu``) with metadata."""
 
     def __init__(self, throughput: ThroughputModel, starvation: StarvationModel, *, name: str = "",
-                 meta: dict[str, Any] | None = None, profile: Profile | None = None) -> None:
+                 meta: dict[str, Any] | None = None, profile: Profile | None = None,
+                 latency: dict[str, LatencyModel] | None = None) -> None:
         self.throughput = throughput
         self.starvation = starvation
+        #: Latency regressors by target (:data:`surrogate.model.LATENCY_TARGETS`); empty for bundles trained
+        #: before latency models existed (they load, and cannot judge a latency SLO).
+        self.latency = dict(latency or {})
         self.name = name
         self.meta = dict(meta or {})
         #: The twin profile the features are computed with (None: the shipped profile of the instance's
@@ -96,7 +102,11 @@ class Surrogate:
             raise InputError(f"profile {profile.name} does not match surrogate {self.name}", field="profile",
                              value=profile.name)
         return _checked(Surrogate(self.throughput, self.starvation, name=self.name, meta=self.meta,
-                                  profile=profile))
+                                  profile=profile, latency=self.latency))
+
+    def latency_targets(self) -> tuple[str, ...]:
+        """The latency percentiles this bundle predicts (() for a bundle without latency models)."""
+        return tuple(t for t in LATENCY_TARGETS if t in self.latency)
 
     def _inputs(self, instance: Instance) -> Packed:
         key = (instance.model, instance.gpu, instance.server, instance.workload)
@@ -108,8 +118,9 @@ class Surrogate:
             hit = self._packed[key] = packed_inputs(prof, instance.server, instance.workload)
         return hit
 
-    def predict_features(self, X: np.ndarray) -> BatchPrediction:
-        """Predictions for feature rows (see :mod:`surrogate.features`)."""
+    def predict_features(self, X: np.ndarray, latency: Sequence[str] = ()) -> BatchPrediction:
+        """Predictions for feature rows (see :mod:`surrogate.features`); ``latency``: the latency targets to
+        predict too (each must be in :meth:`latency_targets`; NaN for OOM rows)."""
         X = np.asarray(X, dtype=np.float64)
         oom = oom_from_features(X)
         thr = self.throughput.predict(X)
@@ -118,9 +129,17 @@ class Surrogate:
         p = np.where(oom, 0.0, p)
         starved = (p >= self.starvation.threshold) & ~oom
         offered = X[:, feature_index("offered_tok_s")].copy()
-        for a in (thr, p, starved, oom, offered):
+        lat: dict[str, np.ndarray] = {}
+        for target in latency:
+            model = self.latency.get(target)
+            if model is None:
+                raise InputError(f"surrogate {self.name or '(unnamed)'} has no latency model for {target} "
+                                 f"(it has: {', '.join(self.latency_targets()) or 'none'})", field="latency",
+                                 value=target)
+            lat[target] = np.where(oom, np.nan, model.predict(X))
+        for a in (thr, p, starved, oom, offered, *lat.values()):
             a.setflags(write=False)
-        return BatchPrediction(thr, starved, p, oom, offered)
+        return BatchPrediction(thr, starved, p, oom, offered, lat)
 
     def predict(self, instance: Instance, max_loras: int, max_cpu_loras: int | None = None,
                 max_lora_rank: int | None = None) -> Prediction:
@@ -133,11 +152,14 @@ class Surrogate:
     def predict_groups(self, instance: Instance, groups: Sequence[Sequence[int] | np.ndarray],
                        max_loras: int | Sequence[int] | np.ndarray,
                        max_cpu_loras: int | Sequence[int] | np.ndarray | None = None,
-                       max_lora_rank: int | Sequence[int] | np.ndarray | None = None) -> BatchPrediction:
-        """Many GPUs at once: ``groups`` of adapter positions, per-group or shared configuration values."""
+                       max_lora_rank: int | Sequence[int] | np.ndarray | None = None,
+                       latency: Sequence[str] = ()) -> BatchPrediction:
+        """Many GPUs at once: ``groups`` of adapter positions, per-group or shared configuration values;
+        ``latency``: latency targets to predict too."""
         self._check(instance)
         return self.predict_features(features_for_groups(instance, groups, max_loras, max_cpu_loras,
-                                                         max_lora_rank, packed=self._inputs(instance)))
+                                                         max_lora_rank, packed=self._inputs(instance)),
+                                     latency)
 
     def _check(self, instance: Instance) -> None:
         if self.name and f"{instance.model}@{instance.gpu}" != self.name:
@@ -152,12 +174,26 @@ class Surrogate:
         ``<name>.surrogate.json``, which names the model files, into ``directory``."""
         d = Path(directory)
         prefix = models_prefix or self.name
-        files = {"throughput_file": f"{prefix}.throughput.cbm", "starvation_file": f"{prefix}.starvation.cbm"}
+        files: dict[str, Any] = {"throughput_file": f"{prefix}.throughput.cbm",
+                                 "starvation_file": f"{prefix}.starvation.cbm"}
+        if self.latency:
+            files["latency_files"] = {t: f"{prefix}.latency-{t}.cbm" for t in self.latency_targets()}
         if write_models:
             self.throughput.save(d / files["throughput_file"])
             self.starvation.save(d / files["starvation_file"])
+            for t, f in files.get("latency_files", {}).items():
+                self.latency[t].save(d / f)
         doc = {**self.meta, "name": self.name, **files}
         atomic_write_text(d / f"{self.name}.surrogate.json", json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+    def save_metadata(self, directory: str | Path, files: dict[str, Any], prefix: str) -> None:
+        """Rewrite only ``<name>.surrogate.json`` (model ``files`` as given, latency files named by
+        ``prefix``), e.g. after adding latency models beside existing throughput and starvation models."""
+        doc = {**self.meta, "name": self.name, **files}
+        if self.latency:
+            doc["latency_files"] = {t: f"{prefix}.latency-{t}.cbm" for t in self.latency_targets()}
+        atomic_write_text(Path(directory) / f"{self.name}.surrogate.json",
+                          json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path, name: str) -> Surrogate:
@@ -171,8 +207,10 @@ class Surrogate:
         meta.pop("name", None)
         thr = meta.pop("throughput_file", f"{name}.throughput.cbm")
         st = meta.pop("starvation_file", f"{name}.starvation.cbm")
+        lat_files = meta.pop("latency_files", {}) or {}  # absent in bundles made before latency models
+        latency = {t: _load_cached(LatencyModel, d / f) for t, f in sorted(lat_files.items())}
         return cls(_load_cached(ThroughputModel, d / thr), _load_cached(StarvationModel, d / st), name=name,
-                   meta=meta)
+                   meta=meta, latency=latency)
 
 
 _MODEL_CACHE: dict[tuple[type, str, float], Any] = {}

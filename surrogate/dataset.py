@@ -137,11 +137,13 @@ def _write_chunk(out: Path, chunk: int, rows: list[dict[str, Any]]) -> dict[str,
 
 def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str, ...] = DEFAULT_PROFILES,
           duration_s: float = 3600.0, workers: int = 2, backend: str = "local", chunk_size: int = 16,
-          quiet: bool = False, simulate: Simulator | None = None,
+          quiet: bool = False, simulate: Simulator | None = None, focus: str = "throughput",
           user_profiles: Sequence[Profile] = ()) -> SweepStats:
     """Run samples ``0..n_samples-1`` of sweep ``seed`` through the twin into ``out_dir`` (resumable).
 
     ``simulate``: the simulator (default ``twin.simulate``); a picklable top-level function for pools.
+    ``focus``: where the loads are drawn (:func:`surrogate.sampling.draw_sample`): ``throughput`` (the
+    default) or ``latency`` (dense where latency SLOs bind).
     ``user_profiles``: profiles of the user's own (e.g. from ``placer twin calibrate``), used for their
     ``model@gpu`` instead of the shipped ones and sampled when ``profiles`` names them (default: only
     them). They are written into the dataset (``profiles/``), so training finds them there.
@@ -159,6 +161,8 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
     if book:  # the dataset records which user profiles made it (content hashes)
         params["user_profiles"] = {n: profile_fingerprint(n, p)["profile_sha256"]
                                    for n, p in sorted(book.items())}
+    if focus != "throughput":  # recorded only when not the default, so older sweeps still resume
+        params["focus"] = focus
     manifest = _read_manifest(out) or {"format": DATASET_FORMAT, "params": params, "chunks": {},
                                        "sessions": []}
     if manifest.get("params") != params:
@@ -178,7 +182,8 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         (out / USER_PROFILES).mkdir(exist_ok=True)
     for name, prof in book.items():
         atomic_write_text(out / USER_PROFILES / f"{name}.json", json.dumps(prof.to_dict(), indent=1) + "\n")
-    items = ((i, draw_sample(seed, i, profiles, duration_s, book)) for c in sorted(todo) for i in todo[c])
+    items = ((i, draw_sample(seed, i, profiles, duration_s, focus, book)) for c in sorted(todo)
+             for i in todo[c])
     fn = partial(_run_indexed, simulate=simulate, book=book or None)
     pending: dict[int, list[dict[str, Any]]] = {c: [] for c in todo}
     t0 = time.perf_counter()

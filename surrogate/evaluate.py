@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from surrogate.metrics import macro_f1
+from surrogate.model import LATENCY_TARGETS
 from twin.errors import InputError
 from twin.metrics import smape_paper
+from twin.spec import Slo
 
 REAL_RUNS_FILE = "real_runs.csv"  # in the calibration folder that twin.external finds (not shipped)
 
@@ -64,11 +66,16 @@ def predictions_frame(surrogates: dict[str, Any], frame: Any) -> Any:
     p_thr = np.zeros(len(frame))
     p_prob = np.zeros(len(frame))
     p_st = np.zeros(len(frame), dtype=bool)
+    lat_targets = [t for t in LATENCY_TARGETS if f"sim_{t}" in frame
+                   and all(t in getattr(sur, "latency_targets", lambda: ())() for sur in surrogates.values())]
+    p_lat = {t: np.full(len(frame), np.nan) for t in lat_targets}
     for name, sur in surrogates.items():
         sel = (frame["profile"] == name).to_numpy()
         if sel.any():
-            pred = sur.predict_features(X[sel])
+            pred = sur.predict_features(X[sel], lat_targets) if lat_targets else sur.predict_features(X[sel])
             p_thr[sel], p_prob[sel], p_st[sel] = pred.throughput_tok_s, pred.starved_probability, pred.starved
+            for t in lat_targets:
+                p_lat[t][sel] = pred.latency[t]
     cols = ["sample", "profile", "n_adapters", "max_loras", "max_cpu_loras", "max_lora_rank", "arrival",
             "lengths", "target_load", "sim_expected_offered_tok_s", "run_s"]
     out = frame[[c for c in cols if c in frame]].copy()
@@ -77,7 +84,37 @@ def predictions_frame(surrogates: dict[str, Any], frame: Any) -> Any:
     out["starved"] = frame["sim_starved"].to_numpy(dtype=bool)
     out["pred_starved"] = p_st
     out["pred_starved_probability"] = p_prob
+    for t in lat_targets:
+        out[t] = frame[f"sim_{t}"].to_numpy(dtype=np.float64)
+        out[f"pred_{t}"] = p_lat[t]
     return pd.DataFrame(out)
+
+
+def latency_scores(rows: Any) -> dict[str, float]:
+    """SMAPE (papers' form) of each latency percentile present in a :func:`predictions_frame`, the TTFT p99
+    SMAPE on rows whose twin TTFT p99 is ≤ 10 s (where SLOs are set), and the F1 of "meets the default
+    SLO" (served ≥ 0.9 by the starvation verdict, TTFT p99 ≤ 2 s, TPOT p99 ≤ 200 ms) against the twin."""
+    from surrogate.metrics import f1_true
+    from surrogate.train import slo_verdict
+
+    out: dict[str, float] = {}
+    for t in LATENCY_TARGETS:
+        if t in rows and f"pred_{t}" in rows:
+            y, p = rows[t].to_numpy(dtype=float), rows[f"pred_{t}"].to_numpy(dtype=float)
+            ok = np.isfinite(y) & np.isfinite(p)
+            out[f"{t}_smape_pct"] = smape_paper(y[ok], p[ok])
+            if t == "ttft_p99_s":
+                near = ok & (y <= 10.0)
+                out["ttft_p99_s_smape_pct_below_10s"] = smape_paper(y[near], p[near])
+                out["rows_ttft_p99_below_10s"] = float(near.sum())
+    needed = [m for _, m, _ in Slo().limits()]
+    if all(m in rows and f"pred_{m}" in rows for m in needed):
+        truth = slo_verdict(~rows["starved"].to_numpy(dtype=bool), {m: rows[m].to_numpy() for m in needed})
+        pred = slo_verdict(~rows["pred_starved"].to_numpy(dtype=bool),
+                           {m: rows[f"pred_{m}"].to_numpy() for m in needed})
+        out["default_slo_f1"] = f1_true(truth, pred)
+        out["default_slo_share"] = float(truth.mean()) if truth.size else float("nan")
+    return out
 
 
 def score_predictions(rows: Any) -> dict[str, Any]:
@@ -86,8 +123,11 @@ def score_predictions(rows: Any) -> dict[str, Any]:
         return score(r["throughput_tok_s"].to_numpy(), r["pred_throughput_tok_s"].to_numpy(),
                      r["starved"].to_numpy(), r["pred_starved"].to_numpy())
 
-    out: dict[str, Any] = sc(rows)
-    out["by_profile"] = {str(n): sc(g) for n, g in rows.groupby("profile")}
+    def both(r: Any) -> dict[str, float]:
+        return {**sc(r), **latency_scores(r)}
+
+    out: dict[str, Any] = both(rows)
+    out["by_profile"] = {str(n): both(g) for n, g in rows.groupby("profile")}
     return out
 
 

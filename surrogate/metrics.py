@@ -7,7 +7,17 @@ import numpy as np
 
 from twin.metrics import smape_paper
 
-__all__ = ["macro_f1", "smape_paper"]
+__all__ = ["f1_true", "macro_f1", "smape_paper"]
+
+
+def f1_true(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 of the positive (True) class, e.g. "meets the SLO" (1.0 when neither has a True)."""
+    a = np.asarray(actual, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    tp = int((a & p).sum())
+    fp = int((~a & p).sum())
+    fn = int((a & ~p).sum())
+    return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
 
 
 def macro_f1(actual: np.ndarray, predicted: np.ndarray) -> float:

@@ -247,3 +247,48 @@ class StarvationModel(_CatBoostEstimator):
     def _restore(self, side: dict[str, Any]) -> None:
         c = side.get("constant")
         self.constant_ = None if c is None else float(c)
+
+
+LATENCY_TARGETS = ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s")
+_LATENCY_FLOOR_S = 1e-4  # 0.1 ms: the smallest latency kept apart in log space
+
+
+class LatencyModel(_CatBoostEstimator):
+    """One latency percentile of one GPU (seconds): ``target`` one of :data:`LATENCY_TARGETS` (the twin's
+    censored TTFT and TPOT percentiles, :mod:`twin.metrics`). CatBoost learns log(seconds) with ``loss``
+    (MAE, the default: the L1 norm of the log ratio, what SMAPE measures); predictions are exp of it."""
+
+    _kind = "latency"
+
+    def __init__(self, *, target: str = "ttft_p99_s", loss: str = "MAE", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if target not in LATENCY_TARGETS:
+            raise InputError(f"must be one of {list(LATENCY_TARGETS)}", field="target", value=target)
+        if loss not in LOSSES:
+            raise InputError(f"must be one of {list(LOSSES)}", field="loss", value=loss)
+        self.target = target
+        self.loss = loss
+
+    def get_params(self) -> dict[str, Any]:
+        return {**super().get_params(), "target": self.target, "loss": self.loss}
+
+    def _new_model(self) -> Any:
+        from catboost import CatBoostRegressor
+
+        return CatBoostRegressor(**self._params(), loss_function=self.loss)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LatencyModel:
+        """Fit on feature rows and measured latencies (seconds; NaN rows are left out)."""
+        X = _check_X(X)
+        y = np.asarray(y, dtype=np.float64)
+        ok = np.isfinite(y)
+        self.model_ = self._new_model()
+        self.model_.fit(X[ok], np.log(np.maximum(y[ok], _LATENCY_FLOOR_S)))
+        self.trees_ = export_trees(self.model_)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted latency (seconds)."""
+        X = _check_X(X)
+        return np.asarray(np.exp(self._fitted().raw(X)))

@@ -33,6 +33,9 @@ SLOT_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192,
 MAX_ADAPTERS = 640
 LOAD_RANGE = (0.01, 25.0)    # offered / capacity estimate, whole range (log-uniform): idle to ~20x overload
 LOAD_FOCUS = (0.2, 1.5)      # denser around the starvation boundary
+FOCUSES = ("throughput", "latency")
+LATENCY_LOAD_RANGE = (0.03, 1.6)  # focus "latency": below and just past saturation, where latency SLOs bind
+LATENCY_LOAD_FOCUS = (0.35, 1.1)  # the knee of the TTFT curve
 _CAP = feature_index("capacity_est_tok_s")
 _OFF = feature_index("offered_tok_s")
 
@@ -101,10 +104,16 @@ def _workload(rng: np.random.Generator, duration_s: float) -> Workload:
 
 
 def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float = 3600.0,
-                book: Mapping[str, Profile] | None = None) -> dict[str, Any]:
+                focus: str = "throughput", book: Mapping[str, Profile] | None = None) -> dict[str, Any]:
     """Sample ``i`` of the sweep with this ``seed`` (a JSON-able dict; see :func:`sample_instance`).
 
-    ``book``: user profiles by name (``model@gpu``), used instead of the shipped/derived ones."""
+    ``focus``: ``throughput`` (the default; loads from idle to ~25x overload, denser around the starvation
+    boundary) or ``latency`` (the same draws, but loads from 3 % to 1.6x of the capacity estimate, 60 % of
+    them in 0.35–1.1x: where TTFT/TPOT SLOs bind, below saturation). ``book``: user profiles by name
+    (``model@gpu``), used instead of the shipped/derived ones.
+    """
+    if focus not in FOCUSES:
+        raise ValueError(f"focus must be one of {FOCUSES} (got {focus!r})")
     rng = np.random.default_rng([seed, i])
     profile = str(profiles[int(rng.integers(len(profiles)))])
     prof = profile_by_name(profile, book)
@@ -125,7 +134,11 @@ def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float 
         cpu = None if rng.uniform() < 0.85 or slots == n else int(rng.integers(slots, n + 1))
     workload = _workload(rng, duration_s)
     shape = _rate_shape(rng, n)
-    load = (_loguniform(rng, *LOAD_FOCUS) if rng.uniform() < 0.5 else _loguniform(rng, *LOAD_RANGE))
+    if focus == "latency":
+        load = (_loguniform(rng, *LATENCY_LOAD_FOCUS) if rng.uniform() < 0.6
+                else _loguniform(rng, *LATENCY_LOAD_RANGE))
+    else:
+        load = (_loguniform(rng, *LOAD_FOCUS) if rng.uniform() < 0.5 else _loguniform(rng, *LOAD_RANGE))
     spec: dict[str, Any] = {
         "sample": i, "profile": profile, "n_adapters": n, "ranks": ranks.tolist(), "rates": shape.tolist(),
         "max_loras": slots, "max_cpu_loras": cpu, "max_lora_rank": rmax, "duration_s": float(duration_s),

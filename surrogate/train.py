@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,12 +18,13 @@ import pandas as pd
 from surrogate.bundle import Surrogate, oom_from_features, profile_fingerprint
 from surrogate.dataset import dataset_hash, iter_rows, load_dataset, user_profiles
 from surrogate.features import FEATURE_SCHEMA_VERSION, features
-from surrogate.metrics import macro_f1
-from surrogate.model import StarvationModel, ThroughputModel
+from surrogate.metrics import f1_true, macro_f1
+from surrogate.model import LATENCY_TARGETS, LatencyModel, StarvationModel, ThroughputModel
 from surrogate.sampling import profile_by_name, sample_instance
 from twin.errors import InputError
 from twin.metrics import smape_paper
 from twin.profile import Profile
+from twin.spec import Slo
 
 
 def design_matrix(frame: pd.DataFrame, book: Mapping[str, Profile] | None = None) -> np.ndarray:
@@ -120,4 +122,80 @@ def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | Non
         out[name] = Surrogate(tm, sm, name=name, meta=meta)
         if out_dir is not None:
             out[name].save(out_dir, models_prefix=key, write_models=not joint or i == 0)
+    return out
+
+
+def slo_verdict(served_ok: np.ndarray, latency: dict[str, np.ndarray], slo: Slo | None = None) -> np.ndarray:
+    """Meets ``slo`` (default: the default SLO) per row, from a served-fraction verdict and latency values
+    (seconds, by twin metric name; NaN = no request = not a violation)."""
+    slo = slo or Slo()
+    ok = np.asarray(served_ok, dtype=bool).copy()
+    for _, metric, bound in slo.limits():
+        v = np.asarray(latency[metric], dtype=float)
+        ok &= ~(np.isfinite(v) & (v > bound))
+    return ok
+
+
+def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str | Path,
+                  out_dir: str | Path | None = None, *, targets: tuple[str, ...] = LATENCY_TARGETS,
+                  iterations: int = 800, depth: int = 6, learning_rate: float = 0.08, seed: int = 0,
+                  thread_count: int = 1, holdout: float = 0.2, recipe: str = "") -> dict[str, Surrogate]:
+    """Add joint latency regressors (one per target, log space) to the bundles in ``models_dir``.
+
+    The bundles' throughput and starvation models are kept as they are; the latency models are fitted on
+    the rows of all profiles in the sweeps (one joint model per target, like the throughput model), with a
+    random ``holdout`` share measuring validation metrics per profile — SMAPE (papers' form) per target, and
+    the F1 of "meets the default SLO" (the bundle's starvation verdict and the latency predictions against
+    the twin's :meth:`~twin.metrics.SimResult.meets`). Saved into ``out_dir`` (default ``models_dir``) as
+    ``joint.latency-<target>.cbm``, named by each bundle's ``latency_files``.
+    """
+    dirs = [dataset_dirs] if isinstance(dataset_dirs, (str, Path)) else list(dataset_dirs)
+    frame = usable(load_dataset(*dirs))
+    missing = [t for t in targets if f"sim_{t}" not in frame]
+    if missing:
+        raise InputError(f"the sweep has no twin latency columns {missing}: re-run it with this version",
+                         source=str(dirs[0]), field="columns", value=missing)
+    names = tuple(sorted(frame["profile"].unique()))
+    X = design_matrix(frame)
+    prof = frame["profile"].to_numpy()
+    test = np.random.default_rng(seed).random(len(frame)) < holdout
+    kw = {"iterations": iterations, "depth": depth, "learning_rate": learning_rate, "random_seed": seed,
+          "thread_count": thread_count}
+    y = {t: frame[f"sim_{t}"].to_numpy(dtype=np.float64) for t in targets}
+    held = {t: LatencyModel(target=t, **kw).fit(X[~test], y[t][~test]) for t in targets}  # type: ignore
+    models = {t: LatencyModel(target=t, **kw).fit(X, y[t]) for t in targets}  # type: ignore[arg-type]
+    bundles = {n: Surrogate.load(models_dir, n) for n in names}
+    served_true = ~frame["sim_starved"].to_numpy(dtype=bool)
+    truth = slo_verdict(served_true, y) if all(m in y for _, m, _ in Slo().limits()) else None
+    out_path = Path(out_dir) if out_dir is not None else Path(models_dir)
+    out: dict[str, Surrogate] = {}
+    for i, name in enumerate(names):
+        t_rows = test & (prof == name)
+        val: dict[str, Any] = {"rows": int(t_rows.sum())}
+        pred = {t: held[t].predict(X[t_rows]) for t in targets}
+        for t in targets:
+            ok = np.isfinite(y[t][t_rows])
+            val[f"{t}_smape_pct"] = smape_paper(y[t][t_rows][ok], pred[t][ok])
+        if truth is not None and t_rows.any():
+            served_pred = ~bundles[name].starvation.predict(X[t_rows])
+            val["default_slo_f1"] = f1_true(truth[t_rows], slo_verdict(served_pred, pred))
+            val["default_slo_share"] = float(truth[t_rows].mean())
+        b = bundles[name]
+        meta = {**b.meta, "latency": {"datasets": [str(Path(d).name) for d in dirs],
+                                      "dataset_hash": dataset_hash(*dirs), "rows": int(len(frame)),
+                                      "params": {**kw, "loss": "MAE", "target_space": "log seconds"},
+                                      "validation": val, "recipe": recipe,
+                                      "trained_utc": _dt.datetime.now(_dt.UTC).strftime(
+                                          "%Y-%m-%dT%H:%M:%SZ")}}
+        files = {"throughput_file": "joint.throughput.cbm", "starvation_file": "joint.starvation.cbm"}
+        bundle = Surrogate(b.throughput, b.starvation, name=name, meta=meta, latency=models)
+        if out_path != Path(models_dir):
+            bundle.save(out_path, models_prefix="joint", write_models=i == 0)
+        else:
+            if i == 0:
+                for t, m in models.items():
+                    m.meta_ = {"profiles": list(names), **meta["latency"]}
+                    m.save(out_path / f"joint.latency-{t}.cbm")
+            bundle.save_metadata(out_path, files, "joint")
+        out[name] = bundle
     return out

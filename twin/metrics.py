@@ -8,9 +8,27 @@ With window T = duration_s, "completed" = finished at a time ≤ T, "arrived" = 
 - expected_offered_tok_s = total rate × expected tokens per request (the calibration runs' "ideal throughput")
 - served_fraction  = throughput / offered;   starved ⇔ throughput < 0.9 × offered (only for runs that start)
 - oom              ⇔ KV tokens < max_model_len or a measured OOM (then nothing is simulated)
-- TTFT = first-token time − arrival; ITL mean = Σ (finish − first token) / Σ (output − 1), both over completed
-  requests; ITL p50/p99 from the step-duration histogram weighted by decode tokens (exact between preemptions)
-- per adapter: served fraction (its completed tokens / its offered tokens) and mean TTFT.
+- TTFT = first-token time − arrival; ttft_mean_s and ITL mean = Σ (finish − first token) / Σ (output − 1) are
+  over completed requests; ITL p50/p99 from the step-duration histogram weighted by decode tokens (exact
+  between preemptions)
+- **TTFT percentiles (ttft_p50_s, ttft_p95_s, ttft_p99_s) are censored honestly**: they are taken over *every*
+  request that arrived in the window, and a request with no first token by T (still waiting, or its first
+  token comes in a step that ends after T) counts with TTFT = T − arrival, a lower bound of its true TTFT.
+  So a GPU whose queue grows can never look good: its waiting requests push the tail up, where a
+  completed-only percentile would hide them.
+- **TPOT** of a request (time per output token) = (last-token time − first-token time) / (output tokens − 1)
+  for a completed request with ≥ 2 output tokens (the last token is the finish time). A request that has its
+  first token by T but is not finished counts with the TPOT observed so far, (T − first token) /
+  max(tokens generated − 1, 1), so a request stalled after its first token (preempted, waiting again) also
+  counts. tpot_p50_s, tpot_p95_s, tpot_p99_s are percentiles over these requests (NaN if there are none).
+- waiting_end = requests waiting (not running) at T; **queue trend** from the backlog b(t) = arrived by t −
+  completed by t (requests inside the server) at T/2 and T: "growing" ⇔ b(T) − b(T/2) > max(5,
+  3·√max(b(T/2), 1), 0.01 × arrivals in [T/2, T)), else "stable" (a stable queue fluctuates by ~√b).
+- per adapter: served fraction (its completed tokens / its offered tokens), mean TTFT (completed), censored
+  TTFT p99 and TPOT p99 (as above, over the adapter's requests).
+- the **criterion** (:class:`twin.spec.Slo`): ``meets`` ⇔ not OOM, served fraction ≥ min_served_fraction and,
+  under ``criterion: slo``, every latency bound in force met (a percentile that cannot be computed — no
+  request — is not a violation). Under ``paper`` with 0.9 it is exactly "neither starved nor OOM".
 
 :func:`smape_paper` and :func:`smape` are the two SMAPE forms of mission.md.
 """
@@ -25,8 +43,10 @@ import numpy as np
 from numba import njit
 
 from twin._numba import core as _core
+from twin.spec import Slo
 
 STARVED_FRACTION = 0.9
+QUEUE_TRENDS = ("stable", "growing")
 
 
 def smape_paper(actual: Any, predicted: Any) -> float:
@@ -98,6 +118,37 @@ class SimResult:
     profile: str = ""  # the (model@gpu) profile that produced this result
     profile_version: str = ""
     profile_calibrated: bool = True  # False: a datasheet profile, not fitted to real runs
+    ttft_p95_s: float = math.nan
+    tpot_p50_s: float = math.nan
+    tpot_p95_s: float = math.nan
+    tpot_p99_s: float = math.nan
+    queue_trend: str = "stable"
+    adapter_ttft_p99_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    adapter_tpot_p99_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    slo: Slo = field(default_factory=Slo)  # the criterion this run is judged by (``criterion``, ``meets``)
+
+    def slo_failures(self, slo: Slo | None = None) -> list[str]:
+        """Why this run fails the criterion (``slo`` or the run's own), one phrase per violated bound, each
+        with the measured value, the bound and by how much it is exceeded; [] when it meets it."""
+        slo = self.slo if slo is None else slo
+        if self.oom:
+            return ["memory error (the server cannot start)"]
+        out = []
+        served = self.served_fraction
+        if math.isfinite(served) and served < slo.min_served_fraction:
+            out.append(f"served fraction {served:.3f} < {slo.min_served_fraction:g}")
+        for key, metric, bound in slo.limits():
+            value = float(getattr(self, metric))
+            if math.isfinite(value) and value > bound:
+                what, pct = key.split("_")[:2]
+                shown = (f"{value:.3g} s > {bound:g} s" if key.endswith("_s")
+                         else f"{value * 1e3:.3g} ms > {bound * 1e3:g} ms")
+                out.append(f"{what.upper()} {pct} {shown} (×{value / bound:.2f})")
+        return out
+
+    def meets(self, slo: Slo | None = None) -> bool:
+        """The criterion met (see the module docstring); ``slo`` None = the one the run was judged by."""
+        return not self.slo_failures(slo)
 
     @property
     def unfinished(self) -> int:
@@ -113,12 +164,22 @@ class SimResult:
                 continue
             out[f.name] = _none_if_nan(v) if isinstance(v, float) else v
         out["unfinished"] = self.unfinished
+        out.pop("slo", None)
+        out["slo"] = self.slo.to_dict()
+        out["criterion"] = self.slo.describe()
+        failures = self.slo_failures()
+        out["meets_criterion"] = not failures
+        out["criterion_failures"] = failures
         if per_adapter:
+            def at(a: np.ndarray, i: int) -> float | None:
+                return _none_if_nan(float(a[i])) if i < a.shape[0] else None
+
             out["adapters"] = [
                 {"id": a, "arrived": int(self.adapter_arrived[i]),
                  "completed": int(self.adapter_completed[i]),
                  "served_fraction": _none_if_nan(float(self.adapter_served_fraction[i])),
-                 "ttft_mean_s": _none_if_nan(float(self.adapter_ttft_mean_s[i]))}
+                 "ttft_mean_s": _none_if_nan(float(self.adapter_ttft_mean_s[i])),
+                 "ttft_p99_s": at(self.adapter_ttft_p99_s, i), "tpot_p99_s": at(self.adapter_tpot_p99_s, i)}
                 for i, a in enumerate(self.adapter_ids)
             ]
         if self.timeseries is not None:
@@ -170,8 +231,13 @@ def _sums(arrival_s, adapter, input_tokens, output_tokens, first_token_s, finish
 
 def request_metrics(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndarray,
                     output_tokens: np.ndarray, first_token_s: np.ndarray, finish_s: np.ndarray,
-                    duration_s: float, n_adapters: int) -> dict[str, Any]:
-    """Window metrics from per-request outcomes (inf = never happened); formulas in the module docstring."""
+                    duration_s: float, n_adapters: int, generated: np.ndarray | None = None
+                    ) -> dict[str, Any]:
+    """Window metrics from per-request outcomes (inf = never happened); formulas in the module docstring.
+
+    ``generated``: output tokens generated per request by the end of the run (for the TPOT of unfinished
+    requests; None: 1 token for a request with a first token, i.e. its time since the first token).
+    """
     T = float(duration_s)
     tot, ad, ttft = _sums(arrival_s, adapter, input_tokens, output_tokens, first_token_s, finish_s, T,
                           int(n_adapters))
@@ -181,7 +247,9 @@ def request_metrics(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np
     with np.errstate(invalid="ignore", divide="ignore"):
         ad_frac = ad[1] / ad[0]
         ad_ttft_mean = ad[3] / ad[2]
-    p50, p99 = (float(x) for x in np.percentile(ttft, [50, 99])) if completed else (math.nan, math.nan)
+    gen = generated if generated is not None else np.where(np.isfinite(first_token_s), 1, 0)
+    lat = latency_metrics(arrival_s, adapter, output_tokens, first_token_s, finish_s, gen, T,
+                          int(n_adapters))
     return {
         "throughput_tok_s": thr,
         "offered_tok_s": offered,
@@ -191,13 +259,75 @@ def request_metrics(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np
         "completed": completed,
         "arrived": int(ad[4].sum()),
         "ttft_mean_s": float(tot[5]) / completed if completed else math.nan,
-        "ttft_p50_s": p50,
-        "ttft_p99_s": p99,
         "itl_mean_s": float(tot[3]) / float(tot[4]) if tot[4] > 0 else math.nan,
         "adapter_served_fraction": ad_frac,
         "adapter_ttft_mean_s": ad_ttft_mean,
         "adapter_completed": ad[2].astype(np.int64),
         "adapter_arrived": ad[4].astype(np.int64),
+        **lat,
+    }
+
+
+def _percentiles(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    return [float(v) for v in np.percentile(x, qs)] if x.size else [math.nan] * len(qs)
+
+
+def _per_group_p99(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """The 99th percentile of ``values`` within each group (NaN for an empty group), linear interpolation as
+    :func:`numpy.percentile`."""
+    out = np.full(n_groups, math.nan)
+    if values.size == 0:
+        return out
+    order = np.lexsort((values, group))
+    v, g = values[order], group[order]
+    starts = np.searchsorted(g, np.arange(n_groups), side="left")
+    ends = np.searchsorted(g, np.arange(n_groups), side="right")
+    for a in np.flatnonzero(ends > starts):
+        seg = v[starts[a]:ends[a]]
+        out[a] = float(np.percentile(seg, 99)) if seg.size > 1 else float(seg[0])
+    return out
+
+
+def queue_trend(arrival_s: np.ndarray, finish_s: np.ndarray, duration_s: float) -> str:
+    """"growing" or "stable": the backlog (arrived − completed) at T/2 against T (module docstring)."""
+    T = float(duration_s)
+    half = T / 2
+    arr_half = int(np.searchsorted(arrival_s, half, side="right"))  # arrival_s is sorted
+    arr_end = int(np.searchsorted(arrival_s, T, side="left"))
+    b_half = arr_half - int((finish_s <= half).sum())
+    b_end = arr_end - int((finish_s <= T).sum())
+    slack = max(5.0, 3.0 * math.sqrt(max(b_half, 1)), 0.01 * (arr_end - arr_half))
+    return "growing" if b_end - b_half > slack else "stable"
+
+
+def latency_metrics(arrival_s: np.ndarray, adapter: np.ndarray, output_tokens: np.ndarray,
+                    first_token_s: np.ndarray, finish_s: np.ndarray, generated: np.ndarray, duration_s: float,
+                    n_adapters: int) -> dict[str, Any]:
+    """Censored TTFT and TPOT percentiles, per GPU and per adapter, and the queue trend (module docstring).
+
+    Arrays are per request (inf = never happened); ``generated`` = output tokens generated by the end of the
+    run. Requests arriving at or after T are ignored.
+    """
+    T = float(duration_s)
+    keep = arrival_s < T
+    arr, adp = arrival_s[keep], adapter[keep]
+    first, fin = first_token_s[keep], finish_s[keep]
+    out_tok, gen = output_tokens[keep], generated[keep]
+    ttft = np.minimum(first, T) - arr                      # censored at the window's end
+    done = (fin <= T) & (out_tok > 1)
+    started = (first <= T) & ~(fin <= T)                   # first token by T, not finished
+    tpot = np.empty(arr.shape[0])
+    tpot[done] = (fin[done] - first[done]) / (out_tok[done] - 1)
+    tpot[started] = (T - first[started]) / np.maximum(gen[started] - 1, 1)
+    has_tpot = done | started
+    t50, t95, t99 = _percentiles(ttft, (50, 95, 99))
+    p50, p95, p99 = _percentiles(tpot[has_tpot], (50, 95, 99))
+    return {
+        "ttft_p50_s": t50, "ttft_p95_s": t95, "ttft_p99_s": t99,
+        "tpot_p50_s": p50, "tpot_p95_s": p95, "tpot_p99_s": p99,
+        "queue_trend": queue_trend(arrival_s, finish_s, T),
+        "adapter_ttft_p99_s": _per_group_p99(ttft, adp, n_adapters),
+        "adapter_tpot_p99_s": _per_group_p99(tpot[has_tpot], adp[has_tpot], n_adapters),
     }
 
 

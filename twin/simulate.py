@@ -18,7 +18,7 @@ from twin.errors import InputError
 from twin.lengths import expected_tokens
 from twin.metrics import SimResult, request_metrics, timeseries_dict
 from twin.profile import Profile
-from twin.spec import Instance, ServerSettings
+from twin.spec import Instance, ServerSettings, Slo
 from twin.workload import Requests, generate_requests
 
 DEFAULT_TIMESERIES_DT = 10.0
@@ -33,7 +33,7 @@ def _check_int(name: str, value: Any, low: int = 1) -> int:
 def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = None,
              max_lora_rank: int | None = None, seed: int = 0, profile: Profile | None = None,
              timeseries: bool | float = False, max_inflight: int | None = None,
-             drop_over_limit: bool = False) -> SimResult:
+             drop_over_limit: bool = False, slo: Slo | None = None) -> SimResult:
     """Simulate all adapters of ``instance`` on one GPU for its window and return the metrics.
 
     ``max_cpu_loras`` defaults to the number of adapters, ``max_lora_rank`` to the largest rank present,
@@ -43,6 +43,7 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
     requests inside the server (running + waiting) like a client with that many connections (the calibration
     runs' client plateaued at ~23–28 k waiting requests); None = no cap. Requests over the cap wait
     client-side, or with ``drop_over_limit`` are refused (they count as arrived, never as completed).
+    ``slo``: the criterion the result is judged by (``SimResult.meets``); default: the instance's ``slo``.
     """
     t0 = time.perf_counter()
     seed = _check_int("seed", seed, low=0)
@@ -57,6 +58,7 @@ def simulate(instance: Instance, *, max_loras: int, max_cpu_loras: int | None = 
                 duration_s=float(instance.workload.duration_s), server=instance.server, profile=prof,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=seed,
                 timeseries=timeseries, t0=t0, max_inflight=max_inflight, drop=drop_over_limit,
+                slo=instance.slo if slo is None else slo,
                 expected_tokens=expected_tokens(instance.workload.lengths, instance.model, prof.output_scale)
                 if reqs is None
                 else reqs.expected_tokens)
@@ -66,11 +68,13 @@ def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duratio
                       profile: Profile, max_cpu_loras: int | None = None, max_lora_rank: int | None = None,
                       server: ServerSettings | None = None, adapter_ids: tuple[str, ...] | None = None,
                       total_rate_rps: float | None = None, timeseries: bool | float = False,
-                      max_inflight: int | None = None, drop_over_limit: bool = False) -> SimResult:
+                      max_inflight: int | None = None, drop_over_limit: bool = False,
+                      slo: Slo | None = None) -> SimResult:
     """Simulate given requests (``twin.workload.Requests``; adapter indices into ``ranks``) on one GPU.
 
     Requests arriving at or after ``duration_s`` are ignored. ``total_rate_rps`` (for the expected offered
-    load) defaults to arrivals / duration_s. The result's ``seed`` is None.
+    load) defaults to arrivals / duration_s. The result's ``seed`` is None; ``slo`` (default: the default
+    :class:`~twin.spec.Slo`) is the criterion it is judged by.
     """
     t0 = time.perf_counter()
     ranks = np.asarray(ranks, dtype=np.int64)
@@ -91,7 +95,7 @@ def simulate_requests(requests: Requests, ranks: Any, *, max_loras: int, duratio
     return _run(requests, ids, ranks, rate, duration_s=float(duration_s), server=srv, profile=profile,
                 max_loras=cfg[0], max_cpu_loras=cfg[1], max_lora_rank=cfg[2], kv=kv, seed=None,
                 timeseries=timeseries, t0=t0, expected_tokens=requests.expected_tokens,
-                max_inflight=max_inflight, drop=drop_over_limit)
+                max_inflight=max_inflight, drop=drop_over_limit, slo=slo if slo is not None else Slo())
 
 
 def _config(n: int, ranks: np.ndarray, max_loras: Any, max_cpu_loras: Any, max_lora_rank: Any
@@ -111,9 +115,11 @@ def _config(n: int, ranks: np.ndarray, max_loras: Any, max_cpu_loras: Any, max_l
 def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_rate: float, *,
          duration_s: float, server: ServerSettings, profile: Profile, max_loras: int, max_cpu_loras: int,
          max_lora_rank: int, kv: float | None, seed: int | None, timeseries: bool | float, t0: float,
-         expected_tokens: float | None, max_inflight: int | None = None, drop: bool = False) -> SimResult:
+         expected_tokens: float | None, max_inflight: int | None = None, drop: bool = False,
+         slo: Slo | None = None) -> SimResult:
     n_ad = len(ids)
-    common: dict[str, Any] = dict(kv_cache_tokens=kv, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
+    common: dict[str, Any] = dict(slo=slo if slo is not None else Slo(),
+                  kv_cache_tokens=kv, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
                   max_lora_rank=max_lora_rank, duration_s=duration_s, seed=seed, adapter_ids=tuple(ids),
                   profile=profile.name, profile_version=profile.version,
                   profile_calibrated=profile.calibrated)
@@ -128,6 +134,7 @@ def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_r
             itl_p50_s=nan, itl_p99_s=nan, preemptions=0, gpu_loads=0, disk_loads=0, steps=0,
             busy_fraction=0.0, wall_s=time.perf_counter() - t0, adapter_served_fraction=np.full(n_ad, nan),
             adapter_ttft_mean_s=np.full(n_ad, nan), adapter_completed=zeros, adapter_arrived=zeros,
+            adapter_ttft_p99_s=np.full(n_ad, nan), adapter_tpot_p99_s=np.full(n_ad, nan),
             **common,  # type: ignore[arg-type]
         )
     arr, adp, pin, pout = reqs.arrival_s, reqs.adapter, reqs.input_tokens, reqs.output_tokens
@@ -149,7 +156,8 @@ def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_r
                      duration_s=duration_s, timeseries_dt=ts_dt,
                      max_inflight=None if max_inflight is None else _check_int("max_inflight", max_inflight),
                      drop=drop)
-    m = request_metrics(arr, adp, pin, pout, run.first_token_s, run.finish_s, duration_s, n_ad)
+    m = request_metrics(arr, adp, pin, pout, run.first_token_s, run.finish_s, duration_s, n_ad,
+                        generated=run.generated)
     from twin.metrics import itl_percentile
 
     running_end = int(((run.status == 1) | ((run.status == 3) & (run.finish_s > duration_s))).sum())

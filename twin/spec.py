@@ -24,6 +24,14 @@ FORMAT_VERSION = 1
 ALLOWED_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 ARRIVALS: tuple[str, ...] = ("poisson", "gamma", "unpredictable", "trace")
 LENGTH_KINDS: tuple[str, ...] = ("sharegpt", "normal", "trace")
+CRITERIA: tuple[str, ...] = ("slo", "paper")
+#: The latency keys of an SLO: (field, metric of a twin result in seconds, factor field unit -> seconds).
+SLO_LATENCY_KEYS: tuple[tuple[str, str, float], ...] = (
+    ("ttft_p50_s", "ttft_p50_s", 1.0), ("ttft_p95_s", "ttft_p95_s", 1.0), ("ttft_p99_s", "ttft_p99_s", 1.0),
+    ("tpot_p50_ms", "tpot_p50_s", 1e-3), ("tpot_p95_ms", "tpot_p95_s", 1e-3),
+    ("tpot_p99_ms", "tpot_p99_s", 1e-3),
+)
+SLO_KEYS: tuple[str, ...] = ("criterion", *(k for k, _, _ in SLO_LATENCY_KEYS), "min_served_fraction")
 
 
 def _bad(field_name: str, message: str, value: Any) -> InputError:
@@ -149,6 +157,84 @@ class Workload:
             raise _bad("workload.lengths", "must be a Lengths", self.lengths)
 
 
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """What a GPU must achieve to count as feasible: the *criterion* in force.
+
+    ``criterion: slo`` (the default): served fraction ≥ ``min_served_fraction`` **and** every latency bound
+    that is set (TTFT percentiles in seconds, TPOT percentiles in milliseconds; None = not bounded), judged
+    on the twin's censored percentiles (:mod:`twin.metrics`). Default: TTFT p99 ≤ 2 s, TPOT p99 ≤ 200 ms,
+    served ≥ 0.9 (MLPerf Inference's server-scenario bounds for Llama-2-70B).
+    ``criterion: paper``: the papers' rule alone — served fraction ≥ ``min_served_fraction`` (0.9 = "not
+    starved"); the latency bounds are ignored. A memory error (OOM) fails every criterion.
+    """
+
+    criterion: str = "slo"
+    ttft_p50_s: float | None = None
+    ttft_p95_s: float | None = None
+    ttft_p99_s: float | None = 2.0
+    tpot_p50_ms: float | None = None
+    tpot_p95_ms: float | None = None
+    tpot_p99_ms: float | None = 200.0
+    min_served_fraction: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.criterion not in CRITERIA:
+            raise _bad("slo.criterion", f"must be one of {list(CRITERIA)}", self.criterion)
+        for key, _, _ in SLO_LATENCY_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                _check_number(f"slo.{key}", value)
+                if value == 0:
+                    raise _bad(f"slo.{key}", "must be positive", value)
+        _check_number("slo.min_served_fraction", self.min_served_fraction, allow_zero=True)
+        if not 0 <= self.min_served_fraction <= 1:
+            raise _bad("slo.min_served_fraction", "must be in [0, 1]", self.min_served_fraction)
+
+    @classmethod
+    def paper(cls) -> Slo:
+        """The papers' rule alone: served fraction ≥ 0.9, no latency bound."""
+        return cls(criterion="paper")
+
+    def replace(self, **changes: Any) -> Slo:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def limits(self) -> tuple[tuple[str, str, float], ...]:
+        """The latency bounds in force: (SLO key, twin metric key, bound in seconds); none under ``paper``."""
+        if self.criterion != "slo":
+            return ()
+        return tuple((key, metric, float(getattr(self, key)) * unit)
+                     for key, metric, unit in SLO_LATENCY_KEYS if getattr(self, key) is not None)
+
+    def describe(self) -> str:
+        """The criterion in words, as every output states it."""
+        served = f"served fraction ≥ {self.min_served_fraction:g}"
+        if self.criterion == "paper":
+            rule = "not starved" if self.min_served_fraction == 0.9 else served
+            return f"papers' rule ({rule}; no latency bound)"
+        parts = []
+        for key, _, _ in SLO_LATENCY_KEYS:
+            v = getattr(self, key)
+            if v is not None:
+                what, pct = key.split("_")[:2]
+                parts.append(f"{what.upper()} {pct} ≤ {v:g} {'s' if key.endswith('_s') else 'ms'}")
+        return "SLO: " + ", ".join([*parts, served])
+
+    def to_dict(self, *, compact: bool = False) -> dict[str, Any]:
+        """The canonical ``slo`` section (None = not bounded). ``compact``: leave out the unbounded keys whose
+        default is unbounded too (what an instance file writes; reading it back gives the same Slo)."""
+        out: dict[str, Any] = {"criterion": self.criterion}
+        default = Slo()
+        for key, _, _ in SLO_LATENCY_KEYS:
+            v = getattr(self, key)
+            if v is None and compact and getattr(default, key) is None:
+                continue
+            out[key] = None if v is None else float(v)
+        out["min_served_fraction"] = float(self.min_served_fraction)
+        return out
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
@@ -166,6 +252,7 @@ class Instance:
     workload: Workload = field(default_factory=Workload)
     format_version: int = FORMAT_VERSION
     rate_profile: RateProfile | None = None  # per-period rate multipliers over a day (twin.rates)
+    slo: Slo = field(default_factory=Slo)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -178,6 +265,8 @@ class Instance:
             raise _bad("adapters", "must list at least one adapter", [])
         if self.rate_profile is not None and not isinstance(self.rate_profile, RateProfile):
             raise _bad("rate_profile", "must be a RateProfile", self.rate_profile)
+        if not isinstance(self.slo, Slo):
+            raise _bad("slo", "must be an Slo", self.slo)
         seen: set[str] = set()
         for i, a in enumerate(self.adapters):
             if not isinstance(a, Adapter):
@@ -235,5 +324,5 @@ class Instance:
         return dataclasses.replace(self, adapters=chosen)
 
     def __hash__(self) -> int:  # cached_property needs __dict__; hash by identity of content
-        return hash((self.name, self.model, self.gpu, self.adapters, self.server, self.workload,
+        return hash((self.name, self.model, self.gpu, self.adapters, self.server, self.workload, self.slo,
                      self.rate_profile))

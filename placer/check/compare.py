@@ -22,6 +22,7 @@ from placer.check.evaluate import evaluate
 from placer.context import Context
 from placer.oracle import Oracle, make_oracle
 from placer.problem.io import read_instance
+from placer.problem.schema import slo_with_options
 from placer.result import OPTIMAL_WRT
 from placer.solve import DEFAULT_TIME_LIMIT, get_solver, solve
 from twin.errors import InputError
@@ -48,6 +49,7 @@ class CompareRow:
     twin_failures: str = ""
     file: str = ""  # the instance file (the group key: two files may share a name); "" for an in-memory one
     optimal_wrt: str | None = None  # what an ``optimal`` status is optimal for (see Result.optimal_wrt)
+    criterion: str = ""  # the criterion every GPU was judged by, in words (Slo.describe)
 
     @property
     def key(self) -> str:
@@ -62,13 +64,15 @@ def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], 
             time_limit: float = DEFAULT_TIME_LIMIT, seed: int = 0, oracle: str = "surrogate",
             verify_twin: bool = False, oracle_options: dict[str, Any] | None = None,
             progress: Callable[[int, int], None] | None = None,
-            workers: int | None = None, context: Context | None = None) -> list[CompareRow]:
+            workers: int | None = None, context: Context | None = None,
+            slo_options: dict[str, Any] | None = None) -> list[CompareRow]:
     """Run every solver on every instance; judge every plan with the evaluator (and the twin if asked,
     ``workers`` processes per plan).
 
     ``progress(done, total)`` is called after each (instance, solver) run. ``context``: the twin profile and
-    surrogate models of every oracle (default: the shipped ones). An :class:`InputError` about an instance
-    names its file."""
+    surrogate models of every oracle (default: the shipped ones). ``slo_options``: overrides of each
+    instance's SLO (keys of :data:`placer.problem.schema.SLO_FLAGS`, None = keep). An :class:`InputError`
+    about an instance names its file."""
     for name in solvers:
         get_solver(name)  # unknown names fail before any work
     rows: list[CompareRow] = []
@@ -83,6 +87,9 @@ def compare(instances: Sequence[str | Path | Instance], solvers: Sequence[str], 
 
         try:
             problem = item if isinstance(item, Instance) else read_instance(item)
+            if slo_options:
+                slo = slo_with_options(problem.slo, slo_options)
+                problem = problem if slo == problem.slo else problem.replace(slo=slo)
             runs = _runs(problem, file, solvers, time_limit=time_limit, seed=seed, oracle=oracle,
                          verify_twin=verify_twin, oracle_options={**(oracle_options or {}), "context":
                          context},
@@ -122,7 +129,7 @@ def _runs(problem: Instance, file: str, solvers: Sequence[str], *, time_limit: f
         out.append(CompareRow(problem.name, problem.n_adapters, problem.model, name, result.status,
                               result.num_gpus, result.lower_bound, result.gap, round(result.runtime_s, 4),
                               ev.feasible, "; ".join(problems), twin_ok, twin_fail, file=file,
-                              optimal_wrt=result.optimal_wrt))
+                              optimal_wrt=result.optimal_wrt, criterion=problem.slo.describe()))
         progress(len(out))
     return out
 

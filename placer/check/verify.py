@@ -5,9 +5,11 @@
 plan with unknown adapters or violated constraints is rejected with an :class:`~twin.errors.InputError`
 giving the reason. Then every GPU (or a seeded sample of them, for very large plans) is simulated by
 ``twin.simulate`` on a backend of :mod:`twin.parallel` — a local process pool (default) or a Ray cluster
-(``backend="ray"``, extra ``ray``); the rows are the same whatever runs them. A GPU that starves
-(throughput < 0.9 × offered) or cannot start (memory error) makes the plan infeasible and is named in
-``failures``.
+(``backend="ray"``, extra ``ray``); the rows are the same whatever runs them. Each GPU is judged by the
+problem's criterion (``problem.slo``: the default SLO, the file's ``slo`` section, or ``criterion: paper`` for
+the papers' rule alone); a GPU that fails it — served fraction, a latency percentile over its bound, or a
+memory error — makes the plan infeasible and is named in ``failures`` with the measured value, the bound and
+by how much.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ from twin.errors import InputError
 from twin.parallel import check_backend, map_unordered
 from twin.profile import Profile
 from twin.simulate import simulate
-from twin.spec import Instance
+from twin.spec import Instance, Slo
 
 DEFAULT_WORKERS = 2
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """The twin's verdict on a plan: ``feasible`` ⇔ every simulated GPU is neither starved nor OOM."""
+    """The twin's verdict on a plan: ``feasible`` ⇔ every simulated GPU meets ``criterion`` (and starts)."""
 
     feasible: bool
     num_gpus: int
@@ -44,6 +46,7 @@ class VerifyReport:
     failures: tuple[str, ...] = field(default=())
     seed: int = 0
     wall_s: float = 0.0
+    criterion: str = ""  # the criterion checked, in words
 
     @property
     def sampled(self) -> bool:
@@ -53,6 +56,8 @@ class VerifyReport:
         """One line: how many GPUs were simulated and the verdict (for a sample: about the sample only)."""
         what = (f"{len(self.simulated)} of {plural(self.num_gpus, 'GPU')} simulated" if self.sampled
                 else f"{plural(self.num_gpus, 'GPU')} simulated")
+        if self.criterion:
+            what += f", checked against {self.criterion}"
         if self.feasible:
             verdict = "feasible" + (" for the sampled GPUs only (the others were not checked)"
                                     if self.sampled else "")
@@ -60,7 +65,8 @@ class VerifyReport:
         return f"{what}: " + ("[red]NOT feasible[/red]" if markup else "NOT feasible")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"feasible": self.feasible, "num_gpus": self.num_gpus, "sampled": self.sampled,
+        return {"feasible": self.feasible, "criterion": self.criterion, "num_gpus": self.num_gpus,
+                "sampled": self.sampled,
                 "simulated": list(self.simulated), "failures": list(self.failures), "seed": self.seed,
                 "wall_s": self.wall_s, "gpus": list(self.gpus)}
 
@@ -121,15 +127,25 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
             if progress is not None:
                 progress(len(by_gpu), len(jobs))
     rows = [by_gpu[j] for j in chosen]  # plan order, whatever order the backend finished them in
-    failures = []
-    for row in rows:
-        if row.get("oom"):
-            failures.append(f"GPU {row['gpu']} fails to start (memory error): max_loras "
-                            f"{row.get('max_loras')}, max_lora_rank {row.get('max_lora_rank')}")
-        elif row.get("starved"):
-            failures.append(f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:,.0f} tok/s "
-                            f"< 0.9 × the {row['offered_tok_s']:,.0f} tok/s that arrived in this run "
-                            f"(offered load {row.get('expected_offered_tok_s', math.nan):,.0f} tok/s)")
+    failures = [failure(row, problem.slo) for row in rows if not row.get("meets_criterion", True)]
     return VerifyReport(feasible=not failures and bool(rows), num_gpus=plan.num_gpus, simulated=tuple(chosen),
                         gpus=tuple(rows), failures=tuple(failures), seed=seed,
-                        wall_s=time.perf_counter() - start)
+                        wall_s=time.perf_counter() - start, criterion=problem.slo.describe())
+
+
+def failure(row: dict[str, Any], slo: Slo) -> str:
+    """One line naming a failing GPU and by how much it misses the criterion."""
+    if row.get("oom"):
+        return (f"GPU {row['gpu']} fails to start (memory error): max_loras {row.get('max_loras')}, "
+                f"max_lora_rank {row.get('max_lora_rank')}")
+    parts = []
+    served = row.get("served_fraction")
+    if served is not None and served < slo.min_served_fraction:
+        rule = "starves" if slo.min_served_fraction == 0.9 else "serves too little"
+        parts.append(f"{rule}: throughput {row['throughput_tok_s']:,.0f} tok/s < "
+                     f"{slo.min_served_fraction:g} × the {row['offered_tok_s']:,.0f} tok/s that arrived "
+                     "in this run (offered load "
+                     f"{row.get('expected_offered_tok_s') or math.nan:,.0f} tok/s)")
+    parts += [f for f in row.get("criterion_failures", []) if not f.startswith("served fraction")]
+    queue = f"; queue {row.get('queue_trend')}, {row.get('waiting_end')} waiting at the end" if parts else ""
+    return f"GPU {row['gpu']} " + "; ".join(parts or ["fails the criterion"]) + queue

@@ -15,7 +15,7 @@ from typing import TextIO
 import typer
 from rich.text import Text
 
-from placer.cli import binpack, calibration, dynamic, instances, solve, surrogate, twin
+from placer.cli import binpack, calibration, dynamic, frontier, instances, solve, surrogate, twin
 from placer.cli.common import err_console
 from twin.errors import InfeasibleError, InputError
 
@@ -42,6 +42,7 @@ _COMMANDS: tuple[tuple[Callable[[typer.Typer], None], str | None], ...] = (
     (solve.register, None),             # solve, compare, verify, deploy
     (binpack.register, None),           # binpack
     (dynamic.register, None),           # replan
+    (frontier.register, None),          # frontier
     (twin.register, "twin"),            # twin simulate
     (calibration.register, "twin"),     # twin calibrate, twin collect, twin profiles
     (surrogate.register, "surrogate"),  # surrogate predict | sweep | train | eval

@@ -8,17 +8,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
 from placer.context import Context
+from placer.problem.schema import slo_with_options
 from placer.reporting.jsonable import to_json
 from placer.reporting.progress import err_console
 from twin.errors import InputError
+from twin.spec import Instance
 
-__all__ = ["JSON_HELP", "MODELS_HELP", "PROFILE_HELP", "load_context", "about_file", "console",
-           "err_console", "print_json", "say_if_compiling", "to_json"]
+__all__ = ["CRITERION", "JSON_HELP", "MODELS_HELP", "PROFILE_HELP", "SLO_MIN_SERVED", "SLO_TPOT_P50",
+           "SLO_TPOT_P95", "SLO_TPOT_P99", "SLO_TTFT_P50", "SLO_TTFT_P95", "SLO_TTFT_P99", "about_file",
+           "console", "err_console", "load_context", "print_json", "say_if_compiling", "to_json", "with_slo"]
 
 
 class _Console(Console):
@@ -83,3 +87,37 @@ def about_file(path: str | Path) -> Iterator[None]:
         if exc.source or (exc.field or "").startswith("--"):
             raise
         raise exc.with_source(str(path)) from None
+
+
+# --- the SLO overrides of every command that judges feasibility ---------------------------------------------
+def _slo_opt(flag: str, what: str) -> Any:
+    return typer.Option(None, flag, rich_help_panel="Criterion (SLO)",
+                        help=f"{what} (overrides the instance's slo section; 'none' removes it).")
+
+
+SLO_TTFT_P50 = _slo_opt("--slo-ttft-p50", "Bound on the p50 TTFT, seconds")
+SLO_TTFT_P95 = _slo_opt("--slo-ttft-p95", "Bound on the p95 TTFT, seconds")
+SLO_TTFT_P99 = _slo_opt("--slo-ttft-p99", "Bound on the p99 TTFT, seconds (default 2)")
+SLO_TPOT_P50 = _slo_opt("--slo-tpot-p50", "Bound on the p50 TPOT, milliseconds")
+SLO_TPOT_P95 = _slo_opt("--slo-tpot-p95", "Bound on the p95 TPOT, milliseconds")
+SLO_TPOT_P99 = _slo_opt("--slo-tpot-p99", "Bound on the p99 TPOT, milliseconds (default 200)")
+SLO_MIN_SERVED = typer.Option(None, "--slo-min-served", help="Least served fraction of the offered load "
+                              "(default 0.9, the papers' rule).", rich_help_panel="Criterion (SLO)")
+CRITERION = typer.Option(None, "--criterion", help="slo (served fraction and latency bounds; the default) or "
+                         "paper (the papers' rule alone: served ≥ 0.9, no latency bound).",
+                         rich_help_panel="Criterion (SLO)")
+
+
+def with_slo(problem: Instance, source: str | Path, *, criterion: str | None = None,
+             ttft_p50: str | None = None, ttft_p95: str | None = None, ttft_p99: str | None = None,
+             tpot_p50: str | None = None, tpot_p95: str | None = None, tpot_p99: str | None = None,
+             min_served: str | float | None = None) -> Instance:
+    """The problem judged by its file's SLO overridden by the command line (errors name the flag and file)."""
+    options = {"criterion": criterion, "ttft_p50_s": ttft_p50, "ttft_p95_s": ttft_p95, "ttft_p99_s": ttft_p99,
+               "tpot_p50_ms": tpot_p50, "tpot_p95_ms": tpot_p95, "tpot_p99_ms": tpot_p99,
+               "min_served_fraction": min_served}
+    try:  # the flag overrides the file's slo section: the error names both
+        slo = slo_with_options(problem.slo, options)
+    except InputError as exc:
+        raise (exc if exc.source else exc.with_source(str(source))) from None
+    return problem if slo == problem.slo else problem.replace(slo=slo)

@@ -7,7 +7,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, console, print_json
+from placer.cli.common import (
+    CRITERION,
+    JSON_HELP,
+    SLO_MIN_SERVED,
+    SLO_TPOT_P50,
+    SLO_TPOT_P95,
+    SLO_TPOT_P99,
+    SLO_TTFT_P50,
+    SLO_TTFT_P95,
+    SLO_TTFT_P99,
+    console,
+    print_json,
+    with_slo,
+)
 from placer.problem.generate import (
     DEFAULT_GPU,
     DEFAULT_MAX_RATE_RPS,
@@ -66,19 +79,30 @@ def generate_cmd(
     name: str | None = typer.Option(None, "--name", help="Instance name (default FAMILY-N-sSEED)."),
     adapters_csv: bool | None = typer.Option(None, "--adapters-csv/--inline",
                                              help="Adapters in a CSV beside the file (default: YAML > 200)."),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Generate a seeded, reproducible instance file."""
+    """Generate a seeded, reproducible instance file (with the slo section it is judged by)."""
     instance = generate(family, adapters, seed, model=model, gpu=gpu, total_rate_rps=total_rate_rps,
                         duration_s=duration_s, arrival=arrival, cv=cv, lengths=lengths,
                         ranks=_ints(ranks, "--ranks"), rates=_floats(rates, "--rates"), zipf_s=zipf_s,
                         alpha=alpha, popularity=popularity, trace=trace, max_rate_rps=max_rate_rps, name=name)
+    instance = with_slo(instance, out, criterion=criterion, ttft_p50=slo_ttft_p50,
+                   ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
+                   tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
     files = write_instance(instance, out, adapters_csv=adapters_csv)
     if json_out:
         print_json({"files": [str(f) for f in files], **instance_summary(instance)})
     else:
         console.print(f"wrote {', '.join(str(f) for f in files)}: {instance.n_adapters} adapters, "
-                      f"{instance.total_rate_rps:.4g} req/s")
+                      f"{instance.total_rate_rps:.4g} req/s; judged by {instance.slo.describe()}")
 
 
 def show_cmd(
@@ -104,6 +128,7 @@ def show_cmd(
                   f"mean {r['mean']:.4g}, max {r['max']:.4g}; total {r['total']:.4g}")
     console.print(f"expected requests {s['expected_requests']:,.0f}; "
                   f"offered load {s['offered_tok_s']:,.0f} tok/s")
+    console.print(f"criterion: {s['criterion']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,15 +13,24 @@ from placer.check.compare import compare, rows_csv, write_csv
 from placer.check.repair import repair
 from placer.check.verify import DEFAULT_WORKERS, VerifyReport, verify
 from placer.cli.common import (
+    CRITERION,
     JSON_HELP,
     MODELS_HELP,
     PROFILE_HELP,
+    SLO_MIN_SERVED,
+    SLO_TPOT_P50,
+    SLO_TPOT_P95,
+    SLO_TPOT_P99,
+    SLO_TTFT_P50,
+    SLO_TTFT_P95,
+    SLO_TTFT_P99,
     about_file,
     console,
     err_console,
     load_context,
     print_json,
     say_if_compiling,
+    with_slo,
 )
 from placer.cli.dynamic import day_cmd, deploy_diff
 from placer.oracle import make_oracle
@@ -117,12 +126,22 @@ def solve_cmd(
     periods: bool = typer.Option(False, "--periods", help="One plan per period of the instance's "
                                  "rate_profile, chained by replan; GPU-hours vs static peak provisioning "
                                  "(--out: the day as JSON, --plot: the day chart)."),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Place the adapters on as few GPUs as possible; print the plan (status, GPUs, bound, settings)."""
     plot = plots.check_path(plot) if plot is not None else None
     report_dir = check_target(report_dir) if report_dir is not None else None
-    problem = read_instance(instance)
+    problem = with_slo(read_instance(instance), instance, criterion=criterion, ttft_p50=slo_ttft_p50,
+                       ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
+                       tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
     context = load_context(profile, models)
     the_oracle = make_oracle(problem, oracle, context=context,
                              **_oracle_options(margin, seed, oracle, headroom))
@@ -182,6 +201,14 @@ def compare_cmd(
                                      "lower bound (.png or .svg)."),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     models: Path | None = typer.Option(None, "--models", help=MODELS_HELP),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run several solvers on several instances: GPUs, gap to the lower bound, time, verified."""
@@ -194,7 +221,11 @@ def compare_cmd(
     with progress_bar("solver runs", enabled=not json_out) as tick:
         rows = compare(instances, names, time_limit=time_limit, seed=seed, oracle=oracle,
                        verify_twin=do_verify, progress=tick, workers=workers,
-                       context=load_context(profile, models))
+                       context=load_context(profile, models),
+                       slo_options={"criterion": criterion, "ttft_p50_s": slo_ttft_p50,
+                                    "ttft_p95_s": slo_ttft_p95, "ttft_p99_s": slo_ttft_p99,
+                                    "tpot_p50_ms": slo_tpot_p50, "tpot_p95_ms": slo_tpot_p95,
+                                    "tpot_p99_ms": slo_tpot_p99, "min_served_fraction": slo_min_served})
     if plot is not None:
         plots.compare_chart(rows, plot)
     if out is not None:
@@ -231,10 +262,24 @@ def verify_cmd(
     backend: str = typer.Option("local", "--backend",
                                 help="local (a process pool on this machine) or ray (the Ray cluster named "
                                      "by RAY_ADDRESS, else a local one; needs the ray extra)."),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
-    problem, plan_ = read_instance(instance), Result.load(plan)
+    """Re-simulate every GPU of a plan in the twin; name each GPU that fails the criterion and by how much.
+
+    Exit 0 when every checked GPU meets the criterion (the instance's slo section, overridden by the flags),
+    1 when one fails, 2 on bad input."""
+    problem = with_slo(read_instance(instance), instance, criterion=criterion, ttft_p50=slo_ttft_p50,
+                       ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
+                       tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
+    plan_ = Result.load(plan)
     check_backend(backend)  # an unknown backend, or ray without Ray, fails before any note or work
     say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):

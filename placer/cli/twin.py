@@ -8,7 +8,23 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, PROFILE_HELP, console, load_context, print_json, say_if_compiling
+from placer.cli.common import (
+    CRITERION,
+    JSON_HELP,
+    PROFILE_HELP,
+    SLO_MIN_SERVED,
+    SLO_TPOT_P50,
+    SLO_TPOT_P95,
+    SLO_TPOT_P99,
+    SLO_TTFT_P50,
+    SLO_TTFT_P95,
+    SLO_TTFT_P99,
+    console,
+    load_context,
+    print_json,
+    say_if_compiling,
+    with_slo,
+)
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
 from twin.errors import InputError
@@ -43,14 +59,21 @@ def _table(name: str, res: SimResult) -> Table:
         return table
     status = "[red]starved[/red]" if res.starved else "[green]not starved[/green]"
     table.add_row("result", status)
+    failures = res.slo_failures()
+    verdict = ("[green]meets it[/green]" if not failures
+               else "[red]fails it[/red]: " + "; ".join(failures))
+    table.add_row("criterion", f"{res.slo.describe()}: {verdict}")
     table.add_row("throughput", _fmt(res.throughput_tok_s, " tok/s", 6))
     table.add_row("offered load (rate × mean tokens)", _fmt(res.expected_offered_tok_s, " tok/s", 6))
     table.add_row("load that arrived in this run", _fmt(res.offered_tok_s, " tok/s", 6))
     table.add_row("served fraction (of the arrived load)", _fmt(res.served_fraction, "", 4))
     table.add_row("requests arrived / completed", f"{res.arrived} / {res.completed}")
     table.add_row("running / waiting at the end", f"{res.running_end} / {res.waiting_end}")
-    table.add_row("TTFT mean / p50 / p99", " / ".join(
-        _fmt(v, " s") for v in (res.ttft_mean_s, res.ttft_p50_s, res.ttft_p99_s)))
+    table.add_row("queue trend (second half of the window)", res.queue_trend)
+    table.add_row("TTFT mean (completed) / p50 / p95 / p99 (censored)", " / ".join(
+        _fmt(v, " s") for v in (res.ttft_mean_s, res.ttft_p50_s, res.ttft_p95_s, res.ttft_p99_s)))
+    table.add_row("TPOT p50 / p95 / p99", " / ".join(
+        _fmt(v * 1000, " ms") for v in (res.tpot_p50_s, res.tpot_p95_s, res.tpot_p99_s)))
     table.add_row("ITL mean / p50 / p99", " / ".join(
         _fmt(v * 1000, " ms") for v in (res.itl_mean_s, res.itl_p50_s, res.itl_p99_s)))
     table.add_row("preemptions", str(res.preemptions))
@@ -75,11 +98,22 @@ def simulate_cmd(
     profile_path: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     plot: Path | None = typer.Option(None, "--plot", help="Draw running/waiting requests, KV use, throughput "
                                      "over time and each adapter's served fraction (.png or .svg)."),
+    criterion: str | None = CRITERION,
+    slo_ttft_p50: str | None = SLO_TTFT_P50,
+    slo_ttft_p95: str | None = SLO_TTFT_P95,
+    slo_ttft_p99: str | None = SLO_TTFT_P99,
+    slo_tpot_p50: str | None = SLO_TPOT_P50,
+    slo_tpot_p95: str | None = SLO_TPOT_P95,
+    slo_tpot_p99: str | None = SLO_TPOT_P99,
+    slo_min_served: float | None = SLO_MIN_SERVED,
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Simulate ALL adapters of INSTANCE on one GPU; an OOM configuration is a normal result."""
     plot = plots.check_path(plot) if plot is not None else None
-    instance = read_instance(instance_path)
+    instance = with_slo(read_instance(instance_path), instance_path, criterion=criterion,
+                        ttft_p50=slo_ttft_p50,
+                   ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
+                   tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
     if max_loras > instance.n_adapters:  # the rule every plan obeys (placer.evaluate.check_plan)
         raise InputError(f"must be at most the instance's {instance.n_adapters} adapters, as in a plan "
                          f"(got {max_loras})", source=str(instance_path), field="--max-loras",

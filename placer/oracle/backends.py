@@ -6,6 +6,7 @@ differ only in how one configuration's throughput and starvation are predicted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -16,7 +17,7 @@ from placer.oracle.base import DEFAULT_HEADROOM, DEFAULT_SURROGATE_THRESHOLD, Or
 from twin.errors import InputError
 from twin.profile import Profile
 from twin.simulate import simulate
-from twin.spec import Instance
+from twin.spec import Instance, Slo
 
 
 class SurrogateOracle(Oracle):
@@ -63,16 +64,34 @@ class SurrogateOracle(Oracle):
         model = getattr(self.bundle(problem), "starvation", None)
         return float(getattr(model, "threshold", 0.5))
 
-    def _predict(self, problem: Instance, queries: Sequence[Query]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    def check_criterion(self, problem: Instance) -> None:
+        """Raise a clear :class:`InputError` when the bundle cannot judge the problem's latency bounds."""
         bundle = self.bundle(problem)
+        keys = [metric for _, metric, _ in problem.slo.limits()]
+        can = getattr(bundle, "latency_targets", lambda: ())()
+        missing = [k for k in keys if k not in can]
+        if missing:
+            name = getattr(bundle, "name", "") or "these"
+            raise InputError(f"the surrogate models {name} cannot judge a latency SLO (no latency model for "
+                             f"{', '.join(missing)}); use --criterion paper for the papers' rule, or "
+                             "--oracle twin (simulates each candidate GPU, slower), or models trained with "
+                             "latency targets (--models)", field="slo", value=problem.slo.describe())
+
+    def _predict(self, problem: Instance, queries: Sequence[Query]) -> tuple[Any, ...]:
+        bundle = self.bundle(problem)
+        self.check_criterion(problem)
+        latency = tuple(metric for _, metric, _ in problem.slo.limits())
         batch = getattr(bundle, "predict_groups", None)
         if callable(batch):
+            kw = {"latency": latency} if latency else {}
             pred = batch(problem, [q[0] for q in queries], max_loras=[q[1] for q in queries],
-                         max_lora_rank=[q[2] for q in queries], max_cpu_loras=[q[3] for q in queries])
+                         max_lora_rank=[q[2] for q in queries], max_cpu_loras=[q[3] for q in queries], **kw)
             thr = np.asarray(pred.throughput_tok_s, dtype=float)
             prob = np.asarray(pred.starved_probability, dtype=float)
-            return thr, prob, np.zeros(len(queries), dtype=bool), None  # starved: p > threshold()
+            ratio = np.zeros(len(queries))
+            for _, metric, bound in problem.slo.limits():
+                ratio = np.maximum(ratio, np.asarray(pred.latency[metric], dtype=float) / bound)
+            return thr, prob, np.zeros(len(queries), dtype=bool), None, ratio  # starved: p > threshold()
         thr, prob, flag = (np.empty(len(queries)), np.empty(len(queries)), np.zeros(len(queries), bool))
         for j, (idx, s, r, m) in enumerate(queries):
             p = bundle.predict(problem.subset(idx), max_loras=s, max_cpu_loras=m, max_lora_rank=r)
@@ -80,14 +99,28 @@ class SurrogateOracle(Oracle):
         return thr, prob, flag, None
 
 
-def _simulate_one(args: tuple[Instance, int, int, int, int, Profile]) -> tuple[float, float, bool, bool]:
+def latency_ratio(values: dict[str, float], slo: Slo) -> float:
+    """The worst latency / bound over the bounds in force (0 when none; a NaN value — no request — is 0)."""
+    worst = 0.0
+    for _, metric, bound in slo.limits():
+        v = float(values[metric])
+        if math.isfinite(v):
+            worst = max(worst, v / bound)
+    return worst
+
+
+def _simulate_one(args: tuple[Instance, int, int, int, int, Profile]) -> tuple[float, float, bool, float]:
     inst, s, r, m, seed, profile = args
     sim = simulate(inst, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed, profile=profile)
-    return float(sim.throughput_tok_s), float(sim.offered_tok_s), bool(sim.starved), bool(sim.oom)
+    ratio = latency_ratio({metric: getattr(sim, metric) for _, metric, _ in inst.slo.limits()}, inst.slo)
+    return float(sim.throughput_tok_s), float(sim.offered_tok_s), not sim.meets(inst.slo), ratio
 
 
 class TwinOracle(Oracle):
     """Each configuration simulated in the twin (seeded): slow, but exact with respect to the twin.
+
+    A configuration is feasible when the twin run meets the problem's criterion (``SimResult.meets``:
+    served fraction and, under ``criterion: slo``, the censored latency percentiles) and starts.
 
     ``workers`` > 1 simulates the configurations of one batch in a process pool.
     """
@@ -104,8 +137,7 @@ class TwinOracle(Oracle):
     def _settings(self) -> tuple[Any, ...]:
         return (("seed", self.seed),)
 
-    def _predict(self, problem: Instance, queries: Sequence[Query]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    def _predict(self, problem: Instance, queries: Sequence[Query]) -> tuple[Any, ...]:
         profile = self.profile(problem)
         jobs = [(problem.subset(idx.tolist()), s, r, m, self.seed, profile) for idx, s, r, m in queries]
         if self.workers > 1 and len(jobs) > 1:
@@ -115,8 +147,8 @@ class TwinOracle(Oracle):
             rows = [_simulate_one(j) for j in jobs]
         thr = np.array([r[0] for r in rows])
         off = np.array([r[1] for r in rows])
-        flag = np.array([r[2] or r[3] for r in rows], dtype=bool)
-        return thr, flag.astype(float), flag, off
+        flag = np.array([r[2] for r in rows], dtype=bool)  # fails the criterion (or OOM) in the twin
+        return thr, flag.astype(float), flag, off, np.array([r[3] for r in rows])
 
 
 class AnalyticOracle(Oracle):
@@ -124,7 +156,9 @@ class AnalyticOracle(Oracle):
 
     A GPU with ``s`` slots serves a total rate up to ``capacity_rps / (1 + slot_cost · s)`` req/s and needs at
     least ``ceil(min_slot_fraction · n)`` slots for ``n`` adapters; beyond either it starves (throughput =
-    offered × capacity / rate). Memory (OOM) is the twin's exact rule, as in every oracle.
+    offered × capacity / rate). Memory (OOM) is the twin's exact rule, as in every oracle. It has no latency
+    model: its capacity *is* the criterion (whatever ``problem.slo`` says), which is what tests of the
+    solvers need; never use it to judge a real SLO.
     """
 
     kind = "analytic"

@@ -1,5 +1,10 @@
 """The feasibility oracle: can this set of adapters share one GPU, and with which vLLM LoRA settings?
 
+*Feasible* means the problem's criterion (:class:`twin.spec.Slo`, ``problem.slo``) is met and there is no
+memory error: under ``criterion: slo`` the served fraction and every latency bound in force (the backend's
+latency predictions, or the twin's censored percentiles), under ``criterion: paper`` the papers' rule alone
+(not starved). Where the text below says "starved", read "fails the criterion".
+
 One interface, :class:`Oracle`, answers for a set of adapters (indices into the problem) on one GPU:
 :meth:`Oracle.evaluate` → :class:`GpuVerdict` (feasible, best ``max_loras``, ``max_lora_rank``, predicted
 throughput, offered load, starvation probability, OOM, reason). *Feasible* = neither starved nor OOM at the
@@ -55,8 +60,9 @@ class Point:
     throughput_tok_s: float
     offered_tok_s: float
     starved_probability: float
-    starved: bool  # the oracle's rule: backend flag, probability threshold, optional margin
+    starved: bool  # fails the criterion: backend flag, probability threshold, margin, latency bounds
     oom: bool
+    slo_ratio: float = 0.0  # worst predicted latency / its bound over the bounds in force (> 1: fails)
 
     @property
     def feasible(self) -> bool:
@@ -133,9 +139,10 @@ class Oracle(abc.ABC):
 
     # --- what subclasses provide -----------------------------------------------------------------------
     @abc.abstractmethod
-    def _predict(self, problem: Instance, queries: Sequence[Query]
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """(throughput tok/s, starvation probability, starved flag, offered tok/s or None) per query."""
+    def _predict(self, problem: Instance, queries: Sequence[Query]) -> tuple[Any, ...]:
+        """(throughput tok/s, starvation probability, starved flag, offered tok/s or None) per query, and
+        optionally a 5th array: the worst latency / bound ratio under ``problem.slo`` (> 1 fails; a backend
+        that cannot judge the problem's latency bounds must raise, never ignore them)."""
 
     def _settings(self) -> tuple[Any, ...]:
         return ()
@@ -239,18 +246,23 @@ class Oracle(abc.ABC):
         if todo:
             self.calls += 1
             self.predictions += len(todo)
-            thr, prob, flag, off = self._predict(self._stressed(problem), [t[1] for t in todo])
+            raw = self._predict(self._stressed(problem), [t[1] for t in todo])
+            thr, prob, flag, off = raw[:4]
+            ratio = np.asarray(raw[4], dtype=float) if len(raw) > 4 else np.zeros(len(todo))
             if self.headroom:  # judged at (1 + headroom) x the load; report the served fraction at nominal
                 grow = 1.0 + self.headroom
                 thr = np.asarray(thr) / grow
                 off = None if off is None else np.asarray(off) / grow
             limit = -1.0 if self.margin is None else STARVATION_RATIO + self.margin
+            served = problem.slo.min_served_fraction
+            if served != STARVATION_RATIO:  # another served fraction than the papers' 0.9: the regressor says
+                limit = max(limit, served + (self.margin or 0.0))
             p_max = self.threshold(problem)
             for j, (q, (_, s, rank, cpu), key, offered) in enumerate(todo):
                 offered_j = float(off[j]) if off is not None else offered
-                t, p = float(thr[j]), float(prob[j])
-                starved = bool(flag[j]) or p > p_max or t < limit * offered_j
-                point = Point(s, rank, cpu, t, offered_j, p, starved, False)
+                t, p, r = float(thr[j]), float(prob[j]), float(ratio[j])
+                starved = bool(flag[j]) or p > p_max or t < limit * offered_j or r > 1.0
+                point = Point(s, rank, cpu, t, offered_j, p, starved, False, r)
                 out[q] = point
                 if self.use_cache:
                     cache[key] = point
@@ -314,15 +326,19 @@ class Oracle(abc.ABC):
             # Throughput first; among slot counts within SLOT_TIE of the best (an unsaturated GPU serves its
             # offered load at any of them), the one least likely to starve: the predictions differ there by
             # noise, and too few slots for many adapters is where the twin's outcome turns bimodal.
+            # Under a latency SLO, the most latency margin first (the lowest worst latency / bound ratio).
             top = max(p.throughput_tok_s for p in ok)
             near = [p for p in ok if p.throughput_tok_s >= (1.0 - SLOT_TIE) * top]
-            best = min(near, key=lambda p: (p.starved_probability, -p.throughput_tok_s, p.max_loras))
+            best = min(near, key=lambda p: (round(p.slo_ratio, 2), p.starved_probability, -p.throughput_tok_s,
+                                            p.max_loras))
             return GpuVerdict(True, best.max_loras, rank, n, best.throughput_tok_s, best.offered_tok_s,
                               best.starved_probability, False, "")
         best = max(pts, key=lambda p: (p.throughput_tok_s, -p.max_loras))
-        reason = (f"starved at every slot count {[p.max_loras for p in pts]}: best throughput "
+        latency = (f", worst latency {best.slo_ratio:.2f} × its bound" if problem.slo.limits() else "")
+        reason = (f"fails the criterion ({problem.slo.describe()}) at every slot count "
+                  f"{[p.max_loras for p in pts]}: best throughput "
                   f"{best.throughput_tok_s:.0f} tok/s at max_loras={best.max_loras} vs offered "
-                  f"{best.offered_tok_s:.0f} tok/s (p_starved={best.starved_probability:.2f})")
+                  f"{best.offered_tok_s:.0f} tok/s (p_starved={best.starved_probability:.2f}{latency})")
         return GpuVerdict(False, best.max_loras, rank, n, best.throughput_tok_s, best.offered_tok_s,
                           best.starved_probability, False, reason)
 

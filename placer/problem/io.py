@@ -13,6 +13,11 @@ The schema (``format_version: 1``; see README "Instance format")::
       cv: 2.0                         # only with arrival: gamma
       trace: azure-like-conv          # only with arrival: trace (trace name or CSV path)
       lengths: sharegpt               # or {input_mean, input_std, output_mean, output_std} or {trace: NAME}
+    slo:                              # optional; the criterion a GPU is judged by (defaults shown)
+      criterion: slo                  # slo | paper (the papers' served-fraction rule alone)
+      ttft_p99_s: 2.0                 # also ttft_p50_s, ttft_p95_s; null = no bound
+      tpot_p99_ms: 200.0              # also tpot_p50_ms, tpot_p95_ms; null = no bound
+      min_served_fraction: 0.9
     rate_profile:                     # optional: per-period rate multipliers over a day (twin.rates)
       period_s: 3600.0
       periods: [0.6, 1.0, 1.4]        # or trace: azure-like-conv + n_periods: 24; adapters: {id: [...]}
@@ -166,7 +171,7 @@ def instance_to_dict(instance: Instance, *, adapters_csv: str | None = None,
         workload["lengths"] = {k: float(getattr(ln, k)) for k in NORMAL_KEYS}
     doc: dict[str, Any] = {"format_version": instance.format_version, "name": instance.name,
                            "model": instance.model, "gpu": instance.gpu, "server": server,
-                           "workload": workload}
+                           "workload": workload, "slo": instance.slo.to_dict(compact=True)}
     if instance.rate_profile is not None:
         doc["rate_profile"] = instance.rate_profile.to_dict()
     if adapters_csv is not None:

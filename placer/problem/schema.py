@@ -15,12 +15,23 @@ from typing import Any
 
 from twin.errors import InputError
 from twin.rates import RateProfile
-from twin.spec import ALLOWED_RANKS, FORMAT_VERSION, Adapter, Instance, Lengths, ServerSettings, Workload
+from twin.spec import (
+    ALLOWED_RANKS,
+    CRITERIA,
+    FORMAT_VERSION,
+    SLO_KEYS,
+    Adapter,
+    Instance,
+    Lengths,
+    ServerSettings,
+    Slo,
+    Workload,
+)
 from twin.traces import is_trace_name, load_trace, public_traces, shipped_traces
 
 CSV_COLUMNS = ("id", "rank", "rate_rps")
 NORMAL_KEYS = ("input_mean", "input_std", "output_mean", "output_std")
-_TOP = ("format_version", "name", "model", "gpu", "server", "workload", "adapters", "adapters_csv",
+_TOP = ("format_version", "name", "model", "gpu", "server", "workload", "slo", "adapters", "adapters_csv",
         "rate_profile")
 _RATE_PROFILE = ("period_s", "periods", "adapters", "trace", "n_periods")
 _SERVER = ("max_num_batched_tokens", "max_num_seqs", "max_model_len", "gpu_memory_utilization")
@@ -147,6 +158,75 @@ def _workload(value: Any, base: Path) -> Workload:
     return Workload(**kw)
 
 
+def slo_from_dict(value: Any, base: Slo | None = None, *, prefix: str = "slo") -> Slo:
+    """An ``slo`` section (every key optional) on top of ``base`` (default: the default :class:`Slo`).
+
+    A key left out keeps the base value; a latency key set to null removes that bound. Field names in errors
+    are ``<prefix>.<key>`` (``slo.ttft_p99_s``).
+    """
+    d = _mapping(value, prefix, SLO_KEYS)
+    kw: dict[str, Any] = {}
+    for key, v in d.items():
+        where = f"{prefix}.{key}"
+        if key == "criterion":
+            if v not in CRITERIA:
+                raise _err(where, f"must be one of {list(CRITERIA)}", v)
+            kw[key] = v
+        elif key == "min_served_fraction":
+            x = _float(v, where, allow_zero=True)
+            if x > 1:
+                raise _err(where, "must be in [0, 1]", v)
+            kw[key] = x
+        elif v is not None:
+            kw[key] = _float(v, where)
+        else:
+            kw[key] = None
+    return (base or Slo()).replace(**kw)
+
+
+#: Command-line spellings of the SLO keys (``--slo-ttft-p99 2`` overrides ``slo.ttft_p99_s``).
+SLO_FLAGS: dict[str, str] = {
+    "ttft_p50_s": "--slo-ttft-p50", "ttft_p95_s": "--slo-ttft-p95", "ttft_p99_s": "--slo-ttft-p99",
+    "tpot_p50_ms": "--slo-tpot-p50", "tpot_p95_ms": "--slo-tpot-p95", "tpot_p99_ms": "--slo-tpot-p99",
+    "min_served_fraction": "--slo-min-served", "criterion": "--criterion",
+}
+
+
+def slo_with_options(base: Slo, options: Mapping[str, Any]) -> Slo:
+    """``base`` overridden by command-line values (keys of :data:`SLO_FLAGS`; None = not given).
+
+    Latency values are numbers (seconds for TTFT, milliseconds for TPOT) or ``none`` to remove that bound;
+    errors name the flag (``--slo-ttft-p99: must be positive (got -1.0)``).
+    """
+    kw: dict[str, Any] = {}
+    for key, raw in options.items():
+        if key not in SLO_FLAGS:
+            raise KeyError(key)
+        if raw is None:
+            continue
+        flag = SLO_FLAGS[key]
+        if key == "criterion":
+            if raw not in CRITERIA:
+                raise _err(flag, f"must be one of {list(CRITERIA)}", raw)
+            kw[key] = raw
+            continue
+        if isinstance(raw, str):
+            text = raw.strip().lower()
+            if text in ("none", "off") and key != "min_served_fraction":
+                kw[key] = None
+                continue
+            try:
+                raw = float(text)
+            except ValueError:
+                raise _err(flag, "must be a number" + ("" if key == "min_served_fraction" else " or 'none'"),
+                           raw) from None
+        x = _float(raw, flag, allow_zero=key == "min_served_fraction")
+        if key == "min_served_fraction" and x > 1:
+            raise _err(flag, "must be in [0, 1]", raw)
+        kw[key] = x
+    return base.replace(**kw) if kw else base
+
+
 def _adapter(item: Any, field: str) -> Adapter:
     d = _mapping(item, field, _ADAPTER)
     for key in _ADAPTER:
@@ -259,6 +339,8 @@ def instance_from_dict(data: Any, source: str = "<instance>", *, base_dir: str |
             kw["server"] = _server(d["server"])
         if "workload" in d:
             kw["workload"] = _workload(d["workload"], base)
+        if "slo" in d:
+            kw["slo"] = slo_from_dict(d["slo"])
         if "adapters" in d:
             adapters = _adapters_inline(d["adapters"])
         else:

@@ -54,4 +54,5 @@ def instance_summary(instance: Instance) -> dict[str, Any]:
         "mean_input_tokens": mean_in, "mean_output_tokens": mean_out,
         "expected_requests": total * float(w.duration_s),
         "offered_tok_s": total * (mean_in + mean_out),
+        "slo": instance.slo.to_dict(), "criterion": instance.slo.describe(),
     }

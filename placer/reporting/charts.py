@@ -201,8 +201,10 @@ def twin_chart(sim: SimResult, path: str | Path, *, title: str = "twin run", wor
     from matplotlib.ticker import FuncFormatter, PercentFormatter
 
     _format_of(path)
-    fig = _figure(12.0, 7.5)
+    fig = _figure(17.0, 7.5)
     verdict = "MEMORY ERROR (cannot start)" if sim.oom else ("STARVED" if sim.starved else "not starved")
+    if not sim.oom:
+        verdict += f"; {'meets' if sim.meets() else 'FAILS'} {sim.slo.describe()}"
     trend = None if sim.oom or sim.timeseries is None else queue_trend(sim.timeseries)
     if trend is not None:
         verdict += f", {trend}"
@@ -215,7 +217,8 @@ def twin_chart(sim: SimResult, path: str | Path, *, title: str = "twin run", wor
                  "Nothing was simulated.",
                  ha="center", va="center", fontsize=12)
         return save(fig, path)
-    (ax_q, ax_kv), (ax_thr, ax_ad) = fig.subplots(2, 2)
+    (ax_q, ax_kv, ax_lat), (ax_thr, ax_ad, ax_txt) = fig.subplots(2, 3)
+    _latency(ax_lat, ax_txt, sim)
     ts = sim.timeseries
     if ts is None or len(ts.get("t_s", ())) == 0:
         for ax in (ax_q, ax_kv, ax_thr):
@@ -269,6 +272,46 @@ def twin_chart(sim: SimResult, path: str | Path, *, title: str = "twin run", wor
                  f"{sim.waiting_end:,} waiting at the end",
                  fontweight="bold", color=_BAD if sim.starved else _INK, fontsize=11)
     return save(fig, path)
+
+
+def _latency(ax: Any, ax_txt: Any, sim: SimResult) -> None:
+    """The latency panel: each adapter's censored TTFT p99 against its TPOT p99 (log axes), the criterion's
+    p99 bounds dashed; beside it the GPU's percentiles and the verdict in words."""
+    ttft = np.asarray(sim.adapter_ttft_p99_s, dtype=float)
+    tpot = 1000.0 * np.asarray(sim.adapter_tpot_p99_s, dtype=float)
+    ok = np.isfinite(ttft) & np.isfinite(tpot) & (ttft > 0) & (tpot > 0)
+    ax.scatter(ttft[ok], tpot[ok], s=12, color="#4e79a7", alpha=0.7, label="adapters (p99 of each)")
+    bounds = {key: bound for key, _, bound in sim.slo.limits()}
+    if "ttft_p99_s" in bounds:
+        ax.axvline(bounds["ttft_p99_s"], color=_BAD, ls="--", lw=1, label="TTFT p99 bound")
+    if "tpot_p99_ms" in bounds:
+        ax.axhline(1000.0 * bounds["tpot_p99_ms"], color=_BAD, ls=":", lw=1, label="TPOT p99 bound")
+    if ok.any():
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("TTFT p99 (s, censored)")
+    ax.set_ylabel("TPOT p99 (ms)")
+    ax.set_title("latency per adapter", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax_txt.axis("off")
+
+    def sec(x: float) -> str:
+        return "–" if not math.isfinite(x) else f"{x:.3g} s"
+
+    def ms(x: float) -> str:
+        return "–" if not math.isfinite(x) else f"{1000 * x:.3g} ms"
+
+    failures = sim.slo_failures()
+    text = [f"criterion: {sim.slo.describe()}",
+            "verdict: " + ("meets it" if not failures else "FAILS: " + "; ".join(failures)), "",
+            f"TTFT p50 / p95 / p99: {sec(sim.ttft_p50_s)} / {sec(sim.ttft_p95_s)} / {sec(sim.ttft_p99_s)}",
+            f"TPOT p50 / p95 / p99: {ms(sim.tpot_p50_s)} / {ms(sim.tpot_p95_s)} / {ms(sim.tpot_p99_s)}",
+            f"served fraction: {sim.served_fraction:.3f}",
+            f"queue: {sim.queue_trend}, {sim.waiting_end:,} waiting at the end"]
+    import textwrap
+
+    ax_txt.text(0.0, 1.0, "\n".join(textwrap.fill(line, 60) for line in text), va="top", ha="left",
+                fontsize=9, transform=ax_txt.transAxes, color=_BAD if failures else _INK)
 
 
 def _served(ax: Any, sim: SimResult, worst: int) -> None:
@@ -390,4 +433,32 @@ def compare_chart(rows: Sequence[Any], path: str | Path, *, title: str = "solver
     ax_t.set_ylabel("wall time (s, log scale)")
     ax_t.set_title("solver wall time", fontsize=10)
     fig.suptitle(title, fontweight="bold")
+    return save(fig, path)
+
+
+def frontier_chart(points: Sequence[Any], path: str | Path, *, title: str = "GPUs needed per SLO") -> Path:
+    """GPUs against the TTFT p99 bound (one line per TPOT p99 bound, the lower bound dashed), with the
+    papers' rule as a horizontal line; ``points`` are :class:`placer.frontier.FrontierPoint`."""
+    fig = _figure(7.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    slo_points = [p for p in points
+                  if p.slo.criterion == "slo" and p.slo.ttft_p99_s is not None and p.num_gpus]
+    tpots = sorted({p.slo.tpot_p99_ms for p in slo_points}, key=lambda v: (v is None, v or 0.0))
+    for k, tpot in enumerate(tpots):
+        mine = sorted((p for p in slo_points if p.slo.tpot_p99_ms == tpot), key=lambda p: p.slo.ttft_p99_s)
+        xs = [p.slo.ttft_p99_s for p in mine]
+        label = "TPOT p99 unbounded" if tpot is None else f"TPOT p99 ≤ {tpot:g} ms"
+        line = ax.plot(xs, [p.num_gpus for p in mine], marker="o", label=f"GPUs, {label}")[0]
+        ax.plot(xs, [p.lower_bound for p in mine], linestyle="--", color=line.get_color(), alpha=0.7,
+                label="lower bound" if k == 0 else None)
+    for p in points:
+        if p.slo.criterion == "paper" and p.num_gpus:
+            ax.axhline(p.num_gpus, color="grey", linestyle=":", label=f"papers' rule: {p.num_gpus} GPUs")
+    if slo_points:
+        ax.set_xscale("log")
+    ax.set_xlabel("TTFT p99 bound (s)")
+    ax.set_ylabel("GPUs")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
     return save(fig, path)

@@ -41,6 +41,10 @@ def _n(x: Any, spec: str = ",.0f") -> str:
     return format(v, spec) if np.isfinite(v) else "–"
 
 
+def _seconds(x: Any) -> str:
+    return "–" if x is None or not np.isfinite(float(x)) else f"{float(x):.3g} s"
+
+
 def _verdict(verification: VerifyReport | None, result: Result) -> str:
     if not result.gpus:
         return f"**No plan**: {result.reason or 'the solver found none'}."
@@ -49,11 +53,13 @@ def _verdict(verification: VerifyReport | None, result: Result) -> str:
                 "`placer verify instance.yaml plan.json`).")
     what = (f"{len(verification.simulated)} of {plural(verification.num_gpus, 'GPU')} (a seeded sample)"
             if verification.sampled else f"all {plural(verification.num_gpus, 'GPU')}")
+    checked = verification.criterion or result.criterion or "the papers' rule"
     if verification.feasible:
         scope = " for the sampled GPUs only" if verification.sampled else ""
-        return (f"Twin verification: **feasible{scope}** — {what} simulated; none starves (each serves "
-                "≥ 90 % of its offered load) and every one can start (no memory error).")
-    lines = [f"Twin verification: **NOT feasible** — {what} simulated, {len(verification.failures)} failed:"]
+        return (f"Twin verification against **{checked}**: **feasible{scope}** — {what} simulated; every "
+                "one meets it and can start (no memory error).")
+    lines = [f"Twin verification against **{checked}**: **NOT feasible** — {what} simulated, "
+             f"{len(verification.failures)} failed:"]
     lines += [f"- {f}" for f in verification.failures[:20]]
     if len(verification.failures) > 20:
         lines.append(f"- ... {len(verification.failures) - 20} more (see verification.json)")
@@ -82,9 +88,10 @@ def _gpu_table(problem: Instance, result: Result, verification: VerifyReport | N
     index = problem.index
     head = ["## Per GPU", "",
             "| GPU | adapters | ranks | max_loras | max_cpu_loras | max_lora_rank | offered tok/s | "
-            "predicted tok/s | twin tok/s | twin served | twin |",
-            "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|"]
-    failing = {j for j, r in rows.items() if r.get("oom") or r.get("starved")}
+            "predicted tok/s | twin tok/s | twin served | TTFT p50 | TTFT p99 | TPOT p99 | queue | twin |",
+            "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|"]
+    failing = {j for j, r in rows.items()
+               if r.get("oom") or not r.get("meets_criterion", not r.get("starved"))}
     show = list(range(min(len(result.gpus), MAX_TABLE_ROWS)))
     show += sorted(j for j in failing if j >= MAX_TABLE_ROWS)
     out = []
@@ -93,12 +100,17 @@ def _gpu_table(problem: Instance, result: Result, verification: VerifyReport | N
         ranks = sorted({int(problem.ranks[index[a]]) for a in g.adapters if a in index})
         r = rows.get(j)
         if r is None:
-            twin = ("–", "–", "not simulated")
+            twin = ("–", "–", "–", "–", "–", "–", "not simulated")
         else:
-            verdict = "memory error" if r.get("oom") else ("**starved**" if r.get("starved") else "ok")
+            fails = not r.get("meets_criterion", not r.get("starved"))
+            verdict = ("memory error" if r.get("oom") else "**starved**" if r.get("starved")
+                       else "**fails the SLO**" if fails else "ok")
             served = r.get("served_fraction")
             frac = "–" if served is None else f"{100 * served:.0f} %"
-            twin = (_n(r.get("throughput_tok_s")), frac, verdict)
+            tpot = r.get("tpot_p99_s")
+            twin = (_n(r.get("throughput_tok_s")), frac, _seconds(r.get("ttft_p50_s")),
+                    _seconds(r.get("ttft_p99_s")), "–" if tpot is None else f"{1000 * tpot:.0f} ms",
+                    str(r.get("queue_trend", "–")), verdict)
         out.append(f"| {j} | {len(g.adapters)} | {', '.join(map(str, ranks))} | {g.max_loras} | "
                    f"{g.max_cpu_loras} | {g.max_lora_rank} | {_n(g.offered_tok_s)} | "
                    f"{_n(g.predicted_throughput_tok_s)} | {' | '.join(twin)} |")
@@ -149,6 +161,9 @@ def summary_markdown(problem: Instance, result: Result, verification: VerifyRepo
         "divided by the window length; unfinished requests count zero.",
         "- **Offered load** (tok/s) = prompt + expected output tokens of *every* request that arrived, "
         "divided by the window.",
+        f"- **Criterion** checked: {problem.slo.describe()}. TTFT percentiles are censored (a request "
+        "with no first token at the window's end counts with its wait so far); TPOT = (last − first token) "
+        "/ (output tokens − 1); queue = the backlog's trend over the second half of the window.",
         "- **Starved** ⇔ throughput < 0.9 × offered load. **Memory error** ⇔ the settings cannot start "
         "(LoRA buffers do not fit, or the KV cache is smaller than `max_model_len` tokens).",
         "- **Lower bound**: no plan can use fewer GPUs (for the solver's capacity model); gap = "

@@ -19,7 +19,7 @@ from twin.spec import ALLOWED_RANKS
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "instances" / "examples"
 RANKS = str(list(ALLOWED_RANKS))
-TOP = "format_version, name, model, gpu, server, workload, adapters, adapters_csv, rate_profile"
+TOP = "format_version, name, model, gpu, server, workload, slo, adapters, adapters_csv, rate_profile"
 
 HEAD = "name: t\nmodel: llama-3.1-8b-instruct\ngpu: h100-64gb\n"
 ADAPTERS = "adapters:\n  - {id: a0, rank: 16, rate_rps: 0.4}\n  - {id: a1, rank: 8, rate_rps: 0.05}\n"

@@ -14,7 +14,7 @@ from placer.problem.memory import max_slots, memory_fits
 from placer.result import GpuPlan, Result
 from placer.solve import solve
 from twin.errors import InputError
-from twin.spec import Adapter, Instance
+from twin.spec import Adapter, Instance, Slo
 
 
 @pytest.fixture()
@@ -181,7 +181,7 @@ def _eight() -> Instance:
 def test_surrogate_oracle_margin_zero_needs_both_models_to_agree() -> None:
     from placer.oracle.backends import SurrogateOracle
 
-    prob = _eight()
+    prob = _eight().replace(slo=Slo.paper())  # the fake bundle predicts no latency: the papers' rule
     idx = list(range(12))
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
     disagree = _TableBundle({s: (0.85, 0.1) for s in cands})  # classifier: fine; regressor: starved
@@ -194,7 +194,7 @@ def test_surrogate_oracle_margin_zero_needs_both_models_to_agree() -> None:
 def test_surrogate_oracle_is_stricter_than_the_classifier_by_default() -> None:
     from placer.oracle.backends import SurrogateOracle
 
-    prob = _eight()
+    prob = _eight().replace(slo=Slo.paper())  # the fake bundle predicts no latency
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
     unsure = _TableBundle({s: (0.97, 0.3) for s in cands})  # p 0.3: not starved at the classifier's 0.5
     assert not SurrogateOracle(bundle=unsure, headroom=0.0).evaluate(prob, range(12)).feasible
@@ -206,7 +206,7 @@ def test_surrogate_oracle_is_stricter_than_the_classifier_by_default() -> None:
 def test_near_equal_throughputs_pick_the_safest_slot_count() -> None:
     from placer.oracle.backends import SurrogateOracle
 
-    prob = _eight()
+    prob = _eight().replace(slo=Slo.paper())  # the fake bundle predicts no latency
     cands = SurrogateOracle(bundle=_TableBundle({}), headroom=0.0).slot_candidates(prob, 12, 8)
     assert len(cands) >= 2
     lo, hi = cands[0], cands[-1]

@@ -6,14 +6,14 @@ from placer.check.repair import repair
 from placer.check.verify import verify
 from placer.oracle import AnalyticOracle
 from placer.solve import solve
-from twin.spec import Adapter, Instance, Workload
+from twin.spec import Adapter, Instance, Slo, Workload
 
 
 def test_overpacked_gpu_is_split_until_the_twin_passes() -> None:
     # 40 adapters x 0.6 req/s (~10k tok/s) at max_loras 8: the twin starves it; an oracle that believes any
     # GPU carries 1,000 req/s packs them onto one GPU anyway.
     problem = Instance(name="r", model="llama-3.1-8b-instruct", gpu="h100-64gb",
-                       workload=Workload(duration_s=300.0),
+                       workload=Workload(duration_s=300.0), slo=Slo.paper(),  # starvation: the papers' rule
                        adapters=tuple(Adapter(f"a{i}", 8, 0.6) for i in range(40)))
     oracle = AnalyticOracle(capacity_rps=1000)
     plan = solve(problem, "ffd-bisect", oracle=oracle, time_limit=10)
