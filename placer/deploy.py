@@ -24,7 +24,7 @@ from typing import Any
 from placer import deploy_formats as fmt
 from placer.check.evaluate import check_plan
 from placer.problem.memory import max_model_len
-from placer.result import GpuPlan, Result
+from placer.result import GpuPlan, Result, plural
 from twin.errors import InputError
 from twin.files import atomic_write_text
 from twin.profile import Profile
@@ -113,8 +113,9 @@ def _check_options(n_gpus: int, *, format: str, base_port: int, host: str, image
         raise InputError(f"unknown format {format!r} (choose {', '.join(FORMATS)})", field="--format",
                          value=format)
     if isinstance(base_port, bool) or not 1 <= base_port <= 65536 - max(n_gpus, 1):
-        raise InputError(f"must be in [1, {65536 - max(n_gpus, 1)}] for {n_gpus} GPUs (ports base .. "
-                         f"base + {n_gpus - 1}), got {base_port!r}", field="--base-port", value=base_port)
+        raise InputError(f"must be in [1, {65536 - max(n_gpus, 1)}] for {plural(n_gpus, 'GPU')} "
+                         f"(ports base .. base + {n_gpus - 1}), got {base_port!r}", field="--base-port",
+                         value=base_port)
     k8s_name = "a Kubernetes name (lowercase letters, digits, '-')"
     checks = (("--host", host, "a host name or address (no scheme, path or spaces)",
                not host or any(c.isspace() or c in "/@?#" for c in host)),
@@ -161,7 +162,7 @@ def deployment(problem: Instance, plan: Result, *, format: str = "shell", adapte
             port, url, argv = launch.port, f"http://{host}:{launch.port}", list(launch.argv)
         servers.append(_server(g, launch, name, url, port, argv))
     routes = {a: s["url"] for s in servers for a in s["adapters"]}
-    title = f"{problem.name}: {plan.num_gpus} GPUs, plan by {plan.solver}"
+    title = f"{problem.name}: {plural(plan.num_gpus, 'GPU')}, plan by {plan.solver}"
     if format == "shell":
         text = fmt.shell_script(launches, title=title)
     elif format == "compose":

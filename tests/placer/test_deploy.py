@@ -329,3 +329,13 @@ def test_shell_script_fails_and_stops_the_others_when_a_server_does_not_start(tm
         rc, survivors = launch.finish()
     assert rc == 1 and len(launch.servers()) == 3
     assert survivors == []
+
+
+def test_the_launch_header_counts_gpus_in_words(tmp_path: Path) -> None:
+    # issue 15 item 9: "1 GPUs" in the deploy header
+    problem = Instance(name="one", model="llama-3.1-8b-instruct", gpu="h100-64gb",
+                       adapters=(Adapter("a0", 8, 0.1),))
+    plan = Result(solver="x", status="feasible", num_gpus=1, lower_bound=1, runtime_s=0.0,
+                  gpus=(GpuPlan(("a0",), 1, 1, 8),))
+    text = deployment(problem, plan, format="shell").text
+    assert "1 GPU," in text and "1 GPUs" not in text
