@@ -118,10 +118,8 @@ def lp_bound(model: PackingModel) -> float | None:
     whatever the number of items. (A proportional split, W_gk = W_g·n_gk/n_g, is *not* a relaxation: it
     over-estimated.)
     """
-    try:
-        from ortools.linear_solver import pywraplp
-    except ImportError:  # pragma: no cover
-        return None
+    from ortools.linear_solver import pywraplp  # a required dependency: missing is an import error
+
     cap, cnt, knd = model.class_arrays
     kinds, w = model.kinds, model.weights
     solver = pywraplp.Solver.CreateSolver("GLOP")
