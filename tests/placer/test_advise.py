@@ -123,3 +123,17 @@ def test_choose_b_opt_is_the_smallest_within_tolerance_that_meets() -> None:
     assert choose_b_opt(pts, 0.05).max_num_seqs == 4  # type: ignore[union-attr]
     assert choose_b_opt(pts, 0.5).max_num_seqs == 4  # type: ignore[union-attr]  # B = 2 is starved
     assert choose_b_opt((), 0.05) is None
+
+
+def test_a_configuration_that_cannot_start_has_no_b_opt(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from placer.reporting.advise_chart import advise_chart
+
+    ctx = _toy_context()
+    assert ctx.profile is not None
+    small = MemoryModel(kv_base_tokens=100, kv_per_slot_rank=0, kv_per_slot=0, kv_bytes_per_token=MIB,
+                        gpu_mem_gib=100.0)  # 100 KV tokens < max_model_len 256: vLLM refuses to start
+    advice = advise(_toy_instance(), max_loras=1, context=Context(profile=ctx.profile.replace(memory=small)),
+                    grid=[1, 4])
+    assert all(p.oom for p in advice.points) and advice.b_opt is None
+    assert advice.note == "no B_opt: the configuration cannot start (memory error)"
+    assert advise_chart(advice, tmp_path / "oom.png", kv_bytes_per_token=MIB).stat().st_size > 0
