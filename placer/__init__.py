@@ -1,5 +1,6 @@
 """placer: minimise the GPUs that serve a multi-LoRA vLLM workload, with verifiable, deployable plans."""
 
+from placer.advise import Advice, AdvicePoint, advise
 from placer.check.evaluate import Evaluation, evaluate
 from placer.check.repair import repair
 from placer.check.verify import VerifyReport, verify
@@ -18,6 +19,9 @@ from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 Problem = Instance  # the placer's name for an instance
 
 __all__ = [
+    "Advice",
+    "AdvicePoint",
+    "advise",
     "DEFAULT_SOLVER",
     "SOLVERS",
     "Adapter",

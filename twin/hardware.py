@@ -78,6 +78,7 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("qwen-2.5-7b-instruct", 7.62, 28, 3584, 28, 4, 128, 18944, 152064, 32768),
     ModelSpec("mistral-7b-instruct-v0.3", 7.25, 32, 4096, 32, 8, 128, 14336, 32768, 32768),
     ModelSpec("llama-2-7b-chat", 6.74, 32, 4096, 32, 32, 128, 11008, 32000, 4096),
+    ModelSpec("llama-2-13b-chat", 13.02, 40, 5120, 40, 40, 128, 13824, 32000, 4096),
     ModelSpec("gemma-2-9b-it", 9.24, 42, 3584, 16, 8, 256, 14336, 256000, 8192),
     ModelSpec("qwen-2.5-14b-instruct", 14.77, 48, 5120, 40, 8, 128, 13824, 152064, 32768),
     ModelSpec("phi-3-medium-4k-instruct", 13.96, 40, 5120, 40, 10, 128, 17920, 32064, 4096),

@@ -15,7 +15,7 @@ from typing import TextIO
 import typer
 from rich.text import Text
 
-from placer.cli import binpack, calibration, dynamic, frontier, instances, solve, surrogate, twin
+from placer.cli import advise, binpack, calibration, dynamic, frontier, instances, solve, surrogate, twin
 from placer.cli.common import err_console
 from twin.errors import InfeasibleError, InputError
 
@@ -43,6 +43,7 @@ _COMMANDS: tuple[tuple[Callable[[typer.Typer], None], str | None], ...] = (
     (binpack.register, None),           # binpack
     (dynamic.register, None),           # replan
     (frontier.register, None),          # frontier
+    (advise.register, None),            # advise
     (twin.register, "twin"),            # twin simulate
     (calibration.register, "twin"),     # twin calibrate, twin collect, twin profiles
     (surrogate.register, "surrogate"),  # surrogate predict | sweep | train | eval
