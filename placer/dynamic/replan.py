@@ -7,11 +7,14 @@ so whatever criterion the oracle applies — the papers' starvation rule today �
 2. **repair**: a kept GPU the oracle now calls infeasible keeps its largest feasible set of coldest adapters
    and evicts the hottest (the fewest evictions that shed the most load);
 3. **fill**: new and evicted adapters, hottest first, go in chunks to the feasible GPU that is most loaded
-   among the least-loaded ones (best fit, one batched oracle call per chunk; a chunk that fits nowhere is
-   halved); adapters that fit in no existing GPU open new GPUs with the bisection fill of ``ffd-bisect``;
-4. **consolidate**: while the plan has more GPUs than the default solver's from-scratch plan, empty the GPU
-   with the fewest adapters that can be emptied into the others (within ``max_moves``, and only when the GPU
-   saved is worth the moves at ``move_cost``);
+   among all GPUs (up to ``FILL_WIDTH``; best fit, one batched oracle call per chunk; a chunk that fits
+   nowhere is halved; a GPU is not offered more load than it refused before); adapters that fit in no existing GPU
+   open new GPUs with the bisection fill of ``ffd-bisect``;
+4. **drain** and **consolidate**: when the plan has more GPUs than the default solver's from-scratch plan,
+   the surplus GPUs with the fewest adapters are emptied at once and steps 1–3 are redone with their adapters
+   in the pool (best fit decreasing into all spare capacity; kept when it needs fewer GPUs, within
+   ``max_moves`` and worth the moves at ``move_cost``); then, while still above that count, empty the GPU
+   with the fewest adapters that can be emptied into the others (same conditions);
 5. **choose**: the from-scratch plan, its GPUs matched to the old ones (:func:`placer.dynamic.diff.align`),
    is a candidate too; the plan with the lowest ``GPUs + move_cost × moves`` (then fewest moves) among those
    within ``max_moves`` wins. With the default ``move_cost`` 0 that is: as few GPUs as from scratch, then
