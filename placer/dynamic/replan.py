@@ -8,8 +8,8 @@ so whatever criterion the oracle applies — the papers' starvation rule today �
    and evicts the hottest (the fewest evictions that shed the most load);
 3. **fill**: new and evicted adapters, hottest first, go in chunks to the feasible GPU that is most loaded
    among all GPUs (up to ``FILL_WIDTH``; best fit, one batched oracle call per chunk; a chunk that fits
-   nowhere is halved; a GPU is not offered more load than it refused before); adapters that fit in no existing GPU
-   open new GPUs with the bisection fill of ``ffd-bisect``;
+   nowhere is halved; a GPU is not offered more load than it refused before); adapters that fit in no
+   existing GPU open new GPUs with the bisection fill of ``ffd-bisect``;
 4. **drain** and **consolidate**: when the plan has more GPUs than the default solver's from-scratch plan,
    the surplus GPUs with the fewest adapters are emptied at once and steps 1–3 are redone with their adapters
    in the pool (best fit decreasing into all spare capacity; kept when it needs fewer GPUs, within
