@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 MODELS = ("llama-3.1-8b-instruct", "qwen-2.5-7b-instruct")
 GPU = "h100-64gb"
-FIELDS = ("kind", "model", "n_adapters", "seed", "scenario", "period", "old_gpus", "gpus", "scratch_gpus",
+FIELDS = ("kind", "criterion", "model", "n_adapters", "seed", "scenario", "period", "old_gpus", "gpus", "scratch_gpus",
           "gpu_diff", "moves", "scratch_moves", "moves_ratio", "method", "restart", "added", "drained",
           "replan_s", "scratch_s", "incremental_s", "twin_sampled", "twin_feasible", "exact_gpus",
           "exact_moves", "exact_moves_at_gpus", "exact_optimal", "gpu_hours", "static_gpu_hours")
@@ -48,12 +48,21 @@ def row(**kw: Any) -> dict[str, Any]:
     return {k: kw.get(k, "") for k in FIELDS}
 
 
-def drift_rows(model: str, n: int, seed: int, sample: int, time_limit: float) -> list[dict[str, Any]]:
+def with_criterion(problem: Any, criterion: str) -> Any:
+    """The instance under ``criterion``: ``paper`` (the papers' served-fraction rule) or ``slo`` (the default
+    latency SLO the generator sets)."""
+    from twin.spec import Slo
+
+    return problem.replace(slo=Slo.paper()) if criterion == "paper" else problem
+
+
+def drift_rows(model: str, n: int, seed: int, sample: int, time_limit: float,
+               criterion: str = "paper") -> list[dict[str, Any]]:
     import placer
     from placer.dynamic import replan
     from placer.oracle import make_oracle
 
-    base = placer.generate("zipf", n, seed, model=model, gpu=GPU)
+    base = with_criterion(placer.generate("zipf", n, seed, model=model, gpu=GPU), criterion)
     old = placer.solve(base, time_limit=time_limit, seed=seed, oracle=make_oracle(base))
     out = []
     for name, new in scenarios(base, seed):
@@ -61,7 +70,7 @@ def drift_rows(model: str, n: int, seed: int, sample: int, time_limit: float) ->
         res = replan(new, old, time_limit=time_limit, seed=seed, oracle=oracle)
         sims, ok = twin_check(new, res.plan, sample, seed)
         d = res.diff
-        out.append(row(kind="drift", model=model, n_adapters=n, seed=seed, scenario=name,
+        out.append(row(kind="drift", model=model, n_adapters=n, seed=seed, scenario=name, criterion=criterion,
                        old_gpus=old.num_gpus,
                        gpus=res.plan.num_gpus, scratch_gpus=res.scratch_gpus, gpu_diff=res.extra_gpus,
                        moves=res.moves, scratch_moves=res.scratch_moves,
@@ -220,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--tag", default="")
     ap.add_argument("--date", default=str(dt.date.today()), help="date in the summary's file name")
+    ap.add_argument("--criterion", default="paper", choices=("paper", "slo"),
+                    help="feasibility criterion of the drift instances (paper: as in the 2026-12-04 run)")
+    ap.add_argument("--no-day", action="store_true", help="skip the 24-period day")
+    ap.add_argument("--no-exact", action="store_true", help="skip the small exact instances")
     ap.add_argument("--quick", action="store_true", help="100 and 1,000 adapters, one seed, llama only")
     args = ap.parse_args(argv)
     if args.quick:
@@ -230,9 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         for n in [int(x) for x in args.sizes.split(",")]:
             seeds = args.big_seeds if n >= 10000 else args.seeds
             for seed in [int(s) for s in seeds.split(",")]:
-                rows += drift_rows(model, n, seed, args.sample, args.time_limit)
-        rows += day_rows(model, args.day_adapters, 0, args.sample, args.time_limit)
-        rows += exact_rows(model, args.exact_adapters, 0, args.exact_time_limit)
+                rows += drift_rows(model, n, seed, args.sample, args.time_limit, args.criterion)
+        if not args.no_day:
+            rows += day_rows(model, args.day_adapters, 0, args.sample, args.time_limit)
+        if not args.no_exact:
+            rows += exact_rows(model, args.exact_adapters, 0, args.exact_time_limit)
     stem = f"replan{args.tag}"
     RESULTS.mkdir(parents=True, exist_ok=True)
     import io

@@ -7,11 +7,14 @@ so whatever criterion the oracle applies — the papers' starvation rule today �
 2. **repair**: a kept GPU the oracle now calls infeasible keeps its largest feasible set of coldest adapters
    and evicts the hottest (the fewest evictions that shed the most load);
 3. **fill**: new and evicted adapters, hottest first, go in chunks to the feasible GPU that is most loaded
-   among the least-loaded ones (best fit, one batched oracle call per chunk; a chunk that fits nowhere is
-   halved); adapters that fit in no existing GPU open new GPUs with the bisection fill of ``ffd-bisect``;
-4. **consolidate**: while the plan has more GPUs than the default solver's from-scratch plan, empty the GPU
-   with the fewest adapters that can be emptied into the others (within ``max_moves``, and only when the GPU
-   saved is worth the moves at ``move_cost``);
+   among all GPUs (up to ``FILL_WIDTH``; best fit, one batched oracle call per chunk; a chunk that fits
+   nowhere is halved; a GPU is not offered more load than it refused before); adapters that fit in no
+   existing GPU open new GPUs with the bisection fill of ``ffd-bisect``;
+4. **drain** and **consolidate**: when the plan has more GPUs than the default solver's from-scratch plan,
+   the surplus GPUs with the fewest adapters are emptied at once and steps 1–3 are redone with their adapters
+   in the pool (best fit decreasing into all spare capacity; kept when it needs fewer GPUs, within
+   ``max_moves`` and worth the moves at ``move_cost``); then, while still above that count, empty the GPU
+   with the fewest adapters that can be emptied into the others (same conditions);
 5. **choose**: the from-scratch plan, its GPUs matched to the old ones (:func:`placer.dynamic.diff.align`),
    is a candidate too; the plan with the lowest ``GPUs + move_cost × moves`` (then fewest moves) among those
    within ``max_moves`` wins. With the default ``move_cost`` 0 that is: as few GPUs as from scratch, then
@@ -47,9 +50,11 @@ from twin.errors import InfeasibleError, InputError
 from twin.spec import Instance
 
 NAME = "replan"
-FILL_WIDTH = 16      # least-loaded GPUs offered each chunk of adapters to place
+FILL_WIDTH = 256     # GPUs offered each chunk of adapters to place: all of them, or the least loaded
 FILL_CHUNK = 8       # adapters per chunk (halved when a chunk fits nowhere)
 CONSOLIDATE_TRIES = 6  # victims tried per GPU closed before giving up
+DRAIN_ROUNDS = 1     # rounds of draining the surplus GPUs (each drains what the previous fell short by)
+FILL_GIVE_UP = 16    # single adapters in a row that fit nowhere: the rest of the pool opens new GPUs
 REPACK_PARTNERS = (1, 2, 4, 8)  # a victim that cannot be emptied: re-packed with this many least-loaded GPUs
 
 
@@ -118,6 +123,9 @@ class _State:
                 self.bins.append(np.sort(np.asarray(idx, dtype=np.int64)))
                 self.ids.append(gid)
         self.pool: list[int] = [i for i in range(problem.n_adapters) if i not in self.home]
+        # per bin: the least extra load (req/s) the oracle refused on top of it (inf: none yet); a hint for
+        # which GPUs to offer adapters, reset when the bin changes other than by adding
+        self.refused: list[float] = [math.inf] * len(self.bins)
 
     def moves(self) -> int:
         return sum(1 for b, gid in zip(self.bins, self.ids, strict=True) for i in b.tolist()
@@ -128,7 +136,8 @@ class _State:
 
 
 def _repair(st: _State, oracle: Oracle) -> None:
-    """Evict the hottest adapters of every kept GPU the oracle calls infeasible (fewest evictions)."""
+    """Evict the hottest adapters of every kept GPU the oracle calls infeasible (fewest evictions); note, as
+    the GPU's refusal, the rate of the coldest adapter it had to evict."""
     problem, rates = st.problem, st.problem.rates
     verdicts = oracle.evaluate_many(problem, st.bins) if st.bins else []
     for k, v in enumerate(verdicts):
@@ -138,34 +147,61 @@ def _repair(st: _State, oracle: Oracle) -> None:
         keep, _ = largest_prefix(problem, order, oracle, max(1, len(order) - 1))
         st.bins[k] = np.sort(order[:keep])
         st.pool.extend(order[keep:].tolist())
+        st.refused[k] = min(st.refused[k], float(rates[order[keep]]))
 
 
 def _fill(st: _State, oracle: Oracle, stop: Callable[[], bool]) -> list[int]:
-    """Place the pool into existing GPUs (best fit among the least loaded); return what fits nowhere."""
+    """Place the pool into existing GPUs (best fit among all of them, or the least loaded of very many);
+    return what fits nowhere.
+
+    A chunk is offered only to GPUs that have not refused as much load before (``_State.refused``: the least
+    load the oracle rejected on top of the GPU); feasibility is not exactly monotone in load, so this only
+    prunes offers (one batched oracle call per chunk), it never makes a GPU infeasible."""
     problem, rates = st.problem, st.problem.rates
     pool = np.asarray(sorted(st.pool, key=lambda i: (-rates[i], i)), dtype=np.int64)
     st.pool = []
     load = np.array([rates[b].sum() for b in st.bins]) if st.bins else np.zeros(0)
     queue = [pool[i:i + FILL_CHUNK] for i in range(0, len(pool), FILL_CHUNK)]
     overflow: list[int] = []
+    misses = 0  # single adapters in a row that fit nowhere
     while queue:
         chunk = queue.pop(0)
-        if not st.bins or stop():
+        if not st.bins or misses >= FILL_GIVE_UP or stop():
             overflow.extend(chunk.tolist())
             continue
-        targets = np.argsort(load, kind="stable")[:FILL_WIDTH]
+        extra = float(rates[chunk].sum())
+        refused = np.asarray(st.refused[:len(st.bins)])
+        open_ = np.flatnonzero(refused > extra)
+        targets = open_[np.argsort(load[open_], kind="stable")[:FILL_WIDTH]]
         verdicts = oracle.evaluate_many(problem, [np.concatenate([st.bins[t], chunk]) for t in targets])
         fits = [int(t) for t, v in zip(targets, verdicts, strict=True) if v.feasible]
+        for t, v in zip(targets.tolist(), verdicts, strict=True):
+            if not v.feasible:
+                st.refused[t] = min(st.refused[t], extra)
         if fits:
             t = max(fits, key=lambda j: (load[j], -j))  # best fit: the most loaded GPU that takes it
             st.bins[t] = np.sort(np.concatenate([st.bins[t], chunk]))
-            load[t] += rates[chunk].sum()
+            load[t] += extra
+            misses = 0
         elif len(chunk) > 1:
             half = len(chunk) // 2
             queue[:0] = [chunk[:half], chunk[half:]]
         else:
             overflow.extend(chunk.tolist())
+            misses += 1
     return overflow
+
+
+def _drain(st: _State, count: int) -> None:
+    """Put the adapters of ``count`` GPUs into the pool, fewest adapters first (then least load): the surplus
+    over the from-scratch count, emptied at once so that the fill places their adapters with
+    the new and evicted ones, hottest first, into all the spare capacity (best fit decreasing)."""
+    rates = st.problem.rates
+    live = st.nonempty()
+    for k in sorted(live, key=lambda k: (len(st.bins[k]), rates[st.bins[k]].sum(), k))[:max(0, count)]:
+        st.pool.extend(st.bins[k].tolist())
+        st.bins[k] = np.zeros(0, np.int64)
+        st.refused[k] = -math.inf  # closed: offered nothing
 
 
 def _zigzag_by_rank(problem: Instance, members: np.ndarray) -> np.ndarray:
@@ -188,6 +224,7 @@ def _open_new(st: _State, overflow: list[int], oracle: Oracle, stop: Callable[[]
         raise InfeasibleError("an adapter fits on no GPU even alone")
     st.bins.extend(bins)
     st.ids.extend([None] * len(bins))
+    st.refused.extend([math.inf] * len(bins))
 
 
 def _repack(st: _State, oracle: Oracle, v: int, partners: list[int],
@@ -222,7 +259,7 @@ def _close_one(st: _State, oracle: Oracle, v: int, live: list[int],
     least-loaded others), or None."""
     rates = st.problem.rates
     pos = live.index(v)
-    others = try_empty(st.problem, [st.bins[k] for k in live], pos, oracle, stop)
+    others = try_empty(st.problem, [st.bins[k] for k in live], pos, oracle, stop, width=FILL_WIDTH)
     trial = list(st.bins)
     if others is not None:
         for k, b in zip([k for k in live if k != v], others, strict=True):
@@ -333,9 +370,26 @@ def replan(problem: Instance, old_plan: Result, *, max_moves: int | None = None,
     scratch_s = time.perf_counter() - t_scratch
     scratch_diff = plan_diff(old_plan, scratch)
 
-    st = _State(problem, old_plan)
-    _repair(st, oracle)
-    _open_new(st, _fill(st, oracle, stop), oracle, stop)
+    def build(drain: int) -> _State:
+        st = _State(problem, old_plan)
+        _repair(st, oracle)
+        _drain(st, drain)
+        _open_new(st, _fill(st, oracle, stop), oracle, stop)
+        return st
+
+    st, drain = build(0), 0
+    for _ in range(DRAIN_ROUNDS):  # close the surplus GPUs at once, a few more each round they fall short
+        excess = len(st.nonempty()) - scratch.num_gpus
+        if excess <= 0 or stop():
+            break
+        drain += excess
+        trial = build(drain)
+
+        def worth(x: _State) -> tuple[float, int]:
+            return (len(x.nonempty()) + move_cost * x.moves(), x.moves())
+
+        if (max_moves is None or trial.moves() <= max_moves) and worth(trial) < worth(st):
+            st = trial
     _consolidate(st, oracle, scratch.num_gpus, max_moves, move_cost, stop)
     gpus, ids = _to_plan(st, oracle)
     inc = Result(solver=NAME, status="feasible", num_gpus=len(gpus), lower_bound=scratch.lower_bound,

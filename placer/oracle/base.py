@@ -237,7 +237,7 @@ class Oracle(abc.ABC):
             offered = offered_of.get(dig)
             if offered is None:
                 offered = offered_of[dig] = float(problem.rates[idx].sum()) * tpr
-            if not memory_fits(problem, s, rank, self.profile(problem)):
+            if not self._memory_fits(problem, s, rank):
                 out[q] = Point(s, rank, cpu, 0.0, offered, 1.0, True, True)
                 if self.use_cache:
                     cache[key] = out[q]
@@ -268,9 +268,28 @@ class Oracle(abc.ABC):
                     cache[key] = point
         return [p for p in out if p is not None]
 
+    def _memory_fits(self, problem: Instance, slots: int, rank: int) -> bool:
+        """The memory rule for (slots, rank), memoised per problem (a pure function of the problem's model,
+        GPU and server settings: the batched calls ask it for every slot candidate of every set)."""
+        memo = self._state(problem)[0]
+        key = ("mem", slots, rank)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = memory_fits(problem, slots, rank, self.profile(problem))
+        return bool(hit)
+
     # --- GPU verdicts -----------------------------------------------------------------------------------
     def slot_candidates(self, problem: Instance, n: int, rank: int) -> list[int]:
-        """Slot counts tried for ``n`` adapters of largest rank ``rank`` (memory-feasible ones only)."""
+        """Slot counts tried for ``n`` adapters of largest rank ``rank`` (memory-feasible ones only; memoised
+        per problem)."""
+        memo = self._state(problem)[0]
+        key = ("slots", n, rank)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = self._slot_candidates(problem, n, rank)
+        return list(hit)
+
+    def _slot_candidates(self, problem: Instance, n: int, rank: int) -> tuple[int, ...]:
         top = self.slot_points[-1] if self.slot_points else n
         cands = {s for s in self.slot_points if s <= n}
         if n <= top:
@@ -278,7 +297,7 @@ class Oracle(abc.ABC):
         cap = max_slots(problem, rank, min(n, top), self.profile(problem))
         if cap:
             cands.add(cap)
-        return sorted(s for s in cands if s <= cap)
+        return tuple(sorted(s for s in cands if s <= cap))
 
     def evaluate(self, problem: Instance, idx: Iterable[int]) -> GpuVerdict:
         """The verdict for one GPU serving adapters ``idx`` (indices into ``problem.adapters``)."""

@@ -173,3 +173,18 @@ def test_exact_moves_matches_the_hand_optimum() -> None:
     e = exact_moves(new, OLD_PLAN, oracle(), time_limit=20)
     assert (e.num_gpus, e.moves) == (3, 1) and e.gpus_optimal and e.moves_optimal
     assert solve(new, oracle=oracle(), time_limit=10).num_gpus == 3
+
+
+def test_surplus_gpus_are_drained_at_once_with_the_fewest_moves() -> None:
+    # a1, a3 retire and n0 arrives: 4 + 4 + 1 + 1 = 10 req/s fit one GPU. Every GPU keeps one adapter; the
+    # drain empties the fewest adapters, then least load, then lowest id first (GPU 2: a4, GPU 0: a0):
+    # 2 moves, GPU 1 kept; no plan on one GPU moves fewer than 2 of the 3 served adapters.
+    old = inst(("a0", 8, 4.0), ("a1", 8, 4.0), ("a2", 8, 4.0), ("a3", 8, 4.0), ("a4", 8, 1.0))
+    old_plan = plan(old, ("a0", "a1"), ("a2", "a3"), ("a4",))
+    new = inst(("a0", 8, 4.0), ("a2", 8, 4.0), ("a4", 8, 1.0), ("n0", 8, 1.0))
+    res = replan(new, old_plan, oracle=oracle(), time_limit=10)
+    assert res.plan.num_gpus == res.scratch_gpus == 1
+    assert res.moves == 2 and res.diff.kept == (1,) and res.diff.drained == (0, 2)
+    assert evaluate(new, res.plan, oracle()).feasible
+    capped = replan(new, old_plan, oracle=oracle(), time_limit=10, max_moves=1)  # the drain needs 2 moves
+    assert capped.moves <= 1 and capped.plan.num_gpus == 2
