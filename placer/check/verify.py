@@ -6,6 +6,12 @@ plan with unknown adapters or violated constraints is rejected with an :class:`~
 giving the reason. Then every GPU (or a seeded sample of them, for very large plans) is simulated by
 ``twin.simulate`` in a process pool; a GPU that starves (throughput < 0.9 × offered) or cannot start (memory
 error) makes the plan infeasible and is named in ``failures``.
+
+With ``seeds`` = n > 1 every GPU is simulated with seeds ``seed, …, seed + n − 1``
+(:func:`twin.seeds.seed_list`): each GPU row keeps the first seed's twin result and adds its per-seed
+verdicts (``seed_passed``) and ``pass_fraction``; the report adds the plan's verdict per seed
+(``seed_feasible``: every checked GPU passes on that seed) and the plan's ``pass_fraction`` (seeds on which
+every checked GPU passes / seeds). The plan is ``feasible`` only if every checked GPU passes on every seed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from placer.context import DEFAULT_CONTEXT, Context
 from placer.result import Result, plural
 from twin.errors import InputError
 from twin.profile import Profile
+from twin.seeds import passes, seed_list
 from twin.simulate import simulate
 from twin.spec import Instance
 
@@ -43,6 +50,15 @@ class VerifyReport:
     failures: tuple[str, ...] = field(default=())
     seed: int = 0
     wall_s: float = 0.0
+    seeds: tuple[int, ...] = ()  # the seeds simulated (empty = just ``seed``)
+    seed_feasible: tuple[bool, ...] = ()  # per seed of ``seeds``: every simulated GPU passes
+
+    @property
+    def pass_fraction(self) -> float:
+        """Fraction of the seeds on which every simulated GPU passes (1 seed: 1.0 or 0.0)."""
+        if not self.seed_feasible:
+            return 1.0 if self.feasible else 0.0
+        return sum(self.seed_feasible) / len(self.seed_feasible)
 
     @property
     def sampled(self) -> bool:
@@ -52,6 +68,9 @@ class VerifyReport:
         """One line: how many GPUs were simulated and the verdict (for a sample: about the sample only)."""
         what = (f"{len(self.simulated)} of {plural(self.num_gpus, 'GPU')} simulated" if self.sampled
                 else f"{plural(self.num_gpus, 'GPU')} simulated")
+        if len(self.seeds) > 1:
+            what += f", seeds {self.seeds[0]}–{self.seeds[-1]}: passes on {sum(self.seed_feasible)} of " \
+                    f"{len(self.seeds)} ({self.pass_fraction:.0%})"
         if self.feasible:
             verdict = "feasible" + (" for the sampled GPUs only (the others were not checked)"
                                     if self.sampled else "")
@@ -61,7 +80,10 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"feasible": self.feasible, "num_gpus": self.num_gpus, "sampled": self.sampled,
                 "simulated": list(self.simulated), "failures": list(self.failures), "seed": self.seed,
-                "wall_s": self.wall_s, "gpus": list(self.gpus)}
+                "wall_s": self.wall_s, "gpus": list(self.gpus),
+                "seeds": list(self.seeds or (self.seed,)),
+                "seed_feasible": list(self.seed_feasible or (self.feasible,)),
+                "pass_fraction": self.pass_fraction}
 
 
 def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> dict[str, Any]:
@@ -69,18 +91,46 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> di
     sim = simulate(sub, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed, profile=profile)
     out: dict[str, Any] = {"gpu": j, "n_adapters": sub.n_adapters}
     out.update(sim.to_dict(per_adapter=False))
+    out["passed"] = passes(sim)
     return out
+
+
+def _merge_seeds(rows: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict[str, Any]:
+    """One GPU's rows (one per seed, in the order of ``seeds``) as the first seed's row plus the verdicts."""
+    out = {k: v for k, v in rows[0].items() if k != "passed"}
+    if len(seeds) > 1:
+        out["seeds"] = list(seeds)
+        out["seed_passed"] = [bool(r["passed"]) for r in rows]
+        out["seed_throughput_tok_s"] = [r["throughput_tok_s"] for r in rows]
+        out["pass_fraction"] = sum(out["seed_passed"]) / len(rows)
+    return out
+
+
+def _failure(row: dict[str, Any], failed_seeds: list[int], n_seeds: int) -> str | None:
+    """The failure line of a GPU (None if it passes on every seed); the row is the first failing seed's."""
+    if not failed_seeds:
+        return None
+    on = f" (seed {failed_seeds[0]}; fails on {len(failed_seeds)} of {n_seeds} seeds)" if n_seeds > 1 else ""
+    if row.get("oom"):
+        return (f"GPU {row['gpu']} fails to start (memory error): max_loras "
+                f"{row.get('max_loras')}, max_lora_rank {row.get('max_lora_rank')}" + on)
+    return (f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:,.0f} tok/s "
+            f"< 0.9 × the {row['offered_tok_s']:,.0f} tok/s that arrived in this run "
+            f"(offered load {row.get('expected_offered_tok_s', math.nan):,.0f} tok/s)" + on)
 
 
 def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | None = None,
            sample: int | None = None, progress: Callable[[int, int], None] | None = None,
-           only: Sequence[int] | None = None, context: Context | None = None) -> VerifyReport:
+           only: Sequence[int] | None = None, context: Context | None = None,
+           seeds: int = 1) -> VerifyReport:
     """Re-simulate the GPUs of ``plan`` in the twin (``workers`` processes, default 2).
 
     ``sample``: simulate only that many GPUs, chosen with ``numpy.random.default_rng(seed)`` (the report says
     which); None = all. ``only``: simulate just these GPU indices (before sampling). ``context``: the twin
     profile to simulate with (default: the shipped one).
-    ``progress(done, total)`` is called after each simulated GPU. Raises
+    ``seeds``: simulate every chosen GPU with seeds ``seed, …, seed + seeds − 1`` (the sample is drawn with
+    ``seed``); feasible only if every GPU passes on every seed. ``progress(done, total)`` is called after each
+    simulated GPU × seed. Raises
     :class:`InputError` when the plan does not fit the problem.
     """
     import time
@@ -93,6 +143,7 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
                          field="gpus", value=plan.num_gpus)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
+    all_seeds = seed_list(seed, seeds)
     start = time.perf_counter()
     chosen = list(range(plan.num_gpus)) if only is None else sorted({int(j) for j in only})
     if sample is not None and 0 < sample < len(chosen):
@@ -102,7 +153,7 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     for j in chosen:
         g = plan.gpus[j]
         sub = problem.subset(list(g.adapters))
-        jobs.append((sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, seed, profile))
+        jobs += [(sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, s, profile) for s in all_seeds]
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
     n_workers = min(n_workers, len(jobs), os.cpu_count() or 1)
     rows: list[dict[str, Any]] = []
@@ -118,15 +169,16 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
             rows.append(row)
             if progress is not None:
                 progress(len(rows), len(jobs))
+    n = len(all_seeds)
+    per_gpu = [rows[i:i + n] for i in range(0, len(rows), n)]  # map keeps the job order: GPU-major
     failures = []
-    for row in rows:
-        if row.get("oom"):
-            failures.append(f"GPU {row['gpu']} fails to start (memory error): max_loras "
-                            f"{row.get('max_loras')}, max_lora_rank {row.get('max_lora_rank')}")
-        elif row.get("starved"):
-            failures.append(f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:,.0f} tok/s "
-                            f"< 0.9 × the {row['offered_tok_s']:,.0f} tok/s that arrived in this run "
-                            f"(offered load {row.get('expected_offered_tok_s', math.nan):,.0f} tok/s)")
+    for runs in per_gpu:
+        bad = [k for k, r in enumerate(runs) if not r["passed"]]
+        line = _failure(runs[bad[0]] if bad else runs[0], [all_seeds[k] for k in bad], n)
+        if line is not None:
+            failures.append(line)
+    seed_ok = tuple(all(runs[k]["passed"] for runs in per_gpu) for k in range(n))
     return VerifyReport(feasible=not failures and bool(rows), num_gpus=plan.num_gpus, simulated=tuple(chosen),
-                        gpus=tuple(rows), failures=tuple(failures), seed=seed,
-                        wall_s=time.perf_counter() - start)
+                        gpus=tuple(_merge_seeds(runs, all_seeds) for runs in per_gpu),
+                        failures=tuple(failures), seed=int(seed), wall_s=time.perf_counter() - start,
+                        seeds=all_seeds, seed_feasible=seed_ok if rows else ())

@@ -216,17 +216,23 @@ def verify_cmd(
     instance: Path = typer.Argument(..., help="Instance file."),
     plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the twin runs."),
+    seeds: int = typer.Option(1, "--seeds", help="Simulate every GPU with seeds SEED … SEED+N−1 and report "
+                              "the fraction of seeds on which every checked GPU passes; exit 1 unless every "
+                              "checked GPU passes on every seed."),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", help="Processes simulating GPUs in parallel."),
     sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start."""
+    """Re-simulate every GPU of a plan in the twin; name any GPU that starves or fails to start.
+
+    Exit code 1 unless every checked GPU passes (neither starved nor OOM) on every seed (--seeds).
+    """
     problem, plan_ = read_instance(instance), Result.load(plan)
     say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick,
-                        context=load_context(profile, None))
+                        context=load_context(profile, None), seeds=seeds)
     if json_out:
         print_json(report.to_dict())
     else:
@@ -237,14 +243,16 @@ def verify_cmd(
 
 def _print_verification(report: VerifyReport) -> None:
     table = Table(show_header=True)
+    many = len(report.seeds) > 1
     for col in ("GPU", "adapters", "max_loras", "max_lora_rank", "throughput tok/s", "offered tok/s",
-                "arrived tok/s", "result"):
+                "arrived tok/s", "result", *(("seeds passing",) if many else ())):
         table.add_column(col, justify="right")
     for row in report.gpus[:MAX_ROWS]:
         res = "OOM" if row["oom"] else ("[red]starved[/red]" if row["starved"] else "[green]ok[/green]")
+        extra = (f"{sum(row['seed_passed'])}/{len(row['seed_passed'])}",) if many else ()
         table.add_row(str(row["gpu"]), str(row["n_adapters"]), str(row["max_loras"]),
                       str(row["max_lora_rank"]), _fmt(row["throughput_tok_s"]),
-                      _fmt(row.get("expected_offered_tok_s")), _fmt(row["offered_tok_s"]), res)
+                      _fmt(row.get("expected_offered_tok_s")), _fmt(row["offered_tok_s"]), res, *extra)
     console.print(table)
     console.print(report.summary(markup=True) + "".join(f"\n  {f}" for f in report.failures))
 
