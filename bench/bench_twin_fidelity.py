@@ -72,14 +72,16 @@ def simulate_all(runs: list[RunRecord], prof: Profile, fit_label: str, modes: li
 
 def lowo_profiles(runs: list[RunRecord], base: Profile, kv_rows: list[Any], seed: int, n_runs: int,
                   max_evals: int, refine_batch: bool = False,
-                  fit_output_shape: bool = False) -> dict[str, tuple[Profile, float]]:
+                  fit_output_shape: bool = False, in_batch_eviction: bool | None = None,
+                  w_tail: float = 0.0, adapter_sq: bool = False) -> dict[str, tuple[Profile, float]]:
     """Leave-one-workload-out: for each workload, a profile fitted on the other workloads' runs."""
     out = {}
     for w in sorted({r.workload for r in runs}):
         t0 = time.perf_counter()
         train = [r for r in runs if r.workload != w]
         res = fit_profile(train, base, kv_rows=kv_rows, rerun=capped(), seed=seed, n_runs=n_runs,
-                          max_evals=max_evals, refine_batch=refine_batch, fit_output_shape=fit_output_shape)
+                          max_evals=max_evals, refine_batch=refine_batch, fit_output_shape=fit_output_shape,
+                          in_batch_eviction=in_batch_eviction, w_tail=w_tail, adapter_sq=adapter_sq)
         out[w] = (res.profile, time.perf_counter() - t0)
         print(f"  LOWO fit without {w}: {out[w][1]:.0f} s, step {res.profile.step}", flush=True)
     return out
@@ -242,6 +244,16 @@ def main() -> None:
                     help="LOWO fits also refine the per-sequence step term (calibrate --refine-batch)")
     ap.add_argument("--fit-output-shape", action="store_true",
                     help="LOWO fits also fit the output lengths' tail (calibrate --fit-output-shape)")
+    ap.add_argument("--profiles", default=None,
+                    help="folder of candidate profiles <model>@h100-64gb.json used instead of the shipped "
+                         "ones (in-sample rows and the LOWO fits' starting point)")
+    ap.add_argument("--in-batch-eviction", action="store_true",
+                    help="LOWO fits switch vLLM 0.8.5's in-batch slot eviction on "
+                         "(calibrate --in-batch-eviction)")
+    ap.add_argument("--w-tail", type=float, default=0.0,
+                    help="LOWO fits weigh tail latency with this weight (calibrate --w-tail)")
+    ap.add_argument("--adapter-sq", action="store_true",
+                    help="LOWO fits add the A² step term (calibrate --adapter-sq)")
     args = ap.parse_args()
     args.runs = args.runs or str(data_file("calibration", "real_runs.csv"))
     args.kv = args.kv or str(data_file("calibration", "kv_cache.csv"))
@@ -255,13 +267,16 @@ def main() -> None:
     if args.loads:
         from bench_twin_loads import loads_table
 
-        loads_lines = loads_table(args.loads_max_rate, out_dir / f"twin_loads_runs_{stamp}.csv")
+        llama = Path(args.profiles) / f"{MODELS[0]}@h100-64gb.json" if args.profiles else None
+        loads_lines = loads_table(args.loads_max_rate, out_dir / f"twin_loads_runs_{stamp}.csv",
+                                  Profile.load(llama) if llama is not None else None)
     t_all = time.perf_counter()
     for m in args.models.split(","):
         runs = load_runs(args.runs, model=m)
         if args.limit:
             runs = runs[: args.limit]
-        prof = load_profile(m, "h100-64gb")
+        prof = (Profile.load(Path(args.profiles) / f"{m}@h100-64gb.json") if args.profiles
+                else load_profile(m, "h100-64gb"))
         kv_rows = load_kv_table(args.kv, m)
         ok = sum(memory_error(prof, s, r) == (k is None or k < prof.max_model_len) for s, r, k in kv_rows)
         kv_lines.append(f"| {m} | {prof.version} | {ok}/{len(kv_rows)} |")
@@ -271,7 +286,8 @@ def main() -> None:
         if args.lowo:
             for w, (p, _) in lowo_profiles(runs, prof, kv_rows, args.seed, args.lowo_runs,
                                            args.lowo_evals, args.refine_batch,
-                                           args.fit_output_shape).items():
+                                           args.fit_output_shape, args.in_batch_eviction or None,
+                                           args.w_tail, args.adapter_sq).items():
                 rows += simulate_all([r for r in runs if r.workload == w], p, "LOWO", modes, args.seed,
                                      args.workers)
     df = pd.concat([pd.read_csv(p) for p in args.merge] + [pd.DataFrame(rows)], ignore_index=True)

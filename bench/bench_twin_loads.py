@@ -26,6 +26,7 @@ import pandas as pd
 from twin.catalogue import load_profile
 from twin.external import data_file
 from twin.metrics import smape_paper
+from twin.profile import Profile
 from twin.simulate import simulate
 from twin.spec import Adapter, Instance, Workload
 
@@ -42,11 +43,12 @@ def _instance(row: Any) -> Instance:
                     adapters=adapters, workload=Workload(duration_s=float(round(row.duration))))
 
 
-def loads_rows(max_rate: float) -> list[dict[str, Any]]:
-    """One row per scheduler-overhead run with total rate ≤ ``max_rate``: real and twin loads per request."""
+def loads_rows(max_rate: float, profile: Profile | None = None) -> list[dict[str, Any]]:
+    """One row per scheduler-overhead run with total rate ≤ ``max_rate``: real and twin loads per request
+    (``profile``: the Llama profile to simulate with; default the shipped one)."""
     d = pd.read_csv(data_file("calibration", "scheduler_overhead/metrics_data_aggregated_rate.csv"))
     d = d[(d.rate <= max_rate) & (d.completed_requests > 0)]
-    prof = load_profile(MODEL, "h100-64gb")
+    prof = profile if profile is not None else load_profile(MODEL, "h100-64gb")
     rows = []
     for row in d.itertuples():
         res = simulate(_instance(row), max_loras=int(row.gpu_loras), max_cpu_loras=int(row.cpu_loras),
@@ -59,13 +61,14 @@ def loads_rows(max_rate: float) -> list[dict[str, Any]]:
     return rows
 
 
-def loads_table(max_rate: float, out_csv: Path) -> list[str]:
+def loads_table(max_rate: float, out_csv: Path, profile: Profile | None = None) -> list[str]:
     """Run :func:`loads_rows`, write the CSV, return a markdown section (papers' SMAPE, median twin/real)."""
     t0 = time.perf_counter()
-    df = pd.DataFrame(loads_rows(max_rate))
+    df = pd.DataFrame(loads_rows(max_rate, profile))
     df.to_csv(out_csv, index=False)
     lines = ["## Adapter loads per completed request (scheduler-overhead runs)", "",
-             f"{len(df)} runs with total rate ≤ {max_rate:g} req/s, {time.perf_counter() - t0:.0f} s; "
+             f"{len(df)} runs with total rate ≤ {max_rate:g} req/s, Llama profile "
+             f"v{df.profile.iloc[0] if len(df) else '?'}, {time.perf_counter() - t0:.0f} s; "
              f"rows in `{out_csv.name}`. Split by whether slots < served adapters (churn possible).", "",
              "| runs | n | real loads/req (median) | twin (median) | SMAPE % (papers') | median twin/real |",
              "|---|---|---|---|---|---|"]

@@ -55,14 +55,54 @@ def first_call_s(cache_dir: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def ratio(cases: list[str], seeds: int, candidate: Path, out_dir: Path) -> None:
+    """CPU seconds of the candidate profiles (``<model>@h100-64gb.json`` in ``candidate``) over the shipped
+    ones, in one process: for each case and seed the two runs alternate (shipped first), so both see the same
+    machine load; the ratio is median(candidate CPU) / median(shipped CPU) per case."""
+    from twin import Profile, load_profile
+
+    exec(TINY, {})
+    lines = [f"# Twin speed: candidate profiles vs shipped — {dt.date.today().isoformat()}", "",
+             f"Command: `python bench/bench_twin_speed.py --candidate {candidate.name} --seeds {seeds} "
+             f"--cases {','.join(cases)}` (one process, one thread, runs alternate). Load average at start "
+             f"{os.getloadavg()[0]:.1f}.", "",
+             "| case | shipped CPU s (median) | candidate CPU s (median) | ratio "
+             "| shipped / candidate steps |",
+             "|---|---|---|---|---|"]
+    for case in cases:
+        inst, k = instance(case), CASES[case][4]
+        profs = {"shipped": load_profile(inst.model, inst.gpu),
+                 "candidate": Profile.load(candidate / f"{inst.model}@{inst.gpu}.json")}
+        cpu: dict[str, list[float]] = {"shipped": [], "candidate": []}
+        steps: dict[str, list[int]] = {"shipped": [], "candidate": []}
+        for seed in range(seeds):
+            for name, prof in profs.items():
+                c0 = time.process_time()
+                res = simulate(inst, max_loras=k, seed=seed, profile=prof)
+                cpu[name].append(time.process_time() - c0)
+                steps[name].append(res.steps)
+        a, b = statistics.median(cpu["shipped"]), statistics.median(cpu["candidate"])
+        lines.append(f"| {case} | {a:.3f} | {b:.3f} | {b / a:.2f} | "
+                     f"{int(statistics.median(steps['shipped']))} / "
+                     f"{int(statistics.median(steps['candidate']))} |")
+        print(lines[-1], flush=True)
+    atomic_write_text(out_dir / f"twin_speed_ratio_{dt.date.today().isoformat()}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--candidate", default=None,
+                    help="folder of candidate profiles: report only their CPU time / the shipped ones'")
     args = ap.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     out_dir = Path(args.out)
+    if args.candidate:
+        ratio(cases, args.seeds, Path(args.candidate), out_dir)
+        return
     load_start = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as cache:

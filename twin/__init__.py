@@ -12,6 +12,7 @@ from twin.profile import (
     Profile,
     StepModel,
 )
+from twin.seeds import SeedsResult, simulate_seeds
 from twin.simulate import simulate, simulate_requests
 from twin.spec import ALLOWED_RANKS, Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.tracelike import TraceLike, load_tracelike, tracelike_names
@@ -31,6 +32,7 @@ __all__ = [
     "Profile",
     "Requests",
     "RunRecord",
+    "SeedsResult",
     "ServerSettings",
     "SimResult",
     "StepModel",
@@ -54,6 +56,7 @@ __all__ = [
     "shipped_traces",
     "simulate",
     "simulate_requests",
+    "simulate_seeds",
     "smape_symmetric",
     "smape_paper",
     "tracelike_names",

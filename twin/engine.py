@@ -20,7 +20,7 @@ __all__ = ["EngineRun", "is_oom", "kv_capacity_tokens", "run_engine", "step_para
 STEP_FIELDS: tuple[str, ...] = (
     "base_ms", "per_seq_ms", "per_prefill_token_ms", "per_ctx_ktoken_ms", "lora_per_adapter", "lora_per_rank",
     "sched_base_ms", "sched_per_running_ms", "sched_per_waiting_ms", "load_gpu_ms", "load_gpu_ms_per_rank",
-    "load_disk_ms", "lora_ms_per_adapter_rank", "in_batch_eviction",
+    "load_disk_ms", "lora_ms_per_adapter_rank", "in_batch_eviction", "lora_ms_per_adapter_sq",
 )
 
 

@@ -146,6 +146,7 @@ def derived_profile(model: str, gpu: str, *, reference: Profile) -> Profile:
         per_ctx_ktoken_ms=s.per_ctx_ktoken_ms * ctx_ratio,
         load_gpu_ms=s.load_gpu_ms * lora_ratio, load_gpu_ms_per_rank=s.load_gpu_ms_per_rank * lora_ratio,
         lora_ms_per_adapter_rank=s.lora_ms_per_adapter_rank * lora_ratio * (rg.hbm_tb_s / g.hbm_tb_s),
+        lora_ms_per_adapter_sq=s.lora_ms_per_adapter_sq * lora_ratio * (rg.hbm_tb_s / g.hbm_tb_s),
     )
     rounded: dict[str, Any] = {k: float(f"{v:.6g}") for k, v in step.__dict__.items()
                                if not isinstance(v, bool)}

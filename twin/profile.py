@@ -109,13 +109,16 @@ class StepModel:
 
     forward = (base_ms + per_seq_ms·S + per_prefill_token_ms·P + per_ctx_ktoken_ms·C/1000)
               × (1 + lora_per_adapter·A + lora_per_rank·R·[A > 0]) + lora_ms_per_adapter_rank·A·R
+              + lora_ms_per_adapter_sq·A²
     step = forward + sched_base_ms + sched_per_running_ms·B + sched_per_waiting_ms·W + loads
     with S sequences in the batch, P prefill tokens scheduled, C context tokens read by attention, A distinct
     adapters in the batch, R = max_lora_rank, B running and W waiting requests. The additive A·R term is
     the LoRA weights the step reads (A adapters' A/B matrices, padded to R, whatever the batch size): on
     dt_real a larger ``max_lora_rank`` costs ~10 % at small batches but ~2 % at saturated ones, which a
     rank factor on the whole forward cannot express (fitted profiles ≥ v1.2 use the additive term and
-    leave ``lora_per_rank`` at 0). Each adapter load from host
+    leave ``lora_per_rank`` at 0). The A² term (0 in profiles ≤ v1.2) is empirical: on dt_real the step time
+    rises faster than linearly with the distinct adapters of a batch (at 128 slots / 128 adapters and ~7.5
+    req/s the real median ITL is 44 ms where a linear-in-A fit gives ~25 ms). Each adapter load from host
     memory costs load_gpu_ms + load_gpu_ms_per_rank·rank, each load from disk (host-cache miss) load_disk_ms
     more. The published twin's constants map to base_ms = c2·k2/100, per_seq_ms = c1·k2/100,
     lora_per_adapter = k1/k2.
@@ -138,6 +141,8 @@ class StepModel:
     #: its least recently used adapter even when that adapter is in the current batch and not yet touched in
     #: this step (it is then loaded again). False (profiles < v1.3): never evict an adapter of the batch.
     in_batch_eviction: bool = False
+    #: Additive ms per squared distinct adapter count of the batch (``fit_profile(adapter_sq=True)``).
+    lora_ms_per_adapter_sq: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,8 @@ class Profile:
         # its content (and the fingerprint its surrogates recorded).
         if not self.step.in_batch_eviction:
             d["step"].pop("in_batch_eviction", None)
+        if not self.step.lora_ms_per_adapter_sq:
+            d["step"].pop("lora_ms_per_adapter_sq", None)
         return d
 
     @classmethod

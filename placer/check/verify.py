@@ -10,6 +10,12 @@ problem's criterion (``problem.slo``: the default SLO, the file's ``slo`` sectio
 the papers' rule alone); a GPU that fails it — served fraction, a latency percentile over its bound, or a
 memory error — makes the plan infeasible and is named in ``failures`` with the measured value, the bound and
 by how much.
+
+With ``seeds`` = n > 1 every GPU is simulated with seeds ``seed, …, seed + n − 1``
+(:func:`twin.seeds.seed_list`): each GPU row keeps the first seed's twin result and adds its per-seed
+verdicts (``seed_passed``) and ``pass_fraction``; the report adds the plan's verdict per seed
+(``seed_feasible``: every checked GPU passes on that seed) and the plan's ``pass_fraction`` (seeds on which
+every checked GPU passes / seeds). The plan is ``feasible`` only if every checked GPU passes on every seed.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from placer.result import Result, plural
 from twin.errors import InputError
 from twin.parallel import check_backend, map_unordered
 from twin.profile import Profile
+from twin.seeds import passes, seed_list
 from twin.simulate import simulate
 from twin.spec import Instance, Slo
 
@@ -47,6 +54,15 @@ class VerifyReport:
     seed: int = 0
     wall_s: float = 0.0
     criterion: str = ""  # the criterion checked, in words
+    seeds: tuple[int, ...] = ()  # the seeds simulated (empty = just ``seed``)
+    seed_feasible: tuple[bool, ...] = ()  # per seed of ``seeds``: every simulated GPU passes
+
+    @property
+    def pass_fraction(self) -> float:
+        """Fraction of the seeds on which every simulated GPU passes (1 seed: 1.0 or 0.0)."""
+        if not self.seed_feasible:
+            return 1.0 if self.feasible else 0.0
+        return sum(self.seed_feasible) / len(self.seed_feasible)
 
     @property
     def sampled(self) -> bool:
@@ -58,6 +74,9 @@ class VerifyReport:
                 else f"{plural(self.num_gpus, 'GPU')} simulated")
         if self.criterion:
             what += f", checked against {self.criterion}"
+        if len(self.seeds) > 1:
+            what += f", seeds {self.seeds[0]}–{self.seeds[-1]}: passes on {sum(self.seed_feasible)} of " \
+                    f"{len(self.seeds)} ({self.pass_fraction:.0%})"
         if self.feasible:
             verdict = "feasible" + (" for the sampled GPUs only (the others were not checked)"
                                     if self.sampled else "")
@@ -68,7 +87,10 @@ class VerifyReport:
         return {"feasible": self.feasible, "criterion": self.criterion, "num_gpus": self.num_gpus,
                 "sampled": self.sampled,
                 "simulated": list(self.simulated), "failures": list(self.failures), "seed": self.seed,
-                "wall_s": self.wall_s, "gpus": list(self.gpus)}
+                "wall_s": self.wall_s, "gpus": list(self.gpus),
+                "seeds": list(self.seeds or (self.seed,)),
+                "seed_feasible": list(self.seed_feasible or (self.feasible,)),
+                "pass_fraction": self.pass_fraction}
 
 
 def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> dict[str, Any]:
@@ -76,13 +98,39 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> di
     sim = simulate(sub, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed, profile=profile)
     out: dict[str, Any] = {"gpu": j, "n_adapters": sub.n_adapters}
     out.update(sim.to_dict(per_adapter=False))
+    out["seed"] = seed  # the row's key with the GPU (the backend may return rows in any order)
+    out["passed"] = passes(sim)
     return out
+
+
+def _merge_seeds(rows: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict[str, Any]:
+    """One GPU's rows (one per seed, in the order of ``seeds``) as the first seed's row plus the verdicts."""
+    out = {k: v for k, v in rows[0].items() if k != "passed"}
+    if len(seeds) > 1:
+        out["seeds"] = list(seeds)
+        out["seed_passed"] = [bool(r["passed"]) for r in rows]
+        out["seed_throughput_tok_s"] = [r["throughput_tok_s"] for r in rows]
+        out["pass_fraction"] = sum(out["seed_passed"]) / len(rows)
+    return out
+
+
+def _failure(row: dict[str, Any], failed_seeds: list[int], n_seeds: int) -> str | None:
+    """The failure line of a GPU (None if it passes on every seed); the row is the first failing seed's."""
+    if not failed_seeds:
+        return None
+    on = f" (seed {failed_seeds[0]}; fails on {len(failed_seeds)} of {n_seeds} seeds)" if n_seeds > 1 else ""
+    if row.get("oom"):
+        return (f"GPU {row['gpu']} fails to start (memory error): max_loras "
+                f"{row.get('max_loras')}, max_lora_rank {row.get('max_lora_rank')}" + on)
+    return (f"GPU {row['gpu']} starves: throughput {row['throughput_tok_s']:,.0f} tok/s "
+            f"< 0.9 × the {row['offered_tok_s']:,.0f} tok/s that arrived in this run "
+            f"(offered load {row.get('expected_offered_tok_s', math.nan):,.0f} tok/s)" + on)
 
 
 def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | None = None,
            sample: int | None = None, progress: Callable[[int, int], None] | None = None,
            only: Sequence[int] | None = None, context: Context | None = None,
-           backend: str = "local") -> VerifyReport:
+           backend: str = "local", seeds: int = 1) -> VerifyReport:
     """Re-simulate the GPUs of ``plan`` in the twin (``workers`` at a time, default 2).
 
     ``backend``: ``"local"`` (a process pool on this machine, at most one process per CPU; in-process for one
@@ -91,7 +139,9 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     ``sample``: simulate only that many GPUs, chosen with ``numpy.random.default_rng(seed)`` (the report says
     which); None = all. ``only``: simulate just these GPU indices (before sampling). ``context``: the twin
     profile to simulate with (default: the shipped one).
-    ``progress(done, total)`` is called after each simulated GPU. Raises
+    ``seeds``: simulate every chosen GPU with seeds ``seed, …, seed + seeds − 1`` (the sample is drawn with
+    ``seed``); feasible only if every GPU passes on every seed. ``progress(done, total)`` is called after each
+    simulated GPU × seed. Raises
     :class:`InputError` when the plan does not fit the problem.
     """
     import time
@@ -105,6 +155,7 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
                          field="gpus", value=plan.num_gpus)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise InputError(f"must be a non-negative integer (got {seed!r})", field="seed", value=seed)
+    all_seeds = seed_list(seed, seeds)
     start = time.perf_counter()
     chosen = list(range(plan.num_gpus)) if only is None else sorted({int(j) for j in only})
     if sample is not None and 0 < sample < len(chosen):
@@ -114,23 +165,32 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     for j in chosen:
         g = plan.gpus[j]
         sub = problem.subset(list(g.adapters))
-        jobs.append((sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, seed, profile))
+        jobs += [(sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, s, profile) for s in all_seeds]
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
     # a local pool gets no more processes than this machine has CPUs; a Ray cluster may have many more
     n_workers = min(n_workers, len(jobs), (os.cpu_count() or 1) if backend == "local" else len(jobs))
-    by_gpu: dict[int, dict[str, Any]] = {}
+    by_job: dict[tuple[int, int], dict[str, Any]] = {}
     if progress is not None:
         progress(0, len(jobs))  # the total is known before the first GPU finishes
-    if jobs:
-        for row in map_unordered(_simulate_gpu, jobs, workers=n_workers, backend=backend):
-            by_gpu[row["gpu"]] = row
-            if progress is not None:
-                progress(len(by_gpu), len(jobs))
-    rows = [by_gpu[j] for j in chosen]  # plan order, whatever order the backend finished them in
-    failures = [failure(row, problem.slo) for row in rows if not row.get("meets_criterion", True)]
+    for row in map_unordered(_simulate_gpu, jobs, workers=n_workers, backend=backend) if jobs else ():
+        by_job[(row["gpu"], row["seed"])] = row
+        if progress is not None:
+            progress(len(by_job), len(jobs))
+    rows = list(by_job.values())
+    n = len(all_seeds)
+    per_gpu = [[by_job[(j, s)] for s in all_seeds] for j in chosen]  # plan order, seeds in order
+    failures = []
+    for runs in per_gpu:
+        bad = [k for k, r in enumerate(runs) if not r["passed"]]
+        if bad:
+            on = (f" (seed {all_seeds[bad[0]]}; fails on {len(bad)} of {n} seeds)" if n > 1 else "")
+            failures.append(failure(runs[bad[0]], problem.slo) + on)
+    seed_ok = tuple(all(runs[k]["passed"] for runs in per_gpu) for k in range(n))
     return VerifyReport(feasible=not failures and bool(rows), num_gpus=plan.num_gpus, simulated=tuple(chosen),
-                        gpus=tuple(rows), failures=tuple(failures), seed=seed,
-                        wall_s=time.perf_counter() - start, criterion=problem.slo.describe())
+                        gpus=tuple(_merge_seeds(runs, all_seeds) for runs in per_gpu),
+                        failures=tuple(failures), seed=int(seed), wall_s=time.perf_counter() - start,
+                        criterion=problem.slo.describe(), seeds=all_seeds,
+                        seed_feasible=seed_ok if rows else ())
 
 
 def failure(row: dict[str, Any], slo: Slo) -> str:

@@ -39,6 +39,13 @@ def calibrate_cmd(
                                           "output lengths' tail to the KV cache held per running request."),
     refine_batch: bool = typer.Option(False, "--refine-batch", help="Also refine the step model's "
                                       "per-sequence term by re-simulation (a third coordinate)."),
+    in_batch_eviction: bool | None = typer.Option(None, "--in-batch-eviction/--no-in-batch-eviction",
+                                                  help="Model vLLM 0.8.5's slot eviction of adapters of the "
+                                                  "current batch (default: as the starting profile)."),
+    w_tail: float = typer.Option(0.0, "--w-tail", help="Weight of the p99 TTFT/ITL term of the refinement's "
+                                 "objective (0: throughput and mean ITL only, as profiles ≤ v1.2)."),
+    adapter_sq: bool = typer.Option(False, "--adapter-sq", help="Also fit a step-time term in the squared "
+                                    "number of distinct adapters of a batch (lora_ms_per_adapter_sq)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit a profile (KV model and step-time model) to measured runs and write it as JSON."""
@@ -52,7 +59,8 @@ def calibrate_cmd(
         cap = int(cap)
     result = calibrate(runs_csv, model=model, gpu=gpu, kv_csv=kv_cache, seed=seed, refine=refine,
                        client_cap=cap, max_evals=max_evals, fit_output_shape=fit_output_shape,
-                       refine_batch=refine_batch)
+                       refine_batch=refine_batch, in_batch_eviction=in_batch_eviction, w_tail=w_tail,
+                       adapter_sq=adapter_sq)
     result.profile.save(out)
     summary = {**result.summary(), "out": str(out)}
     if as_json:

@@ -256,6 +256,9 @@ def verify_cmd(
     instance: Path = typer.Argument(..., help="Instance file."),
     plan: Path = typer.Argument(..., help="Plan file written by placer solve --out."),
     seed: int = typer.Option(0, "--seed", help="Seed of the twin runs."),
+    seeds: int = typer.Option(1, "--seeds", help="Simulate every GPU with seeds SEED … SEED+N−1 and report "
+                              "the fraction of seeds on which every checked GPU passes; exit 1 unless every "
+                              "checked GPU passes on every seed."),
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", help="Processes simulating GPUs in parallel."),
     sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
@@ -274,8 +277,8 @@ def verify_cmd(
 ) -> None:
     """Re-simulate every GPU of a plan in the twin; name each GPU that fails the criterion and by how much.
 
-    Exit 0 when every checked GPU meets the criterion (the instance's slo section, overridden by the flags),
-    1 when one fails, 2 on bad input."""
+    Exit 0 when every checked GPU meets the criterion (the instance's slo section, overridden by the flags)
+    on every seed (--seeds), 1 when one fails, 2 on bad input."""
     problem = with_slo(read_instance(instance), instance, criterion=criterion, ttft_p50=slo_ttft_p50,
                        ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
                        tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
@@ -284,7 +287,7 @@ def verify_cmd(
     say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick,
-                        context=load_context(profile, None), backend=backend)
+                        context=load_context(profile, None), backend=backend, seeds=seeds)
     if json_out:
         print_json(report.to_dict())
     else:
@@ -295,14 +298,16 @@ def verify_cmd(
 
 def _print_verification(report: VerifyReport) -> None:
     table = Table(show_header=True)
+    many = len(report.seeds) > 1
     for col in ("GPU", "adapters", "max_loras", "max_lora_rank", "throughput tok/s", "offered tok/s",
-                "arrived tok/s", "result"):
+                "arrived tok/s", "result", *(("seeds passing",) if many else ())):
         table.add_column(col, justify="right")
     for row in report.gpus[:MAX_ROWS]:
         res = "OOM" if row["oom"] else ("[red]starved[/red]" if row["starved"] else "[green]ok[/green]")
+        extra = (f"{sum(row['seed_passed'])}/{len(row['seed_passed'])}",) if many else ()
         table.add_row(str(row["gpu"]), str(row["n_adapters"]), str(row["max_loras"]),
                       str(row["max_lora_rank"]), _fmt(row["throughput_tok_s"]),
-                      _fmt(row.get("expected_offered_tok_s")), _fmt(row["offered_tok_s"]), res)
+                      _fmt(row.get("expected_offered_tok_s")), _fmt(row["offered_tok_s"]), res, *extra)
     console.print(table)
     console.print(report.summary(markup=True) + "".join(f"\n  {f}" for f in report.failures))
 

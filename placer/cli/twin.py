@@ -28,8 +28,7 @@ from placer.cli.common import (
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
 from twin.errors import InputError
-from twin.metrics import SimResult
-from twin.simulate import simulate
+from twin.seeds import SeedsResult, simulate_seeds
 
 
 def _fmt(value: float | None, unit: str = "", digits: int = 4) -> str:
@@ -43,8 +42,10 @@ def version_text(version: str) -> str:
     return f"v{version}" if version[:1].isdigit() else f"({version})" if version else ""
 
 
-def _table(name: str, res: SimResult) -> Table:
-    table = Table(title=f"twin: {name}", show_header=False)
+def _table(name: str, runs: SeedsResult) -> Table:
+    res = runs.first
+    table = Table(title=f"twin: {name}" + (f" (seed {res.seed})" if len(runs.seeds) > 1 else ""),
+                  show_header=False)
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     cfg = f"max_loras {res.max_loras}, max_cpu_loras {res.max_cpu_loras}, max_lora_rank {res.max_lora_rank}"
@@ -63,6 +64,11 @@ def _table(name: str, res: SimResult) -> Table:
     verdict = ("[green]meets it[/green]" if not failures
                else "[red]fails it[/red]: " + "; ".join(failures))
     table.add_row("criterion", f"{res.slo.describe()}: {verdict}")
+    if len(runs.seeds) > 1:
+        ok = sum(runs.passed)
+        colour = "green" if ok == len(runs.seeds) else "red"
+        table.add_row(f"seeds {runs.seeds[0]}–{runs.seeds[-1]} meeting the criterion",
+                      f"[{colour}]{ok} of {len(runs.seeds)} ({runs.pass_fraction:.0%})[/{colour}]")
     table.add_row("throughput", _fmt(res.throughput_tok_s, " tok/s", 6))
     table.add_row("offered load (rate × mean tokens)", _fmt(res.expected_offered_tok_s, " tok/s", 6))
     table.add_row("load that arrived in this run", _fmt(res.offered_tok_s, " tok/s", 6))
@@ -95,6 +101,9 @@ def simulate_cmd(
     max_lora_rank: int | None = typer.Option(None, "--max-lora-rank",
                                              help="vLLM max_lora_rank (default: largest rank present)."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the request stream."),
+    seeds: int = typer.Option(1, "--seeds", help="Simulate seeds SEED … SEED+N−1 and report the fraction "
+                              "that meet the criterion (never OOM); the table and the JSON's other keys are "
+                              "the first seed's."),
     profile_path: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
     plot: Path | None = typer.Option(None, "--plot", help="Draw running/waiting requests, KV use, throughput "
                                      "over time and each adapter's served fraction (.png or .svg)."),
@@ -120,14 +129,15 @@ def simulate_cmd(
                          value=max_loras)
     profile = load_context(profile_path, None).profile_for(instance)
     say_if_compiling()
-    res = simulate(instance, max_loras=max_loras, max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank,
-                   seed=seed, profile=profile, timeseries=plot is not None)
+    runs = simulate_seeds(instance, seeds=seeds, seed=seed, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
+                          max_lora_rank=max_lora_rank, profile=profile, timeseries=plot is not None)
     if plot is not None:
-        plots.twin_chart(res, plot, title=f"{instance.name}: {instance.n_adapters} adapters on one GPU")
+        plots.twin_chart(runs.first, plot,
+                         title=f"{instance.name}: {instance.n_adapters} adapters on one GPU")
     if json_out:
-        print_json(res.to_dict())
+        print_json(runs.to_dict())
     else:
-        console.print(_table(instance.name, res))
+        console.print(_table(instance.name, runs))
         if plot is not None:
             console.print(f"chart written to {plot}")
 

@@ -283,3 +283,20 @@ def test_readme_installs_extras_from_the_checkout_and_has_troubleshooting() -> N
                     "unknown GPU profile", "plan does not fit the instance", "fits on no GPU even alone",
                     "starves", "Exit codes"):
         assert message in trouble
+
+
+def test_seeds_report_the_fraction_that_pass_and_verify_exits_1_unless_all_do(hot: tuple[Path, Path]) -> None:
+    code, out, _ = run_cli("twin", "simulate", str(hot[0]), "--max-loras", "4", "--seeds", "3", "--json")
+    d = json.loads(out)
+    assert code == 0 and d["seeds"] == [0, 1, 2] and d["seed_passed"] == [False] * 3
+    assert d["pass_fraction"] == 0.0 and d["seed"] == 0 and "throughput_tok_s" in d
+    code, out, _ = run_cli("twin", "simulate", str(hot[0]), "--max-loras", "4", "--seeds", "2")
+    assert code == 0 and "0 of 2 (0%)" in out
+    code, out, _ = run_cli("verify", str(hot[0]), str(hot[1]), "--workers", "1", "--seeds", "2", "--json")
+    d = json.loads(out)
+    assert code == 1 and d["seed_feasible"] == [False, False] and d["pass_fraction"] == 0.0
+    assert d["gpus"][0]["seed_passed"] == [False, False] and "fails on 2 of 2 seeds" in d["failures"][0]
+    code, out, _ = run_cli("verify", "--help")
+    assert code == 0 and "every seed" in " ".join(out.split())
+    code, _, err = run_cli("twin", "simulate", str(hot[0]), "--max-loras", "4", "--seeds", "0")
+    assert code == 2 and "seeds" in err

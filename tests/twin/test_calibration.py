@@ -150,6 +150,24 @@ def test_prefit_recovers_the_step_model_that_generated_the_itls() -> None:
         assert pred == pytest.approx(r.mean_itl_ms, rel=0.02)
 
 
+def test_prefit_with_adapter_sq_recovers_the_square_term_and_profiles_omit_it_when_zero() -> None:
+    true = StepModel(base_ms=14.0, per_seq_ms=0.1, per_prefill_token_ms=0.03, lora_per_adapter=0.004,
+                     lora_ms_per_adapter_rank=0.01, lora_ms_per_adapter_sq=0.003)
+    runs = _synthetic_runs(true)
+    start = StepModel(base_ms=20.0, per_seq_ms=0.05)
+    fitted, rms = prefit_step(runs, start, adapter_sq=True)
+    assert rms < 0.01
+    for name in ("base_ms", "lora_per_adapter", "lora_ms_per_adapter_sq"):
+        assert getattr(fitted, name) == pytest.approx(getattr(true, name), rel=0.1), name
+    plain, rms_plain = prefit_step(runs, replace(start, lora_ms_per_adapter_sq=1.0))
+    assert plain.lora_ms_per_adapter_sq == 0.0 and rms_plain > 2 * rms  # off: the term is not fitted
+    prof = load_profile(LLAMA, "h100-64gb")
+    assert "lora_ms_per_adapter_sq" not in prof.to_dict()["step"]  # v1.2 files and fingerprints unchanged
+    with_sq = prof.replace(step=fitted)
+    assert type(prof).from_dict(with_sq.to_dict()).step == fitted
+    assert scaled_step(fitted, 1.0, 2.0).lora_ms_per_adapter_sq == pytest.approx(0.006, rel=0.1)
+
+
 def test_prefit_targets_the_effective_step_time_where_tokens_were_counted() -> None:
     # 100 running requests, 4,000 output tokens/s -> 25 ms per step, whatever the clients' mean ITL says
     run = RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="1x8",
@@ -292,6 +310,16 @@ def test_cli_profiles_and_calibrate_without_refinement(tmp_path: Path) -> None:
     assert summary["oom_accuracy"].split("/")[0] == summary["oom_accuracy"].split("/")[1]
     saved = json.loads(out.read_text())
     assert saved["calibrated"] is True and saved["memory"]["table"][-1] == [512, 64, None]
+    assert "in_batch_eviction" not in saved["step"] and "lora_ms_per_adapter_sq" not in saved["step"]
+    res = runner.invoke(app, ["twin", "calibrate", str(tmp_path / "runs.csv"), "--model", LLAMA, "--gpu",
+                              "h100-64gb", "--out", str(out), "--no-refine", "--in-batch-eviction",
+                              "--adapter-sq", "--json"])
+    assert res.exit_code == 0, res.output
+    step = json.loads(out.read_text())["step"]
+    assert step["in_batch_eviction"] is True  # --adapter-sq's fit itself: the pre-fit test above
+    res = runner.invoke(app, ["twin", "calibrate", str(tmp_path / "runs.csv"), "--model", LLAMA, "--gpu",
+                              "h100-64gb", "--out", str(out), "--w-tail", "-1"])
+    assert isinstance(res.exception, InputError) and res.exception.field == "w_tail"
 
 
 @pytest.mark.slow

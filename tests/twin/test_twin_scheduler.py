@@ -90,6 +90,19 @@ def test_lora_weight_read_is_per_distinct_adapter_times_max_rank() -> None:
         assert res.itl_mean_s == pytest.approx(step_s)
 
 
+def test_adapter_square_term_grows_with_distinct_adapters_squared() -> None:
+    # 0.5 ms per squared distinct adapter. Three requests of three adapters at t=0, 1 token out each, three
+    # slots: one step holding A = 3 adapters: 10 + 0.5·9 = 14.5 ms. With two slots the first step holds
+    # 2 adapters (10 + 0.5·4 = 12 ms), the second 1 adapter (12 + 10 + 0.5·1 = 22.5 ms): TTFT mean
+    # (12 + 12 + 22.5) / 3.
+    prof = _profile(lora_ms_per_adapter_sq=0.5)
+    rows = [(0.0, 0, 10, 1), (0.0, 1, 10, 1), (0.0, 2, 10, 1)]
+    res = _run(rows, ranks=(8, 8, 8), max_loras=3, profile=prof)
+    assert res.steps == 1 and res.ttft_mean_s == pytest.approx(0.0145)
+    res = _run(rows, ranks=(8, 8, 8), max_loras=2, profile=prof)
+    assert res.steps == 2 and res.ttft_mean_s == pytest.approx((0.012 + 0.012 + 0.0225) / 3)
+
+
 def test_preemption_keeps_generated_tokens_and_readmits_at_the_front() -> None:
     # KV = 32 tokens = 2 blocks of 16. rA: 16 prompt + 3 out; rB: 15 prompt + 3 out; both at t=0.
     # step 1: both admitted (1 block each), prefill 31 tokens: 10 + 3.1 ms -> 13.1 ms; both have token 1.

@@ -19,7 +19,7 @@ a scan restricted to the step's adapter set costs O(max_loras) per admitted requ
 
 Step time (ms), with the :class:`twin.profile.StepModel` parameters ``p``::
 
-    forward = (p0 + p1*S + p2*P + p3*C/1000) * (1 + p4*A + p5*R*[A > 0]) + p12*A*R
+    forward = (p0 + p1*S + p2*P + p3*C/1000) * (1 + p4*A + p5*R*[A > 0]) + p12*A*R + p14*A*A
     step    = forward + p6 + p7*B + p8*W + sum over adapter loads (p9 + p10*rank + p11*[host-cache miss])
 
 p13 (``in_batch_eviction``) selects how the loads happen (see :func:`run_core`).
@@ -349,7 +349,8 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
             load_ms = _load_adapters(aset, na, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_set,
                                      counts, max_loras, max_cpu, p)
         lora = 1.0 + p[4] * na + (p[5] * max_lora_rank if na > 0 else 0.0)
-        fwd = (p[0] + p[1] * ns + p[2] * n_pre_tok + p[3] * ctx / 1000.0) * lora + p[12] * na * max_lora_rank
+        fwd = ((p[0] + p[1] * ns + p[2] * n_pre_tok + p[3] * ctx / 1000.0) * lora + p[12] * na * max_lora_rank
+               + p[14] * na * na)
         nwait = narr - ndrop - nrun - nfin
         dt = (fwd + p[6] + p[7] * nrun + p[8] * nwait + load_ms) / 1000.0
         t_end = t + dt

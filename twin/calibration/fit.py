@@ -125,7 +125,8 @@ def step_ms(step: StepModel, B: Any, P: Any, C: Any, A: Any, R: Any, W: Any = 0.
     fwd = (step.base_ms + step.per_seq_ms * B + step.per_prefill_token_ms * P
            + step.per_ctx_ktoken_ms * C / 1000)
     lora = 1.0 + step.lora_per_adapter * A + step.lora_per_rank * R * (np.asarray(A) > 0)
-    return (fwd * lora + step.lora_ms_per_adapter_rank * np.asarray(A) * R + step.sched_base_ms
+    return (fwd * lora + step.lora_ms_per_adapter_rank * np.asarray(A) * R
+            + step.lora_ms_per_adapter_sq * np.asarray(A) ** 2 + step.sched_base_ms
             + step.sched_per_running_ms * B + step.sched_per_waiting_ms * W)
 
 
@@ -137,11 +138,14 @@ def step_ms(step: StepModel, B: Any, P: Any, C: Any, A: Any, R: Any, W: Any = 0.
 PREFIT_PARAMS = ("base_ms", "per_seq_ms", "per_prefill_token_ms", "lora_per_adapter",
                  "lora_ms_per_adapter_rank")
 _PREFIT_SCALE = np.array([10.0, 0.05, 0.01, 0.01, 0.001])
+#: The optional A² term (``adapter_sq``) and its scale in the pre-fit.
+ADAPTER_SQ = "lora_ms_per_adapter_sq"
+_ADAPTER_SQ_SCALE = 0.001
 
 
 def _rounded(step: StepModel) -> dict[str, Any]:
     """The pre-fitted parameters rounded to 6 significant digits (what a profile file stores)."""
-    return {k: float(f"{getattr(step, k):.6g}") for k in PREFIT_PARAMS}
+    return {k: float(f"{getattr(step, k):.6g}") for k in (*PREFIT_PARAMS, ADAPTER_SQ)}
 
 
 def prefill_cost_from_ttft(runs: Sequence[RunRecord], mean_prompt: float = 222.7) -> float | None:
@@ -156,21 +160,25 @@ def prefill_cost_from_ttft(runs: Sequence[RunRecord], mean_prompt: float = 222.7
     return float(np.median(xs)) if len(xs) >= 3 else None
 
 
-def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, float]:
+def prefit_step(runs: Sequence[RunRecord], base: StepModel, adapter_sq: bool = False
+                ) -> tuple[StepModel, float]:
     """Stage a: least-squares fit of the forward parameters to the runs' step times -> (step, rms log error).
 
     The per-prefill-token cost is pinned by :func:`prefill_cost_from_ttft` when possible (the ITL relation
     alone cannot separate it from the per-sequence cost: both grow with the load); runs with more than 150
-    running requests (the saturated regime that decides throughput) weigh 3×.
+    running requests (the saturated regime that decides throughput) weigh 3×. ``adapter_sq`` also fits the
+    A² term (``lora_ms_per_adapter_sq``); otherwise it is 0.
     """
     from scipy.optimize import least_squares
 
     s = _state(runs)
-    if len(s["B"]) < len(PREFIT_PARAMS) + 1:
+    names = PREFIT_PARAMS + ((ADAPTER_SQ,) if adapter_sq else ())
+    scales = np.append(_PREFIT_SCALE, [_ADAPTER_SQ_SCALE] if adapter_sq else [])
+    if len(s["B"]) < len(names) + 1:
         return base, math.nan
     pinned = prefill_cost_from_ttft(runs)
-    free = np.array([not (k == "per_prefill_token_ms" and pinned is not None) for k in PREFIT_PARAMS])
-    x_all = np.ones(len(PREFIT_PARAMS))  # a fixed start (10 ms, 0.05, 0.01, 0.01, 0.001): reproducible
+    free = np.array([not (k == "per_prefill_token_ms" and pinned is not None) for k in names])
+    x_all = np.ones(len(names))  # a fixed start (10 ms, 0.05, 0.01, 0.01, 0.001[, 0.001]): reproducible
     if pinned is not None:
         x_all[2] = pinned / _PREFIT_SCALE[2]
     weight = np.where(s["B"] > 150, 3.0, 1.0)
@@ -178,8 +186,8 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel) -> tuple[StepModel, 
     def model(x: np.ndarray) -> StepModel:
         full = x_all.copy()
         full[free] = x
-        params: dict[str, Any] = {k: float(v)
-                                  for k, v in zip(PREFIT_PARAMS, full * _PREFIT_SCALE, strict=True)}
+        params: dict[str, Any] = {ADAPTER_SQ: 0.0}
+        params.update({k: float(v) for k, v in zip(names, full * scales, strict=True)})
         return replace(base, sched_per_waiting_ms=0.0, lora_per_rank=0.0, **params)
 
     def resid(x: np.ndarray) -> np.ndarray:
@@ -268,7 +276,8 @@ def scaled_step(step: StepModel, scale: float, lora_scale: float, batch_scale: f
                    per_ctx_ktoken_ms=step.per_ctx_ktoken_ms * scale,
                    lora_per_adapter=step.lora_per_adapter * lora_scale,
                    lora_per_rank=step.lora_per_rank * lora_scale,
-                   lora_ms_per_adapter_rank=step.lora_ms_per_adapter_rank * lora_scale)
+                   lora_ms_per_adapter_rank=step.lora_ms_per_adapter_rank * lora_scale,
+                   lora_ms_per_adapter_sq=step.lora_ms_per_adapter_sq * lora_scale)
 
 
 def select_runs(runs: Sequence[RunRecord], n: int, seed: int) -> list[RunRecord]:
@@ -388,7 +397,7 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
                 rerun: Rerun | None = None, seed: int = 0, n_runs: int = 16, window_s: float | None = None,
                 max_evals: int = 20, version: str | None = None, fit_output_shape: bool = False,
                 refine_batch: bool = False, in_batch_eviction: bool | None = None,
-                w_tail: float = 0.0) -> CalibrationResult:
+                w_tail: float = 0.0, adapter_sq: bool = False) -> CalibrationResult:
     """Fit memory and step models of ``base`` to ``runs`` (one model/GPU). ``rerun=None`` skips stage b.
 
     ``in_batch_eviction`` True fits the step model with vLLM 0.8.5's slot eviction, which may evict and
@@ -396,6 +405,8 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     brings the twin's GPU loads per completed request from ×0.45 to ×0.83 of the real ones where slots <
     served adapters, bench/twin_fidelity.md); None keeps the base profile's setting. ``w_tail`` weighs the
     tail-latency term of :func:`objective` (0: the throughput/ITL objective of profiles ≤ v1.2).
+    ``adapter_sq`` adds the step model's A² term (``lora_ms_per_adapter_sq``) to the pre-fit; the refinement
+    scales it with the other LoRA terms.
 
     The EOS shortfall's mean (``output_scale``) is always fitted; its shape (``output_exponent``, from the
     KV cache held per running request) only with ``fit_output_shape``: it makes the twin hold the measured
@@ -415,7 +426,9 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     memory = fit_memory(rows, base.memory)
     log = FitLog()
     evict = base.step.in_batch_eviction if in_batch_eviction is None else in_batch_eviction
-    step, rms = prefit_step(runs, replace(base.step, in_batch_eviction=evict))
+    if not (math.isfinite(w_tail) and w_tail >= 0):
+        raise InputError(f"must be a finite number ≥ 0 (got {w_tail!r})", field="w_tail", value=w_tail)
+    step, rms = prefit_step(runs, replace(base.step, in_batch_eviction=evict), adapter_sq=adapter_sq)
     log.prefit_rms_log_itl = rms
     prof = base.replace(memory=memory, step=step, output_scale=fit_output_scale(runs, base.model))
     if fit_output_shape:
@@ -438,7 +451,7 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
               client_cap: int | str | None = "auto", max_evals: int = 20, n_runs: int = 16,
               version: str | None = None, fit_output_shape: bool = False,
               refine_batch: bool = False, in_batch_eviction: bool | None = None,
-              w_tail: float = 0.0) -> CalibrationResult:
+              w_tail: float = 0.0, adapter_sq: bool = False) -> CalibrationResult:
     """Fit the profile of (model, gpu) to a runs CSV: the library call behind ``placer twin calibrate``.
 
     Starts from the current profile (shipped, or derived from datasheets); ``kv_csv`` defaults to a
@@ -471,4 +484,4 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
         rerun = capped(int(client_cap) if client_cap else None)
     return fit_profile(runs, base, kv_rows=rows, rerun=rerun, seed=seed, n_runs=n_runs, max_evals=max_evals,
                        version=version, fit_output_shape=fit_output_shape, refine_batch=refine_batch,
-                       in_batch_eviction=in_batch_eviction, w_tail=w_tail)
+                       in_batch_eviction=in_batch_eviction, w_tail=w_tail, adapter_sq=adapter_sq)
