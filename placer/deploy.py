@@ -2,7 +2,8 @@
 
 Each GPU gets ``CUDA_VISIBLE_DEVICES=<j> vllm serve <HF model id> --enable-lora --max-loras S
 --max-cpu-loras M --max-lora-rank R --max-model-len L --max-num-batched-tokens B --max-num-seqs N
---gpu-memory-utilization U --port P --lora-modules id=path ...`` — the settings the twin verified. Adapter
+--gpu-memory-utilization U --port P --lora-modules id=path ...`` — the settings the twin verified (N and U
+are the GPU's own when the plan has them, from ``placer solve --tune-batch``, else the instance's). Adapter
 paths are ``<adapter_dir>/<id>`` unless a mapping is given.
 
 :func:`deployment` renders those launches in one of :data:`FORMATS` (a supervising bash script, a Docker
@@ -28,7 +29,7 @@ from placer.result import GpuPlan, Result, plural
 from twin.errors import InputError
 from twin.files import atomic_write_text
 from twin.profile import Profile
-from twin.spec import Instance
+from twin.spec import Instance, ServerSettings
 
 HF_MODEL_IDS: dict[str, str] = {
     "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
@@ -64,13 +65,14 @@ def launch_commands(problem: Instance, plan: Result, *, adapter_dir: str = "adap
         paths = adapter_paths or {}
         base = adapter_dir.rstrip("/")
         modules = [f"{a}={paths.get(a, base + '/' + a)}" for a in g.adapters]
+        own = g.server(srv)  # the GPU's own batch and memory settings (--tune-batch), else the instance's
         argv = ("vllm", "serve", model, "--enable-lora",
                 "--max-loras", str(g.max_loras), "--max-cpu-loras", str(g.max_cpu_loras),
                 "--max-lora-rank", str(g.max_lora_rank),
                 "--max-model-len", str(max_model_len(problem, profile)),
                 "--max-num-batched-tokens", str(srv.max_num_batched_tokens),
-                "--max-num-seqs", str(srv.max_num_seqs),
-                "--gpu-memory-utilization", f"{srv.gpu_memory_utilization:g}",
+                "--max-num-seqs", str(own.max_num_seqs),
+                "--gpu-memory-utilization", f"{own.gpu_memory_utilization:g}",
                 "--port", str(base_port + j),
                 "--lora-modules", *modules)
         out.append(GpuLaunch(j, base_port + j, argv))
@@ -129,9 +131,12 @@ def _check_options(n_gpus: int, *, format: str, base_port: int, host: str, image
             raise InputError(f"must be {what}, got {value!r}", field=field, value=value)
 
 
-def _server(g: GpuPlan, launch: GpuLaunch, name: str, url: str, port: int, argv: list[str]) -> dict[str, Any]:
+def _server(g: GpuPlan, launch: GpuLaunch, name: str, url: str, port: int, argv: list[str],
+            srv: ServerSettings) -> dict[str, Any]:
+    own = g.server(srv)
     return {"gpu": launch.gpu, "name": name, "url": url, "port": port, "adapters": list(g.adapters),
             "max_loras": g.max_loras, "max_cpu_loras": g.max_cpu_loras, "max_lora_rank": g.max_lora_rank,
+            "max_num_seqs": own.max_num_seqs, "gpu_memory_utilization": own.gpu_memory_utilization,
             "argv": argv}
 
 
@@ -160,7 +165,7 @@ def deployment(problem: Instance, plan: Result, *, format: str = "shell", adapte
         else:
             name = fmt.compose_service_name(launch.gpu) if format == "compose" else f"gpu-{launch.gpu}"
             port, url, argv = launch.port, f"http://{host}:{launch.port}", list(launch.argv)
-        servers.append(_server(g, launch, name, url, port, argv))
+        servers.append(_server(g, launch, name, url, port, argv, problem.server))
     routes = {a: s["url"] for s in servers for a in s["adapters"]}
     title = f"{problem.name}: {plural(plan.num_gpus, 'GPU')}, plan by {plan.solver}"
     if format == "shell":

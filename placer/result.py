@@ -2,7 +2,9 @@
 
 A :class:`Result` is frozen. Its JSON form (``to_dict``) is the contract of interfaces.md: ``solver``,
 ``status`` (optimal | feasible | timeout | infeasible), ``num_gpus``, ``lower_bound``, ``runtime_s``,
-``gpus`` (a list of ``{adapters, max_loras, max_cpu_loras, max_lora_rank}`` plus predictions).
+``gpus`` (a list of ``{adapters, max_loras, max_cpu_loras, max_lora_rank}`` plus predictions and, after
+``placer solve --tune-batch``, the GPU's own ``max_num_seqs`` and ``gpu_memory_utilization``; a GPU without
+them runs the instance's ``server`` settings, so older plans load unchanged).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from placer.stats import SolverStats
 from twin.errors import InputError
 from twin.files import atomic_write_text
+from twin.spec import ServerSettings
 
 STATUSES = ("optimal", "feasible", "timeout", "infeasible")
 # What ``optimal`` means: the plan has as many GPUs as a lower bound proven on the linearised model (the
@@ -41,6 +44,17 @@ class GpuPlan:
     predicted_throughput_tok_s: float | None = None
     predicted_starved_probability: float | None = None
     offered_tok_s: float | None = None
+    max_num_seqs: int | None = None  # this GPU's vLLM batch cap (None: the instance's server.max_num_seqs)
+    gpu_memory_utilization: float | None = None  # this GPU's (None: the instance's)
+
+    def server(self, default: ServerSettings) -> ServerSettings:
+        """``default`` (the instance's server settings) with this GPU's own batch and memory fields."""
+        changes: dict[str, Any] = {}
+        if self.max_num_seqs is not None:
+            changes["max_num_seqs"] = self.max_num_seqs
+        if self.gpu_memory_utilization is not None:
+            changes["gpu_memory_utilization"] = self.gpu_memory_utilization
+        return dataclasses.replace(default, **changes) if changes else default
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -147,12 +161,19 @@ class Result:
                 v = g[key]
                 if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                     raise bad(f"gpus[{j}].{key}", "must be a positive integer", v)
+            seqs, util = g.get("max_num_seqs"), g.get("gpu_memory_utilization")
+            if seqs is not None and (isinstance(seqs, bool) or not isinstance(seqs, int) or seqs <= 0):
+                raise bad(f"gpus[{j}].max_num_seqs", "must be a positive integer", seqs)
+            if util is not None and (isinstance(util, bool) or not isinstance(util, (int, float))
+                                     or not 0 < util <= 1):
+                raise bad(f"gpus[{j}].gpu_memory_utilization", "must be a number in (0, 1]", util)
             gpus.append(GpuPlan(
                 adapters=tuple(g["adapters"]), max_loras=g["max_loras"], max_cpu_loras=g["max_cpu_loras"],
                 max_lora_rank=g["max_lora_rank"],
                 predicted_throughput_tok_s=g.get("predicted_throughput_tok_s"),
                 predicted_starved_probability=g.get("predicted_starved_probability"),
-                offered_tok_s=g.get("offered_tok_s"),
+                offered_tok_s=g.get("offered_tok_s"), max_num_seqs=seqs,
+                gpu_memory_utilization=None if util is None else float(util),
             ))
 
         def number(fld: str, value: Any, *, integer: bool = False, default: Any = 0) -> Any:

@@ -94,8 +94,12 @@ def check_plan(problem: Instance, plan: Result, profile: Profile | None = None) 
             errors.append(f"{where}: max_lora_rank {g.max_lora_rank} below rank {top_rank} of an adapter")
         if g.max_cpu_loras < g.max_loras:
             errors.append(f"{where}: max_cpu_loras {g.max_cpu_loras} below max_loras {g.max_loras}")
-        if g.max_loras >= 1 and not memory_fits(problem, g.max_loras, g.max_lora_rank, profile):
-            errors.append(f"{where}: memory error (OOM) with max_loras {g.max_loras}, rank {g.max_lora_rank}")
+        if g.max_loras >= 1 and not memory_fits(problem, g.max_loras, g.max_lora_rank, profile,
+                                                g.gpu_memory_utilization):
+            at = "" if g.gpu_memory_utilization is None else \
+                f" at gpu_memory_utilization {g.gpu_memory_utilization:g}"
+            errors.append(f"{where}: memory error (OOM) with max_loras {g.max_loras}, rank {g.max_lora_rank}"
+                          + at)
     dup = sorted(a for a, c in seen.items() if c > 1 and a in index)
     if dup:
         errors.append(f"adapters placed more than once: {_few(dup)}")

@@ -3,7 +3,9 @@
 :func:`verify` first checks the plan's structure with the evaluator
 (:func:`placer.check.evaluate.check_plan`); a
 plan with unknown adapters or violated constraints is rejected with an :class:`~twin.errors.InputError`
-giving the reason. Then every GPU (or a seeded sample of them, for very large plans) is simulated by
+giving the reason. Then every GPU (or a seeded sample of them, for very large plans) is simulated — at its own
+``max_num_seqs`` and ``gpu_memory_utilization`` when the plan has them (``--tune-batch``), else the
+instance's — by
 ``twin.simulate`` on a backend of :mod:`twin.parallel` — a local process pool (default) or a Ray cluster
 (``backend="ray"``, extra ``ray``); the rows are the same whatever runs them. Each GPU is judged by the
 problem's criterion (``problem.slo``: the default SLO, the file's ``slo`` section, or ``criterion: paper`` for
@@ -98,6 +100,8 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> di
     sim = simulate(sub, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed, profile=profile)
     out: dict[str, Any] = {"gpu": j, "n_adapters": sub.n_adapters}
     out.update(sim.to_dict(per_adapter=False))
+    out["max_num_seqs"] = sub.server.max_num_seqs  # the settings simulated (the plan's own, if it has them)
+    out["gpu_memory_utilization"] = sub.server.gpu_memory_utilization
     out["seed"] = seed  # the row's key with the GPU (the backend may return rows in any order)
     out["passed"] = passes(sim)
     return out
@@ -165,6 +169,9 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
     for j in chosen:
         g = plan.gpus[j]
         sub = problem.subset(list(g.adapters))
+        server = g.server(sub.server)  # the GPU's own max_num_seqs / gpu_memory_utilization, if any
+        if server is not sub.server:
+            sub = sub.replace(server=server)
         jobs += [(sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, s, profile) for s in all_seeds]
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
     # a local pool gets no more processes than this machine has CPUs; a Ray cluster may have many more

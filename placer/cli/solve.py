@@ -40,6 +40,8 @@ from placer.reporting.progress import progress_bar, spinner
 from placer.reporting.report import check_target, write_report
 from placer.result import Result, plural
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
+from placer.tune import TunedGpu
+from placer.tune import tune_batch as tune
 from twin.errors import InputError
 from twin.parallel import check_backend
 
@@ -98,6 +100,19 @@ def _print_plan(result: Result, report: VerifyReport | None) -> None:
         console.print(f"twin verification: {verdict}" + ("".join(f"\n  {f}" for f in report.failures)))
 
 
+def _print_tuning(tuned: tuple[TunedGpu, ...], seqs: int, util: float) -> None:
+    table = Table(title=f"--tune-batch (instance: max_num_seqs {seqs}, gpu_memory_utilization {util:g})")
+    for col in ("GPU", "max_num_seqs", "gpu_memory_utilization", "KV freed (GiB)", "tuned"):
+        table.add_column(col, justify="right")
+    for t in tuned[:MAX_ROWS]:
+        table.add_row(str(t.gpu), str(t.max_num_seqs), f"{t.gpu_memory_utilization:g}", f"{t.freed_gib:.2f}",
+                      "[green]yes[/green]" if t.tuned else f"[yellow]no[/yellow]: {t.note}")
+    console.print(table)
+    n, freed = sum(t.tuned for t in tuned), sum(t.freed_gib for t in tuned)
+    console.print(f"{n} of {plural(len(tuned), 'GPU')} tuned, {freed:.2f} GiB of KV memory freed in all "
+                  "(the GPU count and the adapters per GPU are unchanged)")
+
+
 def solve_cmd(
     instance: Path = typer.Argument(..., help="Instance file (YAML or JSON)."),
     solver: str = typer.Option(DEFAULT_SOLVER, "--solver", "-s",
@@ -115,6 +130,11 @@ def solve_cmd(
     do_verify: bool = typer.Option(False, "--verify", help="Re-simulate every GPU of the plan in the twin."),
     do_repair: bool = typer.Option(False, "--repair",
                                    help="Split GPUs that fail in the twin until every GPU passes."),
+    tune_batch: bool = typer.Option(False, "--tune-batch",
+                                    help="After placing, give every GPU its own max_num_seqs (the advisor's "
+                                         "B_opt in the twin) and the gpu_memory_utilization that holds its "
+                                         "KV need (never above the instance's); GPUs that fail the twin keep "
+                                         "the instance's settings. Same GPUs and adapters."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw the plan chart here (.png or .svg): load "
                                      "by rank vs throughput, max_loras, per GPU."),
     report_dir: Path | None = typer.Option(None, "--report", help="Write a report folder here: plan, vLLM "
@@ -156,6 +176,12 @@ def solve_cmd(
         result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
         if do_repair and result.gpus:
             result = repair(problem, result, the_oracle, seed=seed)
+    tuned: tuple[TunedGpu, ...] = ()
+    if tune_batch and result.gpus:
+        say_if_compiling()
+        with progress_bar("advisor: tuning each GPU's batch", enabled=not json_out) as tick, \
+                about_file(instance):
+            result, tuned = tune(problem, result, seed=seed, workers=workers, context=context, progress=tick)
     if out is not None:
         result.save(out)
     report = None
@@ -171,9 +197,13 @@ def solve_cmd(
         doc = result.to_dict()
         if report is not None:
             doc["verification"] = report.to_dict()
+        if tune_batch:
+            doc["tune_batch"] = [t.to_dict() for t in tuned]
         print_json(doc)
     else:
         _print_plan(result, report)
+        if tune_batch:
+            _print_tuning(tuned, problem.server.max_num_seqs, problem.server.gpu_memory_utilization)
         if out is not None:
             console.print(f"plan written to {out}")
         if plot is not None:

@@ -26,11 +26,12 @@ def max_model_len(problem: Instance, profile: Profile | None = None) -> int:
 
 
 def memory_fits(problem: Instance, max_loras: int, max_lora_rank: int,
-                profile: Profile | None = None) -> bool:
-    """True when a server with these LoRA settings starts (no memory error) under the problem's settings."""
+                profile: Profile | None = None, utilization: float | None = None) -> bool:
+    """True when a server with these LoRA settings starts (no memory error) under the problem's settings
+    (``utilization``: a GPU's own gpu_memory_utilization instead of the instance's)."""
     prof = profile_of(problem, profile)
-    return not prof.memory.oom(int(max_loras), int(max_lora_rank), max_model_len(problem, prof),
-                               float(problem.server.gpu_memory_utilization))
+    u = problem.server.gpu_memory_utilization if utilization is None else utilization
+    return not prof.memory.oom(int(max_loras), int(max_lora_rank), max_model_len(problem, prof), float(u))
 
 
 def max_slots(problem: Instance, max_lora_rank: int, upper: int, profile: Profile | None = None) -> int:
