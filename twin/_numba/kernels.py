@@ -1,6 +1,5 @@
 """Small compiled helpers of the twin's step loop (:mod:`twin._numba.core`): adapter slot/host-cache loads,
-the
-running-request passes, the set of adapters with running requests, per-adapter arrival lists."""
+the running-request passes, the set of adapters with running requests, per-adapter arrival lists."""
 
 from __future__ import annotations
 
@@ -9,60 +8,61 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def _lru_victim(resident, last_used, in_batch_stamp, step):
-    """The least recently used resident adapter that is not in this step's batch (-1 if none)."""
+def _lru_victim(resident, last_used, in_batch_stamp, step, protect_batch):
+    """The least recently used resident adapter (-1 if none); with ``protect_batch``, one that is not in this
+    step's batch (``in_batch_stamp[b] == step`` marks the batch)."""
     victim = -1
     best = np.int64(1) << 62
     for b in range(resident.shape[0]):
-        if resident[b] and in_batch_stamp[b] != step and last_used[b] < best:
+        if resident[b] and last_used[b] < best and not (protect_batch and in_batch_stamp[b] == step):
             best = last_used[b]
             victim = b
     return victim
+
+
+@njit(cache=True, inline="always")
+def _activate(a, stamp, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_batch_stamp, protect_batch,
+              counts, max_loras, max_cpu, p):
+    """Make adapter ``a`` GPU-resident (host cache first: a miss loads it from disk), evicting least recently
+    used adapters where full (see :func:`_lru_victim`); stamp both uses with ``stamp``; return the load time
+    (ms)."""
+    ms = 0.0
+    if not cpu_res[a]:  # host-cache miss: load from disk, evicting the LRU registered adapter
+        if counts[1] >= max_cpu:
+            victim = _lru_victim(cpu_res, cpu_last, in_batch_stamp, step, protect_batch)
+            cpu_res[victim] = False
+            counts[1] -= 1
+            if gpu_res[victim]:
+                gpu_res[victim] = False
+                counts[0] -= 1
+        cpu_res[a] = True
+        counts[1] += 1
+        counts[3] += 1
+        ms += p[11]
+    cpu_last[a] = stamp
+    if not gpu_res[a]:
+        if counts[0] >= max_loras:
+            victim = _lru_victim(gpu_res, gpu_last, in_batch_stamp, step, protect_batch)
+            gpu_res[victim] = False
+            counts[0] -= 1
+        gpu_res[a] = True
+        counts[0] += 1
+        counts[2] += 1
+        ms += p[9] + p[10] * rank[a]
+    gpu_last[a] = stamp
+    return ms
 
 
 @njit(cache=True)
 def _load_adapters(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_batch_stamp,
                    counts, max_loras, max_cpu, p):
-    """Make every adapter of the batch GPU-resident (LRU slots, host LRU cache); return the load time (ms)."""
+    """Make every adapter of the batch GPU-resident (LRU slots, host LRU cache), never evicting an adapter of
+    this batch; return the load time (ms)."""
     ms = 0.0
     for k in range(nb):
-        a = batch[k]
-        if not cpu_res[a]:  # host-cache miss: load from disk, evicting the LRU adapter not in this batch
-            if counts[1] >= max_cpu:
-                victim = _lru_victim(cpu_res, cpu_last, in_batch_stamp, step)
-                cpu_res[victim] = False
-                counts[1] -= 1
-                if gpu_res[victim]:
-                    gpu_res[victim] = False
-                    counts[0] -= 1
-            cpu_res[a] = True
-            counts[1] += 1
-            counts[3] += 1
-            ms += p[11]
-        cpu_last[a] = step
-        if not gpu_res[a]:
-            if counts[0] >= max_loras:
-                victim = _lru_victim(gpu_res, gpu_last, in_batch_stamp, step)
-                gpu_res[victim] = False
-                counts[0] -= 1
-            gpu_res[a] = True
-            counts[0] += 1
-            counts[2] += 1
-            ms += p[9] + p[10] * rank[a]
-        gpu_last[a] = step
+        ms += _activate(batch[k], step, step, rank, gpu_res, gpu_last, cpu_res, cpu_last, in_batch_stamp,
+                        True, counts, max_loras, max_cpu, p)
     return ms
-
-
-@njit(cache=True, inline="always")
-def _oldest(resident, last_used):
-    """The least recently used resident adapter, whatever batch it is in (-1 if none)."""
-    victim = -1
-    best = np.int64(1) << 62
-    for b in range(resident.shape[0]):
-        if resident[b] and last_used[b] < best:
-            best = last_used[b]
-            victim = b
-    return victim
 
 
 @njit(cache=True)
@@ -99,29 +99,8 @@ def _load_adapters_hashed(batch, nb, step, rank, gpu_res, gpu_last, cpu_res, cpu
     ms = 0.0
     for k in range(nb):
         a = order[k]
-        if not cpu_res[a]:              # host-cache miss: load from disk, evicting the LRU registered adapter
-            if counts[1] >= max_cpu:
-                victim = _oldest(cpu_res, cpu_last)
-                cpu_res[victim] = False
-                counts[1] -= 1
-                if gpu_res[victim]:
-                    gpu_res[victim] = False
-                    counts[0] -= 1
-            cpu_res[a] = True
-            counts[1] += 1
-            counts[3] += 1
-            ms += p[11]
-        cpu_last[a] = base + hkey[a]
-        if not gpu_res[a]:
-            if counts[0] >= max_loras:
-                victim = _oldest(gpu_res, gpu_last)
-                gpu_res[victim] = False
-                counts[0] -= 1
-            gpu_res[a] = True
-            counts[0] += 1
-            counts[2] += 1
-            ms += p[9] + p[10] * rank[a]
-        gpu_last[a] = base + hkey[a]
+        ms += _activate(a, base + hkey[a], step, rank, gpu_res, gpu_last, cpu_res, cpu_last, hkey, False,
+                        counts, max_loras, max_cpu, p)
     return ms
 
 
