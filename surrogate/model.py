@@ -116,7 +116,30 @@ class _CatBoostEstimator:
         raise NotImplementedError
 
 
-class ThroughputModel(_CatBoostEstimator):
+class _Regressor(_CatBoostEstimator):
+    """A CatBoost regressor of one ``target`` (one of the subclass's ``_targets``) with loss ``loss``."""
+
+    _targets: tuple[str, ...] = ()
+
+    def __init__(self, *, target: str, loss: str = "MAE", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if target not in self._targets:
+            raise InputError(f"must be one of {list(self._targets)}", field="target", value=target)
+        if loss not in LOSSES:
+            raise InputError(f"must be one of {list(LOSSES)}", field="loss", value=loss)
+        self.target = target
+        self.loss = loss
+
+    def get_params(self) -> dict[str, Any]:
+        return {**super().get_params(), "target": self.target, "loss": self.loss}
+
+    def _new_model(self) -> Any:
+        from catboost import CatBoostRegressor
+
+        return CatBoostRegressor(**self._params(), loss_function=self.loss)
+
+
+class ThroughputModel(_Regressor):
     """Per-GPU throughput (tok/s) regressor.
 
     ``target``: what CatBoost learns — ``log_capped`` (the default: log of throughput / min(expected offered
@@ -131,23 +154,10 @@ class ThroughputModel(_CatBoostEstimator):
     """
 
     _kind = "throughput"
+    _targets = TARGETS
 
     def __init__(self, *, target: str = "log_capped", loss: str = "MAE", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if target not in TARGETS:
-            raise InputError(f"must be one of {list(TARGETS)}", field="target", value=target)
-        if loss not in LOSSES:
-            raise InputError(f"must be one of {list(LOSSES)}", field="loss", value=loss)
-        self.target = target
-        self.loss = loss
-
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "target": self.target, "loss": self.loss}
-
-    def _new_model(self) -> Any:
-        from catboost import CatBoostRegressor
-
-        return CatBoostRegressor(**self._params(), loss_function=self.loss)
+        super().__init__(target=target, loss=loss, **kwargs)
 
     def _ref(self, X: np.ndarray) -> np.ndarray:
         mult = CAPPED_MULTIPLE if self.target == "log_capped" else 1.0
@@ -253,29 +263,16 @@ LATENCY_TARGETS = ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot
 _LATENCY_FLOOR_S = 1e-4  # 0.1 ms: the smallest latency kept apart in log space
 
 
-class LatencyModel(_CatBoostEstimator):
+class LatencyModel(_Regressor):
     """One latency percentile of one GPU (seconds): ``target`` one of :data:`LATENCY_TARGETS` (the twin's
     censored TTFT and TPOT percentiles, :mod:`twin.metrics`). CatBoost learns log(seconds) with ``loss``
     (MAE, the default: the L1 norm of the log ratio, what SMAPE measures); predictions are exp of it."""
 
     _kind = "latency"
+    _targets = LATENCY_TARGETS
 
     def __init__(self, *, target: str = "ttft_p99_s", loss: str = "MAE", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if target not in LATENCY_TARGETS:
-            raise InputError(f"must be one of {list(LATENCY_TARGETS)}", field="target", value=target)
-        if loss not in LOSSES:
-            raise InputError(f"must be one of {list(LOSSES)}", field="loss", value=loss)
-        self.target = target
-        self.loss = loss
-
-    def get_params(self) -> dict[str, Any]:
-        return {**super().get_params(), "target": self.target, "loss": self.loss}
-
-    def _new_model(self) -> Any:
-        from catboost import CatBoostRegressor
-
-        return CatBoostRegressor(**self._params(), loss_function=self.loss)
+        super().__init__(target=target, loss=loss, **kwargs)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LatencyModel:
         """Fit on feature rows and measured latencies (seconds; NaN rows are left out)."""
