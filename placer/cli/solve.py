@@ -370,14 +370,10 @@ def deploy_cmd(
     if diff is not None or plan is None:
         deploy_diff(instance, plan, diff, out, adapter_dir, base_port, host, json_out)
         return
-    try:
+    with about_file(plan):  # a plan that does not fit the instance is the plan file's error
         dep = deploy.deployment(read_instance(instance), Result.load(plan), format=format,
                                 adapter_dir=adapter_dir, base_port=base_port, host=host, image=image,
                                 namespace=namespace, adapter_claim=adapter_claim)
-    except InputError as exc:
-        if exc.source or (exc.field or "").startswith("--"):
-            raise
-        raise exc.with_source(str(plan)) from None  # the plan does not fit the instance
     files = [] if out is None else deploy.write_deployment(dep, out)
     if json_out:
         print_json(dep.to_dict([str(f) for f in files]))
