@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from placer.cli.common import JSON_HELP, about_file, console, print_json, say_if_compiling
+from placer.cli.common import (
+    JSON_HELP,
+    MODELS_HELP,
+    PROFILE_HELP,
+    about_file,
+    console,
+    load_context,
+    print_json,
+    say_if_compiling,
+)
 from placer.frontier import frontier, frontier_csv
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
@@ -41,6 +50,8 @@ def frontier_cmd(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write one CSV row per level here."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw GPUs against the SLO, lower bound dashed "
                                      "(.png or .svg)."),
+    profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    models: Path | None = typer.Option(None, "--models", help=MODELS_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """GPUs needed at each SLO level (and under the papers' rule): what each second of latency costs."""
@@ -48,7 +59,7 @@ def frontier_cmd(
     problem = read_instance(instance)
     ttfts, tpots = _levels(ttft_p99, "--ttft-p99"), _levels(tpot_p99, "--tpot-p99")
     opts = {"seed": seed} if oracle == "twin" else {}
-    the_oracle = make_oracle(problem, oracle, **opts)
+    the_oracle = make_oracle(problem, oracle, context=load_context(profile, models), **opts)
     if oracle == "twin":
         say_if_compiling()
     with spinner(f"{solver}: frontier of {problem.n_adapters} adapters", enabled=not json_out), \

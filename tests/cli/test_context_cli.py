@@ -79,3 +79,16 @@ def test_missing_profile_or_models_is_bad_input(tmp_path: Path) -> None:
     assert code == 2 and "nope.json" in err
     code, _, err = run_cli("solve", tiny, "--models", str(tmp_path / "no-models"))
     assert code == 2 and "no-models" in err
+
+
+def test_frontier_takes_a_profile_and_refuses_one_for_another_model(tmp_path: Path) -> None:
+    qwen = tmp_path / "qwen.json"
+    load_profile(QWEN, GPU).save(qwen)
+    code, _, err = run_cli("frontier", str(EXAMPLES / "tiny.yaml"), "--ttft-p99", "2", "--profile", str(qwen))
+    assert code == 2 and "profile is for qwen-2.5-7b-instruct@h100-64gb" in err
+    mine = tmp_path / "mine.json"
+    load_profile(LLAMA, GPU).save(mine)
+    code, out, err = run_cli("frontier", str(EXAMPLES / "tiny.yaml"), "--ttft-p99", "2", "--profile",
+                             str(mine), "--json", "--time-limit", "20")
+    assert code == 0, err
+    assert json.loads(out)["points"]
