@@ -1,4 +1,4 @@
-"""Repair a plan with the twin: split every GPU that starves or fails to start until each part passes.
+"""Repair a plan with the twin: split every GPU that fails the criterion or to start until each part passes.
 
 The surrogate oracle can be wrong near a GPU's capacity. :func:`repair` re-simulates every GPU of a plan
 in the twin (:func:`placer.check.verify.verify`); a failing GPU is split into two GPUs of about equal load
@@ -53,7 +53,7 @@ def repair(problem: Instance, plan: Result, oracle: Oracle, *, seed: int = 0, wo
                      runtime_s=0.0, gpus=tuple(gpus))
         report = verify(problem, sub, seed=seed, workers=workers, only=todo, context=oracle.context)
         sims += len(report.gpus)
-        failing = {row["gpu"] for row in report.gpus if row["starved"] or row["oom"]}
+        failing = {row["gpu"] for row in report.gpus if row["oom"] or not row["meets_criterion"]}  # SLO too
         passed |= set(todo) - failing
         if not failing:
             break
