@@ -163,6 +163,38 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
                                    for n, p in sorted(book.items())}
     if focus != "throughput":  # recorded only when not the default, so older sweeps still resume
         params["focus"] = focus
+    return _run_chunks(out, params, n_samples,
+                       lambda i: draw_sample(seed, i, profiles, duration_s, focus, book), workers=workers,
+                       backend=backend, chunk_size=chunk_size, quiet=quiet, simulate=simulate, book=book)
+
+
+def sweep_specs(specs: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int = 2,
+                backend: str = "local", chunk_size: int = 16, quiet: bool = False,
+                simulate: Simulator | None = None, source: str = "") -> SweepStats:
+    """Run explicit samples (dicts in the form of :func:`surrogate.sampling.draw_sample`'s, e.g. GPUs of
+    plans the placer made) through the twin into ``out_dir``: the same chunked, resumable format as
+    :func:`sweep`, so training reads both alike. Sample ``i`` is ``specs[i]`` (its ``sample`` key is set to
+    ``i``); the manifest records a content hash of the specs, so a resumed run must be given the same list.
+    ``source``: a line saying where the specs came from (recorded in the manifest).
+    """
+    if not specs or chunk_size < 1 or workers < 1:
+        raise InputError("needs at least one sample, and chunk_size and workers ≥ 1", field="specs",
+                         value=len(specs))
+    check_backend(backend)
+    rows = [{**spec, "sample": i} for i, spec in enumerate(specs)]
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    params: dict[str, Any] = {"specs_sha256": digest, "chunk_size": int(chunk_size), "source": source,
+                              "profiles": sorted({str(r["profile"]) for r in rows})}
+    return _run_chunks(out, params, len(rows), rows.__getitem__, workers=workers, backend=backend,
+                       chunk_size=chunk_size, quiet=quiet, simulate=simulate, book={})
+
+
+def _run_chunks(out: Path, params: dict[str, Any], n_samples: int,
+                spec_of: Callable[[int], dict[str, Any]], *, workers: int, backend: str, chunk_size: int,
+                quiet: bool, simulate: Simulator | None, book: Mapping[str, Profile]) -> SweepStats:
+    """Run samples ``spec_of(0..n_samples-1)`` not yet recorded in ``out``'s manifest, chunk by chunk."""
     manifest = _read_manifest(out) or {"format": DATASET_FORMAT, "params": params, "chunks": {},
                                        "sessions": []}
     if manifest.get("params") != params:
@@ -178,12 +210,11 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         todo[c] = idx
     skipped = n_chunks - len(todo)
     n_runs = sum(len(v) for v in todo.values())
-    if book:
+    if book:  # the user profiles the sweep runs with, kept beside its rows (training finds them there)
         (out / USER_PROFILES).mkdir(exist_ok=True)
     for name, prof in book.items():
         atomic_write_text(out / USER_PROFILES / f"{name}.json", json.dumps(prof.to_dict(), indent=1) + "\n")
-    items = ((i, draw_sample(seed, i, profiles, duration_s, focus, book)) for c in sorted(todo)
-             for i in todo[c])
+    items = ((i, spec_of(i)) for c in sorted(todo) for i in todo[c])
     fn = partial(_run_indexed, simulate=simulate, book=book or None)
     pending: dict[int, list[dict[str, Any]]] = {c: [] for c in todo}
     t0 = time.perf_counter()
