@@ -91,3 +91,36 @@ def decision_specs(families: Sequence[str], sizes: Sequence[int], seeds: Sequenc
                         if plan.gpus:
                             specs += plan_specs(problem, plan, seed=seed, loads=loads, max_gpus=max_gpus)
     return specs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m placer.oracle.decisions OUT_DIR [options]``: make the samples and run them in the twin."""
+    import argparse
+    import sys
+
+    from surrogate.dataset import sweep_specs
+
+    ap = argparse.ArgumentParser(prog="python -m placer.oracle.decisions", description=main.__doc__)
+    ap.add_argument("out_dir")
+    ap.add_argument("--families", default="paper,zipf,dirichlet,trace")
+    ap.add_argument("--sizes", default="60,250,1000")
+    ap.add_argument("--seeds", default="100,101", help="instance seeds (keep them apart from benchmarks')")
+    ap.add_argument("--models", default="llama-3.1-8b-instruct,qwen-2.5-7b-instruct")
+    ap.add_argument("--ttft", default="1,2,5", help="TTFT p99 levels (s), each with TPOT p99 200 ms")
+    ap.add_argument("--loads", default="1,1.15")
+    ap.add_argument("--max-gpus", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    args = list(sys.argv[1:] if argv is None else argv)
+    a = ap.parse_args(args)
+    slos = [Slo(ttft_p99_s=float(t), tpot_p99_ms=200.0) for t in a.ttft.split(",")]
+    specs = decision_specs(a.families.split(","), [int(n) for n in a.sizes.split(",")],
+                           [int(s) for s in a.seeds.split(",")], a.models.split(","), slos,
+                           loads=[float(x) for x in a.loads.split(",")], max_gpus=a.max_gpus)
+    source = " ".join(["python -m placer.oracle.decisions", *args[1:]])  # the output folder is not part of it
+    stats = sweep_specs(specs, a.out_dir, workers=a.workers, source=source)
+    print(f"{stats.runs} twin runs ({len(specs)} samples) in {stats.elapsed_s:.0f} s → {a.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
