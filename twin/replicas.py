@@ -162,11 +162,14 @@ def replicas_to_dict(res: ReplicasResult[SimResult], instance: Instance) -> dict
 def simulate_replicas(instance: Instance, replicas: int, *, groups: Sequence[Sequence[int]] | None = None,
                       max_loras: Sequence[int] | int, max_cpu_loras: Sequence[int | None] | int | None = None,
                       max_lora_rank: Sequence[int | None] | int | None = None, seed: int = 0,
-                      profile: Profile | None = None) -> ReplicasResult[SimResult]:
+                      profile: Profile | None = None, max_num_seqs: Sequence[int | None] | None = None,
+                      gpu_memory_utilization: float | None = None) -> ReplicasResult[SimResult]:
     """Simulate ``replicas`` servers on one GPU of ``instance`` (the module doc): replica i serves the
     adapters ``groups[i]`` (default :func:`split_adapters`) at utilisation u / N, with the instance's server
     settings and its own LoRA settings (one value for all, or one per replica; ``max_loras`` is capped at
-    the replica's adapter count). A replica that cannot start is an OOM result; the others still share."""
+    the replica's adapter count; ``max_num_seqs`` one per replica, None = the instance's). The GPU's
+    utilisation u is ``gpu_memory_utilization`` (default the instance's). A replica that cannot start is an
+    OOM result; the others still share."""
     from twin.catalogue import load_profile
     from twin.simulate import simulate
 
@@ -176,13 +179,16 @@ def simulate_replicas(instance: Instance, replicas: int, *, groups: Sequence[Seq
         raise InputError(f"needs {n} non-empty adapter groups (got {len(grp)})", field="groups",
                          value=[len(g) for g in grp])
     prof = profile if profile is not None else load_profile(instance.model, instance.gpu)
-    u = float(instance.server.gpu_memory_utilization)
+    u = float(instance.server.gpu_memory_utilization if gpu_memory_utilization is None
+              else gpu_memory_utilization)
     server = dataclasses.replace(instance.server, gpu_memory_utilization=replica_utilization(u, n))
 
     def per(v: Any, i: int) -> Any:
         return v[i] if isinstance(v, (list, tuple)) else v
 
-    subs = [instance.subset(g).replace(server=server) for g in grp]
+    seqs = [None] * n if max_num_seqs is None else list(max_num_seqs)
+    subs = [instance.subset(g).replace(server=server if seqs[i] is None else dataclasses.replace(
+        server, max_num_seqs=int(seqs[i]))) for i, g in enumerate(grp)]  # type: ignore[arg-type]
 
     def run(i: int, s: float) -> tuple[SimResult, float, float]:
         k = min(int(per(max_loras, i)), subs[i].n_adapters)
