@@ -20,7 +20,8 @@ At B_opt the memory freed is the KV capacity at the instance's utilisation minus
 ``freed_gib`` = freed tokens × KV bytes per token / 2^30, and :class:`FreedUses` says what it could hold:
 more adapter slots at this rank, a higher ``max_lora_rank``, or (memory only) a second server of the same
 model. B_opt is then simulated again at its smaller utilisation (``check``): a sampled peak is an estimate,
-the re-run says whether the smaller cache still serves the load.
+the re-run says whether the smaller cache still serves the load. :class:`ReplicaVerdict` says whether two
+replicas at B_opt (u / 2 each, :mod:`twin.replicas`) serve more than one server at u.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from twin.errors import InputError
 from twin.hardware import GIB, MODELS
 from twin.metrics import SimResult
 from twin.profile import MemoryModel, Profile
+from twin.replicas import simulate_replicas
 from twin.simulate import simulate
 from twin.spec import ALLOWED_RANKS, Instance, Slo
 
-__all__ = ["Advice", "AdvicePoint", "FreedUses", "advise", "default_grid", "parse_grid"]
+__all__ = ["Advice", "AdvicePoint", "FreedUses", "ReplicaVerdict", "advise", "default_grid", "parse_grid"]
 
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_KV_HEADROOM = 0.10
@@ -84,6 +86,26 @@ class FreedUses:
 
 
 @dataclass(frozen=True)
+class ReplicaVerdict:
+    """Does a second replica pay at B_opt? Two servers at gpu_memory_utilization u / 2 each (the adapters
+    dealt by rate, :func:`twin.replicas.split_adapters`), each at max_num_seqs B_opt, against one server at
+    u: the same total memory (:mod:`twin.replicas`: memory split and shared-GPU slowdown)."""
+
+    replicas: int
+    throughput_tok_s: float  # the replicas' total
+    single_tok_s: float  # one server at B_opt and the instance's utilisation
+    slowdowns: tuple[float, ...]
+    oom: bool
+    meets_criterion: bool  # every replica
+    pays: bool  # no OOM, every replica meets the criterion, total > (1 + tolerance) × single
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["slowdowns"] = list(self.slowdowns)
+        return out
+
+
+@dataclass(frozen=True)
 class Advice:
     """The sweep, B_opt (None when no point is within tolerance and meets the criterion) and freed memory."""
 
@@ -107,6 +129,7 @@ class Advice:
     check: AdvicePoint | None  # B_opt simulated again at its own gpu_memory_utilization
     note: str
     slo: Slo = dataclasses.field(default_factory=Slo)  # the criterion in force
+    replica: ReplicaVerdict | None = None  # None: no B_opt, or a single adapter
 
     @property
     def best_throughput_tok_s(self) -> float:
@@ -128,6 +151,7 @@ class Advice:
             "freed_tokens": self.freed_tokens, "freed_gib": self.freed_gib,
             "freed_uses": None if self.uses is None else self.uses.to_dict(),
             "check": None if self.check is None else self.check.to_dict(),
+            "replica": None if self.replica is None else self.replica.to_dict(),
             "note": self.note,
         }
 
@@ -280,4 +304,19 @@ def advise(problem: Instance, *, max_loras: int, max_cpu_loras: int | None = Non
         note += f"; the KV floor is max_model_len = {max_len:,} tokens, not the batch"
     return Advice(**base, freed_tokens=freed, freed_gib=freed_gib,  # type: ignore[arg-type]
                   uses=_uses(problem, prof, k, r, float(freed), b_opt.kv_needed_tokens), check=check,
-                  note=note)
+                  note=note, replica=_replica(problem, prof, b_opt, k, r, seed, tolerance))
+
+
+def _replica(problem: Instance, prof: Profile, b_opt: AdvicePoint, k: int, r: int, seed: int,
+             tolerance: float) -> ReplicaVerdict | None:
+    """Two replicas at B_opt against one server, the same total memory (:class:`ReplicaVerdict`)."""
+    if problem.n_adapters < 2:
+        return None
+    inst = problem.replace(server=dataclasses.replace(problem.server, max_num_seqs=b_opt.max_num_seqs))
+    # each replica caches all its own adapters in host memory (max_cpu_loras default)
+    res = simulate_replicas(inst, 2, max_loras=k, max_lora_rank=r, seed=seed, profile=prof)
+    total = sum(x.throughput_tok_s for x in res.results)
+    oom = any(x.oom for x in res.results)
+    meets = not oom and all(x.meets() for x in res.results)
+    return ReplicaVerdict(2, total, b_opt.throughput_tok_s, res.slowdowns, oom, meets,
+                          meets and total > (1.0 + tolerance) * b_opt.throughput_tok_s)

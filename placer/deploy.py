@@ -3,8 +3,11 @@
 Each GPU gets ``CUDA_VISIBLE_DEVICES=<j> vllm serve <HF model id> --enable-lora --max-loras S
 --max-cpu-loras M --max-lora-rank R --max-model-len L --max-num-batched-tokens B --max-num-seqs N
 --gpu-memory-utilization U --port P --lora-modules id=path ...`` — the settings the twin verified (N and U
-are the GPU's own when the plan has them, from ``placer solve --tune-batch``, else the instance's). Adapter
-paths are ``<adapter_dir>/<id>`` unless a mapping is given.
+are the GPU's own when the plan has them, from ``placer solve --tune-batch``, else the instance's). A GPU
+with ``replicas`` (``placer solve --replicas-per-gpu``) gets one such command per replica, on the same device,
+each with its own adapters, settings, share of the memory and port (ports are numbered server by server, so
+a plan without replicas keeps port base + j for GPU j). Adapter paths are ``<adapter_dir>/<id>`` unless a
+mapping is given.
 
 :func:`deployment` renders those launches in one of :data:`FORMATS` (a supervising bash script, a Docker
 Compose file, Kubernetes manifests; :mod:`placer.deploy_formats`) together with the routing map, adapter id
@@ -13,6 +16,7 @@ Compose file, Kubernetes manifests; :mod:`placer.deploy_formats`) together with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,7 +29,7 @@ from typing import Any
 from placer import deploy_formats as fmt
 from placer.check.evaluate import check_plan
 from placer.problem.memory import max_model_len
-from placer.result import GpuPlan, Result, plural
+from placer.result import GpuPlan, ReplicaPlan, Result, plural
 from twin.errors import InputError
 from twin.files import atomic_write_text
 from twin.profile import Profile
@@ -44,6 +48,7 @@ class GpuLaunch:
     gpu: int
     port: int
     argv: tuple[str, ...]
+    replica: int | None = None  # which of the GPU's servers (plans with replicas), None: the GPU's only one
 
     @property
     def command(self) -> str:
@@ -60,23 +65,39 @@ def launch_commands(problem: Instance, plan: Result, *, adapter_dir: str = "adap
         raise InputError(f"plan cannot be deployed: {errors[0]}", field="gpus", value=plan.num_gpus)
     model = HF_MODEL_IDS.get(problem.model, problem.model)
     srv = problem.server
-    out = []
-    for j, g in enumerate(plan.gpus):
+    out: list[GpuLaunch] = []
+    for j, g, i, server in servers_of(plan):
         paths = adapter_paths or {}
         base = adapter_dir.rstrip("/")
-        modules = [f"{a}={paths.get(a, base + '/' + a)}" for a in g.adapters]
-        own = g.server(srv)  # the GPU's own batch and memory settings (--tune-batch), else the instance's
+        modules = [f"{a}={paths.get(a, base + '/' + a)}" for a in server.adapters]
+        own = settings_of(g, server, srv)  # the server's own batch and memory settings, else the instance's
+        port = base_port + len(out)  # one port per server: GPU j's when no GPU has replicas
         argv = ("vllm", "serve", model, "--enable-lora",
-                "--max-loras", str(g.max_loras), "--max-cpu-loras", str(g.max_cpu_loras),
-                "--max-lora-rank", str(g.max_lora_rank),
+                "--max-loras", str(server.max_loras), "--max-cpu-loras", str(server.max_cpu_loras),
+                "--max-lora-rank", str(server.max_lora_rank),
                 "--max-model-len", str(max_model_len(problem, profile)),
                 "--max-num-batched-tokens", str(srv.max_num_batched_tokens),
                 "--max-num-seqs", str(own.max_num_seqs),
                 "--gpu-memory-utilization", f"{own.gpu_memory_utilization:g}",
-                "--port", str(base_port + j),
+                "--port", str(port),
                 "--lora-modules", *modules)
-        out.append(GpuLaunch(j, base_port + j, argv))
+        out.append(GpuLaunch(j, port, argv, i))
     return out
+
+
+def servers_of(plan: Result) -> list[tuple[int, GpuPlan, int | None, GpuPlan | ReplicaPlan]]:
+    """Every vLLM server of ``plan``: (GPU index, GPU, replica index or None, the server's settings)."""
+    return [(j, g, i, r) for j, g in enumerate(plan.gpus)
+            for i, r in (enumerate(g.replicas) if g.replicas else [(None, g)])]
+
+
+def settings_of(g: GpuPlan, server: GpuPlan | ReplicaPlan, default: ServerSettings) -> ServerSettings:
+    """A server's batch and memory settings: a replica's own, else its GPU's, else ``default``."""
+    own = g.server(default)
+    if isinstance(server, ReplicaPlan):
+        own = dataclasses.replace(own, gpu_memory_utilization=server.gpu_memory_utilization,
+                                  max_num_seqs=server.max_num_seqs or own.max_num_seqs)
+    return own
 
 
 def deploy_script(problem: Instance, plan: Result, **options: object) -> str:
@@ -131,13 +152,16 @@ def _check_options(n_gpus: int, *, format: str, base_port: int, host: str, image
             raise InputError(f"must be {what}, got {value!r}", field=field, value=value)
 
 
-def _server(g: GpuPlan, launch: GpuLaunch, name: str, url: str, port: int, argv: list[str],
-            srv: ServerSettings) -> dict[str, Any]:
-    own = g.server(srv)
-    return {"gpu": launch.gpu, "name": name, "url": url, "port": port, "adapters": list(g.adapters),
-            "max_loras": g.max_loras, "max_cpu_loras": g.max_cpu_loras, "max_lora_rank": g.max_lora_rank,
-            "max_num_seqs": own.max_num_seqs, "gpu_memory_utilization": own.gpu_memory_utilization,
-            "argv": argv}
+def _server(g: GpuPlan, server: GpuPlan | ReplicaPlan, launch: GpuLaunch, name: str, url: str, port: int,
+            argv: list[str], srv: ServerSettings) -> dict[str, Any]:
+    own = settings_of(g, server, srv)
+    out = {"gpu": launch.gpu, "name": name, "url": url, "port": port, "adapters": list(server.adapters),
+           "max_loras": server.max_loras, "max_cpu_loras": server.max_cpu_loras,
+           "max_lora_rank": server.max_lora_rank, "max_num_seqs": own.max_num_seqs,
+           "gpu_memory_utilization": own.gpu_memory_utilization, "argv": argv}
+    if launch.replica is not None:
+        out["replica"] = launch.replica
+    return out
 
 
 def deployment(problem: Instance, plan: Result, *, format: str = "shell", adapter_dir: str = "adapters",
@@ -151,21 +175,25 @@ def deployment(problem: Instance, plan: Result, *, format: str = "shell", adapte
     PersistentVolumeClaim ``adapter_claim`` at ``/adapters`` and routes to each GPU's Service in
     ``namespace`` on port 8000. :class:`InputError` for a plan that does not fit ``problem`` or a bad option.
     """
-    _check_options(plan.num_gpus, format=format, base_port=base_port, host=host, image=image,
+    _check_options(len(servers_of(plan)), format=format, base_port=base_port, host=host, image=image,
                    namespace=namespace, adapter_claim=adapter_claim, adapter_dir=adapter_dir)
+    if format == "k8s" and any(g.replicas for g in plan.gpus):
+        raise InputError("a plan with replicas (several servers on one GPU) deploys as shell or compose; "
+                         "Kubernetes gives each pod a whole GPU", field="--format", value=format)
     in_container = format != "shell"
     launches = launch_commands(problem, plan, base_port=base_port,
                                adapter_dir=CONTAINER_ADAPTER_DIR if in_container else adapter_dir)
     servers = []
-    for g, launch in zip(plan.gpus, launches, strict=True):
+    for (_, g, _, server), launch in zip(servers_of(plan), launches, strict=True):
         if format == "k8s":
             name, port = fmt.k8s_name(problem.name, launch.gpu), K8S_PORT
             url = fmt.k8s_url(problem.name, launch.gpu, namespace, port)
             argv = ["vllm", "serve", *fmt.serve_args(launch, port)]
         else:
-            name = fmt.compose_service_name(launch.gpu) if format == "compose" else f"gpu-{launch.gpu}"
+            name = fmt.compose_service_name(launch.gpu, launch.replica) if format == "compose" \
+                else f"gpu-{launch.gpu}" + ("" if launch.replica is None else f"-r{launch.replica}")
             port, url, argv = launch.port, f"http://{host}:{launch.port}", list(launch.argv)
-        servers.append(_server(g, launch, name, url, port, argv, problem.server))
+        servers.append(_server(g, server, launch, name, url, port, argv, problem.server))
     routes = {a: s["url"] for s in servers for a in s["adapters"]}
     title = f"{problem.name}: {plural(plan.num_gpus, 'GPU')}, plan by {plan.solver}"
     if format == "shell":

@@ -131,8 +131,8 @@ def shell_script(launches: Sequence[GpuLaunch], *, title: str) -> str:
 
 
 # --- Docker Compose ---------------------------------------------------------------------------------------
-def compose_service_name(gpu: int) -> str:
-    return f"gpu-{gpu}"
+def compose_service_name(gpu: int, replica: int | None = None) -> str:
+    return f"gpu-{gpu}" + ("" if replica is None else f"-r{replica}")
 
 
 def _probe_command(port: int) -> list[str]:
@@ -148,7 +148,7 @@ def compose_yaml(launches: Sequence[GpuLaunch], *, project: str, image: str, ada
     """A Compose file: one service per GPU (the GPU reserved by id, host port = the launch's port)."""
     services: dict[str, Any] = {}
     for launch in launches:
-        services[compose_service_name(launch.gpu)] = {
+        services[compose_service_name(launch.gpu, launch.replica)] = {
             "image": image,
             "entrypoint": ["vllm", "serve"],
             "command": serve_args(launch, launch.port),

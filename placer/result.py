@@ -4,7 +4,9 @@ A :class:`Result` is frozen. Its JSON form (``to_dict``) is the contract of inte
 ``status`` (optimal | feasible | timeout | infeasible), ``num_gpus``, ``lower_bound``, ``runtime_s``,
 ``gpus`` (a list of ``{adapters, max_loras, max_cpu_loras, max_lora_rank}`` plus predictions and, after
 ``placer solve --tune-batch``, the GPU's own ``max_num_seqs`` and ``gpu_memory_utilization``; a GPU without
-them runs the instance's ``server`` settings, so older plans load unchanged).
+them runs the instance's ``server`` settings, so older plans load unchanged). After ``placer solve
+--replicas-per-gpu N`` a GPU may carry ``replicas``: a list of servers sharing it (:class:`ReplicaPlan`),
+written only when the GPU has more than one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,24 @@ def plural(n: int, noun: str) -> str:
 
 
 @dataclass(frozen=True)
+class ReplicaPlan:
+    """One of several vLLM servers sharing a GPU (``placer solve --replicas-per-gpu``): its adapters, LoRA
+    settings and its share of the GPU's memory (``twin.replicas``)."""
+
+    adapters: tuple[str, ...]
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+    gpu_memory_utilization: float
+    max_num_seqs: int | None = None  # None: the GPU's (or the instance's) max_num_seqs
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adapters"] = list(self.adapters)
+        return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True)
 class GpuPlan:
     """One GPU of a plan: the adapters it serves, its vLLM LoRA settings (plus the oracle's predictions)."""
 
@@ -46,6 +66,9 @@ class GpuPlan:
     offered_tok_s: float | None = None
     max_num_seqs: int | None = None  # this GPU's vLLM batch cap (None: the instance's server.max_num_seqs)
     gpu_memory_utilization: float | None = None  # this GPU's (None: the instance's)
+    #: two or more servers sharing this GPU, each with its own adapters (their union is ``adapters``);
+    #: empty: one server with the settings above
+    replicas: tuple[ReplicaPlan, ...] = ()
 
     def server(self, default: ServerSettings) -> ServerSettings:
         """``default`` (the instance's server settings) with this GPU's own batch and memory fields."""
@@ -59,7 +82,43 @@ class GpuPlan:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["adapters"] = list(self.adapters)
+        d["replicas"] = [r.to_dict() for r in self.replicas] or None  # written only when there are some
         return {k: v for k, v in d.items() if v is not None}
+
+
+def _replicas_from(g: dict[str, Any], j: int, bad: Any) -> tuple[ReplicaPlan, ...]:
+    """The ``replicas`` list of plan GPU ``j`` (absent: one server); errors through ``bad(field, msg, v)``."""
+    items = g.get("replicas")
+    if items is None:
+        return ()
+    if not isinstance(items, list) or len(items) < 2:
+        raise bad(f"gpus[{j}].replicas", "must be a list of at least 2 servers", items)
+    out = []
+    for i, r in enumerate(items):
+        where = f"gpus[{j}].replicas[{i}]"
+        if not isinstance(r, dict):
+            raise bad(where, "must be an object", r)
+        if not isinstance(r.get("adapters"), list) or not r["adapters"] \
+                or not all(isinstance(a, str) for a in r["adapters"]):
+            raise bad(f"{where}.adapters", "must be a non-empty list of adapter ids", r.get("adapters"))
+        for key in ("max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs"):
+            v = r.get(key)
+            if (v is not None or key != "max_num_seqs") and (isinstance(v, bool) or not isinstance(v, int)
+                                                            or v <= 0):
+                raise bad(f"{where}.{key}", "must be a positive integer", v)
+        u = r.get("gpu_memory_utilization")
+        if isinstance(u, bool) or not isinstance(u, (int, float)) or not 0 < u <= 1:
+            raise bad(f"{where}.gpu_memory_utilization", "must be a number in (0, 1]", u)
+        out.append(ReplicaPlan(tuple(r["adapters"]), r["max_loras"], r["max_cpu_loras"], r["max_lora_rank"],
+                               float(u), r.get("max_num_seqs")))
+    union = sorted(a for r in out for a in r.adapters)
+    if union != sorted(g["adapters"]):
+        raise bad(f"gpus[{j}].replicas", "must split the GPU's adapters, each to exactly one server",
+                  [list(r.adapters) for r in out])
+    if sum(r.gpu_memory_utilization for r in out) > 1 + 1e-9:
+        raise bad(f"gpus[{j}].replicas", "gpu_memory_utilization of the servers must sum to at most 1",
+                  [r.gpu_memory_utilization for r in out])
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -174,6 +233,7 @@ class Result:
                 predicted_starved_probability=g.get("predicted_starved_probability"),
                 offered_tok_s=g.get("offered_tok_s"), max_num_seqs=seqs,
                 gpu_memory_utilization=None if util is None else float(util),
+                replicas=_replicas_from(g, j, bad),
             ))
 
         def number(fld: str, value: Any, *, integer: bool = False, default: Any = 0) -> Any:

@@ -76,6 +76,8 @@ class EngineRun:
     stalled: bool
     dropped: int
     busy_s: float
+    #: seconds of forward passes (the GPU-bound part of busy_s: no scheduler time, no adapter loads)
+    forward_s: float
     end_s: float
     itl_hist: np.ndarray
     timeseries: np.ndarray
@@ -117,6 +119,6 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
         steps=int(stats[_core.ST_STEPS]), preemptions=int(stats[_core.ST_PREEMPTIONS]),
         gpu_loads=int(stats[_core.ST_GPU_LOADS]), disk_loads=int(stats[_core.ST_DISK_LOADS]),
         stalled=bool(stats[_core.ST_STALLED]), dropped=int(stats[_core.ST_DROPPED]),
-        busy_s=float(stats[_core.ST_BUSY_S]),
+        busy_s=float(stats[_core.ST_BUSY_S]), forward_s=float(stats[_core.ST_FORWARD_S]),
         end_s=float(stats[_core.ST_END_T]), itl_hist=hist, timeseries=ts,
     )

@@ -82,6 +82,12 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
     ModelSpec("gemma-2-9b-it", 9.24, 42, 3584, 16, 8, 256, 14336, 256000, 8192),
     ModelSpec("qwen-2.5-14b-instruct", 14.77, 48, 5120, 40, 8, 128, 13824, 152064, 32768),
     ModelSpec("phi-3-medium-4k-instruct", 13.96, 40, 5120, 40, 10, 128, 17920, 32064, 4096),
+    # OPT (facebook/opt-1.3b, opt-2.7b; public configs): full multi-head attention, a ReLU MLP of two
+    # projections (fc1, fc2: no gate) and learned positions (2,048). The catalogue's LoRA buffer formula
+    # counts a gated MLP (gate, up, down), so an OPT LoRA buffer is overstated by one (h + ffn) projection.
+    # Here for the replication runs of "Mind the Memory Gap" (bench/replicas.md).
+    ModelSpec("opt-1.3b", 1.316, 24, 2048, 32, 32, 64, 8192, 50272, 2048),
+    ModelSpec("opt-2.7b", 2.652, 32, 2560, 32, 32, 80, 10240, 50272, 2048),
 )}
 
 GPUS: dict[str, GpuSpec] = {g.name: g for g in (

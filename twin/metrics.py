@@ -126,6 +126,8 @@ class SimResult:
     adapter_ttft_p99_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     adapter_tpot_p99_s: np.ndarray = field(default_factory=lambda: np.empty(0))
     slo: Slo = field(default_factory=Slo)  # the criterion this run is judged by (``criterion``, ``meets``)
+    #: the window's fraction spent in forward passes (GPU time, no scheduler time: twin.replicas)
+    forward_fraction: float = 0.0
 
     def slo_failures(self, slo: Slo | None = None) -> list[str]:
         """Why this run fails the criterion (``slo`` or the run's own), one phrase per violated bound, each

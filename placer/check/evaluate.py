@@ -17,7 +17,7 @@ import numpy as np
 
 from placer.oracle.base import Oracle
 from placer.problem.memory import memory_fits
-from placer.result import Result
+from placer.result import GpuPlan, ReplicaPlan, Result
 from twin.profile import Profile
 from twin.spec import ALLOWED_RANKS, Instance
 
@@ -84,28 +84,41 @@ def check_plan(problem: Instance, plan: Result, profile: Profile | None = None) 
         if not g.adapters:
             errors.append(f"{where}: no adapters")
             continue
-        known = [index[a] for a in g.adapters if a in index]
-        top_rank = int(problem.ranks[known].max()) if known else 0
-        if not 1 <= g.max_loras <= len(g.adapters):
-            errors.append(f"{where}: max_loras {g.max_loras} outside [1, {len(g.adapters)} adapters]")
-        if g.max_lora_rank not in ALLOWED_RANKS:
-            errors.append(f"{where}: max_lora_rank {g.max_lora_rank} is not one of {list(ALLOWED_RANKS)}")
-        if g.max_lora_rank < top_rank:
-            errors.append(f"{where}: max_lora_rank {g.max_lora_rank} below rank {top_rank} of an adapter")
-        if g.max_cpu_loras < g.max_loras:
-            errors.append(f"{where}: max_cpu_loras {g.max_cpu_loras} below max_loras {g.max_loras}")
-        if g.max_loras >= 1 and not memory_fits(problem, g.max_loras, g.max_lora_rank, profile,
-                                                g.gpu_memory_utilization):
-            at = "" if g.gpu_memory_utilization is None else \
-                f" at gpu_memory_utilization {g.gpu_memory_utilization:g}"
-            errors.append(f"{where}: memory error (OOM) with max_loras {g.max_loras}, rank {g.max_lora_rank}"
-                          + at)
+        servers: list[tuple[str, GpuPlan | ReplicaPlan]] = (
+            [(where, g)] if not g.replicas
+            else [(f"{where}.replicas[{i}]", r) for i, r in enumerate(g.replicas)])
+        for at, srv in servers:  # one server, or each replica sharing the GPU at its memory share
+            errors += _server_errors(problem, at, srv, profile)
     dup = sorted(a for a, c in seen.items() if c > 1 and a in index)
     if dup:
         errors.append(f"adapters placed more than once: {_few(dup)}")
     missing = [a for a in problem.ids if a not in seen]
     if missing:
         errors.append(f"{len(missing)} adapters not placed: {_few(missing)}")
+    return errors
+
+
+def _server_errors(problem: Instance, where: str, g: GpuPlan | ReplicaPlan, profile: Profile | None
+                   ) -> list[str]:
+    """The settings of one vLLM server (a GPU's, or one replica's) against its adapters and memory."""
+    errors = []
+    index = problem.index
+    known = [index[a] for a in g.adapters if a in index]
+    top_rank = int(problem.ranks[known].max()) if known else 0
+    if not 1 <= g.max_loras <= len(g.adapters):
+        errors.append(f"{where}: max_loras {g.max_loras} outside [1, {len(g.adapters)} adapters]")
+    if g.max_lora_rank not in ALLOWED_RANKS:
+        errors.append(f"{where}: max_lora_rank {g.max_lora_rank} is not one of {list(ALLOWED_RANKS)}")
+    if g.max_lora_rank < top_rank:
+        errors.append(f"{where}: max_lora_rank {g.max_lora_rank} below rank {top_rank} of an adapter")
+    if g.max_cpu_loras < g.max_loras:
+        errors.append(f"{where}: max_cpu_loras {g.max_cpu_loras} below max_loras {g.max_loras}")
+    if g.max_loras >= 1 and not memory_fits(problem, g.max_loras, g.max_lora_rank, profile,
+                                            g.gpu_memory_utilization):
+        at = "" if g.gpu_memory_utilization is None else \
+            f" at gpu_memory_utilization {g.gpu_memory_utilization:g}"
+        errors.append(f"{where}: memory error (OOM) with max_loras {g.max_loras}, rank {g.max_lora_rank}"
+                      + at)
     return errors
 
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from placer.check.evaluate import check_plan
 from placer.context import DEFAULT_CONTEXT, Context
-from placer.result import Result, plural
+from placer.replicas import simulate_gpu
+from placer.result import ReplicaPlan, Result, plural
 from twin.errors import InputError
 from twin.parallel import check_backend, map_unordered
 from twin.profile import Profile
@@ -95,8 +96,11 @@ class VerifyReport:
                 "pass_fraction": self.pass_fraction}
 
 
-def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> dict[str, Any]:
-    sub, j, s, m, r, seed, profile = args
+def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile, tuple[ReplicaPlan, ...]]
+                  ) -> dict[str, Any]:
+    sub, j, s, m, r, seed, profile, replicas = args
+    if replicas:  # several servers share this GPU: the twin's replica model, judged server by server
+        return _replica_row(sub, j, seed, profile, replicas)
     sim = simulate(sub, max_loras=s, max_cpu_loras=m, max_lora_rank=r, seed=seed, profile=profile)
     out: dict[str, Any] = {"gpu": j, "n_adapters": sub.n_adapters}
     out.update(sim.to_dict(per_adapter=False))
@@ -104,6 +108,26 @@ def _simulate_gpu(args: tuple[Instance, int, int, int, int, int, Profile]) -> di
     out["gpu_memory_utilization"] = sub.server.gpu_memory_utilization
     out["seed"] = seed  # the row's key with the GPU (the backend may return rows in any order)
     out["passed"] = passes(sim)
+    return out
+
+
+def _replica_row(sub: Instance, j: int, seed: int, profile: Profile, replicas: tuple[ReplicaPlan, ...]
+                 ) -> dict[str, Any]:
+    """A replicated GPU's row: the replica that fares worst (an OOM, else the lowest served fraction) with
+    the GPU's total throughput and offered load, and every replica's own result under ``replicas``."""
+    res = simulate_gpu(sub, replicas, profile=profile, seed=seed)
+    rows = [r.to_dict(per_adapter=False) for r in res.results]
+    worst = min(range(len(rows)), key=lambda i: (not res.results[i].oom, res.results[i].meets(),
+                                                 res.results[i].served_fraction))
+    out: dict[str, Any] = {"gpu": j, "n_adapters": sub.n_adapters, **rows[worst]}
+    for key in ("throughput_tok_s", "offered_tok_s", "expected_offered_tok_s"):
+        out[key] = sum(float(r[key] or 0.0) for r in rows)
+    out["replicas"] = [{"adapters": len(p.adapters), "slowdown": res.slowdowns[i], **rows[i]}
+                       for i, p in enumerate(replicas)]
+    out["max_num_seqs"] = [p.max_num_seqs or sub.server.max_num_seqs for p in replicas]
+    out["gpu_memory_utilization"] = sum(p.gpu_memory_utilization for p in replicas)
+    out["seed"] = seed
+    out["passed"] = all(passes(r) for r in res.results)
     return out
 
 
@@ -172,7 +196,8 @@ def verify(problem: Instance, plan: Result, *, seed: int = 0, workers: int | Non
         server = g.server(sub.server)  # the GPU's own max_num_seqs / gpu_memory_utilization, if any
         if server is not sub.server:
             sub = sub.replace(server=server)
-        jobs += [(sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, s, profile) for s in all_seeds]
+        jobs += [(sub, j, g.max_loras, g.max_cpu_loras, g.max_lora_rank, s, profile, g.replicas)
+                 for s in all_seeds]
     n_workers = DEFAULT_WORKERS if workers is None else max(1, int(workers))
     # a local pool gets no more processes than this machine has CPUs; a Ray cluster may have many more
     n_workers = min(n_workers, len(jobs), (os.cpu_count() or 1) if backend == "local" else len(jobs))

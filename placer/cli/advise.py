@@ -66,8 +66,16 @@ def _summary(advice: Advice) -> list[str]:
             lines.append("  a replica: unknown (no architecture for this model)")
         else:
             lines.append(f"  a second server of the model (needs {u.replica_gib:g} GiB): "
-                         f"{'fits' if u.replica_fits else 'does not fit'} (memory only; shared bandwidth "
-                         "is not modelled)")
+                         f"{'fits' if u.replica_fits else 'does not fit'} in the freed memory")
+    v = advice.replica
+    if v is not None:
+        got = "cannot start (memory error)" if v.oom else (
+            f"{v.throughput_tok_s:.0f} tok/s in total against {v.single_tok_s:.0f} for one server, "
+            f"{'meeting' if v.meets_criterion else 'failing'} the criterion; slowdown from the shared GPU "
+            + " / ".join(f"{x:.2f}" for x in v.slowdowns))
+        lines.append(f"replica: 2 servers at gpu_memory_utilization {advice.gpu_memory_utilization / 2:g} "
+                     f"each, max_num_seqs {advice.b_opt.max_num_seqs if advice.b_opt else '—'}: {got} → "
+                     f"{'a replica pays' if v.pays else 'a replica does not pay'}")
     return lines
 
 

@@ -35,6 +35,7 @@ from placer.cli.common import (
 from placer.cli.dynamic import day_cmd, deploy_diff
 from placer.oracle import make_oracle
 from placer.problem.io import read_instance
+from placer.replicas import merge_replicas
 from placer.reporting import charts as plots
 from placer.reporting.progress import progress_bar, spinner
 from placer.reporting.report import check_target, write_report
@@ -44,6 +45,7 @@ from placer.tune import TunedGpu
 from placer.tune import tune_batch as tune
 from twin.errors import InputError
 from twin.parallel import check_backend
+from twin.replicas import check_replicas
 
 MAX_ROWS = 40  # per-GPU rows shown in the rich table
 
@@ -135,6 +137,10 @@ def solve_cmd(
                                          "B_opt in the twin) and the gpu_memory_utilization that holds its "
                                          "KV need (never above the instance's); GPUs that fail the twin keep "
                                          "the instance's settings. Same GPUs and adapters."),
+    replicas_per_gpu: int = typer.Option(1, "--replicas-per-gpu", help="Let a GPU host up to N vLLM "
+                                         "servers, each with its own adapters and memory share: GPUs are "
+                                         "merged as replicas only where the twin says every replica meets "
+                                         "the criterion (placer.replicas)."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw the plan chart here (.png or .svg): load "
                                      "by rank vs throughput, max_loras, per GPU."),
     report_dir: Path | None = typer.Option(None, "--report", help="Write a report folder here: plan, vLLM "
@@ -162,6 +168,7 @@ def solve_cmd(
     problem = with_slo(read_instance(instance), instance, criterion=criterion, ttft_p50=slo_ttft_p50,
                        ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
                        tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
+    check_replicas(replicas_per_gpu, "--replicas-per-gpu")
     context = load_context(profile, models)
     the_oracle = make_oracle(problem, oracle, context=context,
                              **_oracle_options(margin, seed, oracle, headroom))
@@ -182,6 +189,12 @@ def solve_cmd(
         with progress_bar("advisor: tuning each GPU's batch", enabled=not json_out) as tick, \
                 about_file(instance):
             result, tuned = tune(problem, result, seed=seed, workers=workers, context=context, progress=tick)
+    if replicas_per_gpu > 1 and result.gpus:
+        say_if_compiling()
+        with progress_bar("twin: merging GPUs as replicas", enabled=not json_out) as tick, \
+                about_file(instance):
+            result = merge_replicas(problem, result, replicas_per_gpu, seed=seed, context=context,
+                                    progress=tick)
     if out is not None:
         result.save(out)
     report = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -28,7 +29,9 @@ from placer.cli.common import (
 from placer.problem.io import read_instance
 from placer.reporting import charts as plots
 from twin.errors import InputError
+from twin.replicas import replicas_to_dict, simulate_replicas
 from twin.seeds import SeedsResult, simulate_seeds
+from twin.spec import Instance
 
 
 def _fmt(value: float | None, unit: str = "", digits: int = 4) -> str:
@@ -115,6 +118,9 @@ def simulate_cmd(
     slo_tpot_p95: str | None = SLO_TPOT_P95,
     slo_tpot_p99: str | None = SLO_TPOT_P99,
     slo_min_served: float | None = SLO_MIN_SERVED,
+    replicas: int = typer.Option(1, "--replicas", help="N vLLM servers sharing the GPU (each at "
+                                 "gpu_memory_utilization / N, adapters dealt by rate; twin.replicas): "
+                                 "per-replica and total results."),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Simulate ALL adapters of INSTANCE on one GPU; an OOM configuration is a normal result."""
@@ -129,6 +135,11 @@ def simulate_cmd(
                          value=max_loras)
     profile = load_context(profile_path, None).profile_for(instance)
     say_if_compiling()
+    if replicas != 1:
+        _replicas(instance, instance_path, replicas, seeds, plot, max_loras=max_loras,
+                  max_cpu_loras=max_cpu_loras, max_lora_rank=max_lora_rank, seed=seed, profile=profile,
+                  json_out=json_out)
+        return
     runs = simulate_seeds(instance, seeds=seeds, seed=seed, max_loras=max_loras, max_cpu_loras=max_cpu_loras,
                           max_lora_rank=max_lora_rank, profile=profile, timeseries=plot is not None)
     if plot is not None:
@@ -140,6 +151,38 @@ def simulate_cmd(
         console.print(_table(instance.name, runs))
         if plot is not None:
             console.print(f"chart written to {plot}")
+
+
+def _replicas(instance: Instance, path: Path, replicas: int, seeds: int, plot: Path | None, *,
+              json_out: bool, **settings: Any) -> None:
+    """``--replicas N`` (N > 1): one call into :func:`twin.replicas.simulate_replicas`, printed."""
+    if isinstance(replicas, bool) or replicas < 1 or replicas > instance.n_adapters:
+        raise InputError(f"must be an integer in [1, {instance.n_adapters}] (each replica serves at least "
+                         f"one adapter) (got {replicas})", source=str(path), field="--replicas",
+                         value=replicas)
+    if seeds != 1 or plot is not None:
+        raise InputError("--seeds and --plot take one server; drop them with --replicas", source=str(path),
+                         field="--replicas", value=replicas)
+    res = simulate_replicas(instance, replicas, **settings)
+    if json_out:
+        print_json(replicas_to_dict(res, instance))
+        return
+    table = Table(title=f"twin: {instance.name}, {replicas} replicas on one GPU")
+    for col in ("replica", "adapters", "max_loras", "KV (tokens)", "slowdown", "throughput (tok/s)",
+                "TTFT p99", "TPOT p99", "criterion"):
+        table.add_column(col, justify="right")
+    for i, r in enumerate(res.results):
+        kv = "—" if r.kv_cache_tokens is None else f"{int(r.kv_cache_tokens):,}"
+        verdict = "[red]OOM[/red]" if r.oom else ("[green]meets[/green]" if r.meets() else "[red]fails[/red]")
+        table.add_row(str(i), str(len(res.groups[i])), str(r.max_loras), kv, f"{res.slowdowns[i]:.3f}",
+                      _fmt(r.throughput_tok_s, "", 6), _fmt(r.ttft_p99_s, " s"),
+                      _fmt(r.tpot_p99_s * 1000, " ms"), verdict)
+    total = replicas_to_dict(res, instance)
+    table.add_row("total", str(instance.n_adapters), "", "", "", _fmt(total["throughput_tok_s"], "", 6), "",
+                  "", "[green]all meet[/green]" if total["meets_criterion"] else "[red]not all meet[/red]")
+    console.print(table)
+    console.print(f"each replica at gpu_memory_utilization {total['replica_gpu_memory_utilization']:.4g}; "
+                  "slowdown = forward passes stretched by sharing the GPU (twin.replicas)")
 
 
 def register(app: typer.Typer) -> None:

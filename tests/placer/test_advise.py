@@ -137,3 +137,35 @@ def test_a_configuration_that_cannot_start_has_no_b_opt(tmp_path) -> None:  # ty
     assert all(p.oom for p in advice.points) and advice.b_opt is None
     assert advice.note == "no B_opt: the configuration cannot start (memory error)"
     assert advise_chart(advice, tmp_path / "oom.png", kv_bytes_per_token=MIB).stat().st_size > 0
+
+
+def _two_adapter_instance(rate_rps: float, slo: Slo) -> Instance:
+    lengths = Lengths(kind="normal", input_mean=10, input_std=0, output_mean=100, output_std=0)
+    return Instance(name="toy2", model=LLAMA, gpu=GPU,
+                    adapters=(Adapter("a0", 8, rate_rps / 2), Adapter("a1", 8, rate_rps / 2)),
+                    server=ServerSettings(max_num_seqs=16, max_model_len=256),
+                    workload=Workload(duration_s=600.0, lengths=lengths), slo=slo)
+
+
+def test_a_replica_pays_only_when_host_time_leaves_the_gpu_idle() -> None:
+    """Host time 30 ms + forward 10 ms per step: one server at B = 16 serves 16 requests per 4 s = 4 rps of
+    the 6 offered. Two replicas (u / 2 each: 50,000 − 0.45 · 102,400 = 3,920 KV tokens, room for 16 × 110)
+    overlap one's host time with the other's forward: slowdown s = 1 + φ < 1.31 (φ ≤ 10s / (30 + 10s),
+    saturated s² + s − 3 = 0), a step of at most 43.1 ms, 3.7 rps each ≥ the 3 offered: all 6 rps served."""
+    ctx = _toy_context()
+    step = StepModel(base_ms=10.0, per_seq_ms=0.0, sched_base_ms=30.0)
+    host = Context(profile=ctx.profile.replace(step=step))
+    slo = Slo(ttft_p99_s=None, tpot_p99_ms=None, min_served_fraction=0.5)
+    advice = advise(_two_adapter_instance(6.0, slo), max_loras=2, context=host)
+    assert advice.b_opt is not None and advice.b_opt.max_num_seqs == 16
+    v = advice.replica
+    assert v is not None and not v.oom and v.meets_criterion and v.pays
+    assert v.single_tok_s == pytest.approx(4.0 * 110, rel=0.03)
+    # less the requests still running when the window ends
+    assert v.throughput_tok_s == pytest.approx(6.0 * 110, rel=0.05)
+    assert all(1.0 < s <= (math.sqrt(13) - 1) / 2 + 2e-3 for s in v.slowdowns)
+    assert advice.to_dict()["replica"]["pays"] is True
+    # forward time only, light load: one server already serves everything; a replica adds nothing
+    light = advise(_two_adapter_instance(3.5, Slo.paper()), max_loras=2, context=ctx)
+    assert light.replica is not None and not light.replica.pays
+    assert light.replica.throughput_tok_s == pytest.approx(light.replica.single_tok_s, rel=0.03)

@@ -79,8 +79,8 @@ CASES: list[tuple[str, str, dict[str, str], str]] = [
      "{f}: adapters: must list at least one adapter (got [])"),
     ("unknown-model", "i.yaml", {"i.yaml": GOOD.replace("llama-3.1-8b-instruct", "gpt-5")},
      "{f}: model: unknown model profile (got 'gpt-5'; accepted: gemma-2-9b-it, llama-2-13b-chat, "
-     "llama-2-7b-chat, llama-3.1-8b-instruct, mistral-7b-instruct-v0.3, phi-3-medium-4k-instruct, "
-     "qwen-2.5-14b-instruct, qwen-2.5-7b-instruct)"),
+     "llama-2-7b-chat, llama-3.1-8b-instruct, mistral-7b-instruct-v0.3, opt-1.3b, opt-2.7b, "
+     "phi-3-medium-4k-instruct, qwen-2.5-14b-instruct, qwen-2.5-7b-instruct)"),
     ("unknown-gpu", "i.yaml", {"i.yaml": GOOD.replace("h100-64gb", "a100-40gb")},
      "{f}: gpu: unknown GPU profile (got 'a100-40gb'; accepted: a100-80gb, h100-64gb, h100-80gb, "
      "h100-pcie-80gb, h200-141gb, l40s-48gb)"),

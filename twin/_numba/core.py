@@ -64,7 +64,8 @@ ST_STALLED = 4
 ST_BUSY_S = 5
 ST_END_T = 6
 ST_DROPPED = 7
-N_STATS = 8
+ST_FORWARD_S = 8  # the steps' forward passes alone (the GPU's share of busy_s; twin.replicas)
+N_STATS = 9
 HOLES = 64  # finished requests' slots tolerated before the running list is squeezed
 
 
@@ -355,6 +356,7 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
         dt = (fwd + p[6] + p[7] * nrun + p[8] * nwait + load_ms) / 1000.0
         t_end = t + dt
         stats[ST_BUSY_S] += dt
+        stats[ST_FORWARD_S] += fwd / 1000.0
         if drop:  # arrivals during the step meet the client before this step's requests finish
             while narr < n and arr[narr] < min(t_end, duration):  # the window's arrivals only
                 if narr - ndrop - nfin >= max_inflight:
