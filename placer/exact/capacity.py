@@ -227,8 +227,8 @@ def build_linear_model(problem: Instance, oracle: Oracle | None = None, *, rtol:
 
     ``light``: only one class per rank, (r, largest count, the largest capacity measured on mixes of at most
     64 adapters, rounded up) — a relaxation of the full model when capacities do not grow beyond 64 adapters,
-    cheap to build: what :func:`placer.exact.bounds.lower_bound` uses on large problems (or with
-    ``light=True``).
+    cheap to build: what :func:`placer.exact.bounds.lower_bound` uses for an expensive oracle (the twin) or
+    with ``light=True``.
     Raises :class:`InfeasibleError` naming an adapter that no class admits.
     """
     if oracle is None:
