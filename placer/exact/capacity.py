@@ -103,16 +103,6 @@ def _mix(problem: Instance, rank: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ranks, rates / rates.sum()
 
 
-def _adapter(aid: str, rank: int, rate: float) -> Adapter:
-    """An Adapter built without re-validation (rank from a validated instance, rate > 0): probing builds
-    hundreds of thousands of them."""
-    a = object.__new__(Adapter)
-    object.__setattr__(a, "id", aid)
-    object.__setattr__(a, "rank", rank)
-    object.__setattr__(a, "rate_rps", rate)
-    return a
-
-
 class _Prober:
     """Judges many (mix, total load) probes with one batched oracle call on a synthetic instance."""
 
@@ -127,7 +117,7 @@ class _Prober:
         for (ranks, rel), load in probes:
             rates = rel * (load / self.tpr)
             start = len(adapters)
-            adapters.extend(_adapter(f"m{start + i}", int(r), float(max(x, 1e-12)))
+            adapters.extend(Adapter.trusted(f"m{start + i}", int(r), float(max(x, 1e-12)))
                             for i, (r, x) in enumerate(zip(ranks.tolist(), rates.tolist(), strict=True)))
             sets.append(np.arange(start, len(adapters)))
         synth = self.problem.replace(name=f"{self.problem.name}#probe", adapters=tuple(adapters))
