@@ -282,12 +282,13 @@ def lower_bound(problem: Any, oracle: Any = None, *, light: bool | None = None) 
     The same bound the exact solvers start from (:func:`model_bounds` of the full model's relaxation, kept on
     the oracle), so every solver reports the same bound for one instance, at any size: the model's probes
     are mixes of at most a few hundred adapters whatever the problem's size, and the assignment LP has
-    buckets × classes variables (measured with the shipped surrogates: about 2 s at 10,000 adapters, 8 s at
-    100,000, most of it building the model). For an ``expensive`` oracle (the twin: one simulation per
-    prediction; the full model judges 5,000+ configurations on 48 adapters, the light one a few hundred), or
-    with ``light=True``, the light one-class-per-rank relaxation instead (much weaker). The choice depends on
-    the oracle's kind alone, never on what ran before. Raises :class:`twin.errors.InfeasibleError` when an
-    adapter fits on no GPU.
+    buckets × classes variables (zipf instances with the shipped surrogates,
+    ``bench/results/slo_scale-2026-12-05-bound.md``: 7 s at 10,000 adapters and 13 s at 100,000, wall time
+    on the shared 2-core machine at a load of 10, most of it building the model). For an ``expensive``
+    oracle (the twin: one simulation per prediction; the full model judges 5,000+ configurations on 48
+    adapters, the light one a few hundred), or with ``light=True``, the light one-class-per-rank relaxation
+    instead (much weaker). The choice depends on the oracle's kind alone, never on what ran before. Raises
+    :class:`twin.errors.InfeasibleError` when an adapter fits on no GPU.
     """
     from placer.exact.capacity import build_linear_model
 
