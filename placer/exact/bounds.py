@@ -11,6 +11,9 @@ at most
   ``max_kind`` ≥ ρ, so their own L1/count/L2 with those classes' limits is a bound too;
 - ``lp``: an LP relaxation aggregated per rank (counts and loads per class, tied by the envelopes of each
   rank's weights), solved with GLOP: tiny whatever the number of items;
+- ``assign``: the assignment LP on weight buckets (:func:`assignment_bound`): how many items of each
+  (rank, weight bucket) go to bins of each class, the bucket's total weight conserved: much stronger than
+  ``lp`` when the classes trade capacity for count, and small whatever the number of items;
 - the pattern (Gilmore–Gomory) LP bound, much stronger on small problems, is :mod:`placer.exact.colgen`.
 
 The pure-numpy bounds run in O(n log n): 10,000 items take a few milliseconds.
@@ -28,6 +31,8 @@ from placer.exact.packing import PackingModel, max_items_that_fit
 
 _EPS = 1e-9
 TANGENTS = 16  # tangent lines per weight envelope in the LP bound (more: slower, hardly stronger)
+BUCKET_RATIO = 1.2  # weight buckets of the assignment LP: heaviest / lightest of a bucket < this
+LP_ROUNDING = 1e-4  # an LP bound v counts as ceil(v - this) bins: GLOP's tolerances cannot add a bin
 
 
 def l1_bound(weights: np.ndarray, capacity: int) -> int:
@@ -74,9 +79,11 @@ class BoundReport:
     l2: int
     lp: float | None
     best: int
+    assign: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"l1": self.l1, "count": self.count, "l2": self.l2, "lp": self.lp, "best": self.best}
+        return {"l1": self.l1, "count": self.count, "l2": self.l2, "lp": self.lp, "assign": self.assign,
+                "best": self.best}
 
 
 def _combinatorial(model: PackingModel) -> tuple[int, int, int]:
@@ -96,6 +103,36 @@ def _combinatorial(model: PackingModel) -> tuple[int, int, int]:
         if wr.max() <= c_max:
             best_l2 = max(best_l2, l2_bound(wr, c_max))
     return best_l1, best_cnt, best_l2
+
+
+def count_limits(model: PackingModel) -> list[int]:
+    """Per class: its count limit, cut to how many of the lightest items it admits fit its capacity (≥ 1)."""
+    cap, cnt, knd = model.class_arrays
+    prefix = {int(r): np.cumsum(np.sort(model.weights[model.kinds <= r])) for r in np.unique(knd)}
+    return [min(int(n), max(1, int(np.searchsorted(prefix[int(r)], int(c), side="right"))))
+            for c, n, r in zip(cap, cnt, knd, strict=True)]
+
+
+def _class_lp(model: PackingModel) -> tuple[Any, list[Any], list[int]] | None:
+    """A GLOP solver with one bin-count variable u_k ≥ 0 per class, and the classes' :func:`count_limits`
+    (None when GLOP is unavailable)."""
+    from ortools.linear_solver import pywraplp  # a required dependency: missing is an import error
+
+    solver = pywraplp.Solver.CreateSolver("GLOP")
+    if solver is None:  # pragma: no cover
+        return None
+    u = [solver.NumVar(0, solver.infinity(), f"u{k}") for k in range(len(model.classes))]
+    return solver, u, count_limits(model)
+
+
+def _minimise_bins(solver: Any, u: list[Any]) -> float | None:
+    """The LP optimum of Σ u_k, or None when GLOP does not prove one."""
+    from ortools.linear_solver import pywraplp
+
+    solver.Minimize(sum(u))
+    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+        return None
+    return float(solver.Objective().Value())
 
 
 def _tangents(n: int) -> list[int]:
@@ -118,17 +155,12 @@ def lp_bound(model: PackingModel) -> float | None:
     whatever the number of items. (A proportional split, W_gk = W_g·n_gk/n_g, is *not* a relaxation: it
     over-estimated.)
     """
-    from ortools.linear_solver import pywraplp  # a required dependency: missing is an import error
-
-    cap, cnt, knd = model.class_arrays
+    cap, _, knd = model.class_arrays
     kinds, w = model.kinds, model.weights
-    solver = pywraplp.Solver.CreateSolver("GLOP")
-    if solver is None:  # pragma: no cover
+    lp = _class_lp(model)
+    if lp is None:  # pragma: no cover
         return None
-    inf = solver.infinity()
-    eff_cnt = [min(int(cnt[k]), max(1, max_items_that_fit(w[kinds <= knd[k]], int(cap[k]))))
-               for k in range(len(cap))]
-    u = [solver.NumVar(0, inf, f"u{k}") for k in range(len(cap))]
+    solver, u, eff_cnt = lp
     load_terms: list[list[Any]] = [[] for _ in cap]
     count_terms: list[list[Any]] = [[] for _ in cap]
     for g in np.unique(kinds):
@@ -153,36 +185,113 @@ def lp_bound(model: PackingModel) -> float | None:
         if load_terms[k]:
             solver.Add(sum(load_terms[k]) <= float(cap[k]) * u[k])
             solver.Add(sum(count_terms[k]) <= float(eff_cnt[k]) * u[k])
-    solver.Minimize(sum(u))
-    if solver.Solve() != pywraplp.Solver.OPTIMAL:
+    return _minimise_bins(solver, u)
+
+
+def weight_buckets(weights: np.ndarray, kinds: np.ndarray,
+                   ratio: float = BUCKET_RATIO) -> list[tuple[int, int, int, int, int]]:
+    """The items grouped per kind into weight buckets: (kind, lightest, heaviest, count, total weight) each.
+
+    Inside a kind, sorted by weight, a bucket starts at an item of weight w₀ and takes every item lighter than
+    w₀ · ``ratio``; a function of the weights and kinds alone (deterministic)."""
+    out: list[tuple[int, int, int, int, int]] = []
+    w = np.asarray(weights, dtype=np.int64)
+    k = np.asarray(kinds, dtype=np.int64)
+    for g in np.unique(k):
+        wg = np.sort(w[k == g])
+        pos = 0
+        while pos < wg.size:
+            end = int(np.searchsorted(wg, wg[pos] * ratio, side="left"))
+            end = max(end, pos + 1)
+            out.append((int(g), int(wg[pos]), int(wg[end - 1]), end - pos, int(wg[pos:end].sum())))
+            pos = end
+    return out
+
+
+def assignment_bound(model: PackingModel, *, ratio: float = BUCKET_RATIO) -> float | None:
+    """Optimum of the assignment LP on weight buckets; None if the LP solver fails.
+
+    Items are grouped into buckets j (one kind g_j, weights in [L_j, U_j], d_j items of total weight W_j:
+    :func:`weight_buckets`). Variables: u_k ≥ 0 bins of class k; x_jk ≥ 0 items of bucket j in bins of
+    class k, of total weight y_jk, for the classes that admit kind g_j and weight L_j. Rows:
+
+    - Σ_k x_jk = d_j and Σ_k y_jk = W_j (every item placed once, its weight with it);
+    - L_j·x_jk ≤ y_jk ≤ U_j·x_jk (the items of a bucket weigh between its lightest and heaviest);
+    - Σ_j y_jk ≤ C_k·u_k and Σ_j x_jk ≤ N_k·u_k, with N_k the class's count limit, cut to how many of
+      the lightest admitted items fit its capacity.
+
+    Minimise Σ_k u_k. **Validity**: take any packing and give each bin the first class that admits it; let
+    u_k be the number of bins of class k, x_jk the number of bucket-j items in them and y_jk their weight.
+    Every row holds (a bin of class k holds at most C_k weight and N_k items, all of kinds ≤ its rank, and
+    a class admits no item heavier than C_k), so Σ u_k — the bin count — is at least the LP optimum: the LP
+    optimum, rounded up, is a lower bound on every packing, whatever the buckets. It equals the pattern
+    (Gilmore–Gomory) LP with the pricing knapsack relaxed to its LP when the buckets are single weights, and
+    is close to it when items are small against capacities (a GPU's heaviest adapter is a small share of
+    what it carries). Size: buckets × classes, whatever the number of items (``ratio`` 1.2: a few hundred
+    buckets for weights spanning 1:100).
+    """
+    cap, _, knd = model.class_arrays
+    lp = _class_lp(model)
+    if lp is None:  # pragma: no cover
         return None
-    return float(solver.Objective().Value())
+    solver, u, eff_cnt = lp
+    inf = solver.infinity()
+    load = [solver.Constraint(-inf, 0.0) for _ in cap]  # Σ_j y_jk / C_k − u_k ≤ 0 (scaled rows)
+    count = [solver.Constraint(-inf, 0.0) for _ in cap]  # Σ_j x_jk / N_k − u_k ≤ 0
+    for k in range(len(cap)):
+        load[k].SetCoefficient(u[k], -1.0)
+        count[k].SetCoefficient(u[k], -1.0)
+    for g, lo, hi, d, total in weight_buckets(model.weights, model.kinds, ratio):
+        ks = [k for k in range(len(cap)) if knd[k] >= g and cap[k] >= lo]
+        if not ks:
+            return None  # an item fits in no class: no packing (callers check feasibility first)
+        placed = solver.Constraint(float(d), float(d))
+        weighed = solver.Constraint(total / hi, total / hi)  # weights in units of the bucket's heaviest
+        for k in ks:
+            x = solver.NumVar(0.0, inf, "")
+            y = solver.NumVar(0.0, inf, "")  # y_jk / U_j
+            placed.SetCoefficient(x, 1.0)
+            weighed.SetCoefficient(y, 1.0)
+            light = solver.Constraint(0.0, inf)  # y − (L/U)·x ≥ 0
+            light.SetCoefficient(y, 1.0)
+            light.SetCoefficient(x, -lo / hi)
+            heavy = solver.Constraint(0.0, inf)  # x − y ≥ 0
+            heavy.SetCoefficient(x, 1.0)
+            heavy.SetCoefficient(y, -1.0)
+            load[k].SetCoefficient(y, hi / float(cap[k]))
+            count[k].SetCoefficient(x, 1.0 / eff_cnt[k])
+    return _minimise_bins(solver, u)
+
+
+def _lp_bins(value: float | None) -> int:
+    return int(math.ceil(value - LP_ROUNDING)) if value is not None else 0
 
 
 def model_bounds(model: PackingModel, *, lp: bool = True) -> BoundReport:
     """All bounds of a packing model; ``best`` is the largest (an integer lower bound on the bin count)."""
     l1, cnt, l2 = _combinatorial(model)
     lpv = lp_bound(model) if lp else None
-    best = max(l1, cnt, l2, int(math.ceil(lpv - 1e-6)) if lpv is not None else 0)
-    return BoundReport(l1=l1, count=cnt, l2=l2, lp=lpv, best=best)
-
-
-FULL_MODEL_MAX_ADAPTERS = 2_000  # above this, lower_bound() uses the light model (unless told otherwise)
+    assign = assignment_bound(model) if lp else None
+    best = max(l1, cnt, l2, _lp_bins(lpv), _lp_bins(assign))
+    return BoundReport(l1=l1, count=cnt, l2=l2, lp=lpv, best=best, assign=assign)
 
 
 def lower_bound(problem: Any, oracle: Any = None, *, light: bool | None = None) -> int:
     """A lower bound on the GPUs of ``problem`` under the linearised model built from ``oracle``.
 
     The same bound the exact solvers start from (:func:`model_bounds` of the full model's relaxation, kept on
-    the oracle), so every solver reports the same bound for one instance: a few seconds of surrogate calls
-    for 2,000 adapters. Above :data:`FULL_MODEL_MAX_ADAPTERS` adapters, for an ``expensive`` oracle (the twin:
-    one simulation per prediction; the full model judges 5,000+ configurations on 48 adapters, the light one
-    a few hundred), or with ``light=True``, the light one-class-per-rank relaxation instead (weaker). The
-    choice depends on the problem's size and the oracle's kind alone, never on what ran before. Raises
+    the oracle), so every solver reports the same bound for one instance, at any size: the model's probes
+    are mixes of at most a few hundred adapters whatever the problem's size, and the assignment LP has
+    buckets × classes variables (zipf instances with the shipped surrogates,
+    ``bench/results/slo_scale-2026-12-05-bound.md``: 7 s at 10,000 adapters and 13 s at 100,000, wall time
+    on the shared 2-core machine at a load of 10, most of it building the model). For an ``expensive``
+    oracle (the twin: one simulation per prediction; the full model judges 5,000+ configurations on 48
+    adapters, the light one a few hundred), or with ``light=True``, the light one-class-per-rank relaxation
+    instead (much weaker). The choice depends on the oracle's kind alone, never on what ran before. Raises
     :class:`twin.errors.InfeasibleError` when an adapter fits on no GPU.
     """
     from placer.exact.capacity import build_linear_model
 
     if light is None:
-        light = problem.n_adapters > FULL_MODEL_MAX_ADAPTERS or bool(getattr(oracle, "expensive", False))
+        light = bool(getattr(oracle, "expensive", False))
     return model_bounds(build_linear_model(problem, oracle, light=light).bound_model).best

@@ -190,7 +190,7 @@ class Oracle(abc.ABC):
         if ("stressed",) not in memo:
             grow = 1.0 + self.headroom
             memo[("stressed",)] = problem.replace(adapters=tuple(
-                Adapter(a.id, a.rank, a.rate_rps * grow) for a in problem.adapters))
+                Adapter.trusted(a.id, a.rank, a.rate_rps * grow) for a in problem.adapters))
         stressed: Instance = memo[("stressed",)]
         return stressed
 

@@ -4,13 +4,16 @@ force, the exact solvers' time limit and honest statuses."""
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from placer.check.evaluate import evaluate
-from placer.exact.bounds import lp_bound, model_bounds
+from placer.exact.bounds import assignment_bound, lp_bound, model_bounds, weight_buckets
 from placer.exact.capacity import build_linear_model
 from placer.exact.colgen import pattern_bound, pattern_dive, pattern_packing
 from placer.exact.packing import BinClass, PackingModel, first_fit_decreasing
@@ -40,6 +43,50 @@ def test_aggregated_lp_is_a_relaxation_when_classes_split_heavy_and_light_items(
     lp = lp_bound(model)
     assert lp is not None and lp <= 2 + 1e-6
     assert model_bounds(model).best == 2 == first_fit_decreasing(model).num_bins
+
+
+def test_assignment_lp_sees_that_two_classes_cannot_both_take_the_heavy_items() -> None:
+    # 60, 60 and twenty 1s; class A (100, 2 items), class B (40, 20 items). The 60s need two A bins (one item
+    # of room each), so 18 light items are left for B: optimum 3. The per-kind LP lets each class take "the
+    # heaviest" items of its envelope and says 2; the assignment LP moves every item once: 2.18, so 3.
+    model = PackingModel(np.array([60, 60] + [1] * 20), np.zeros(22, dtype=np.int64),
+                         (BinClass(100, 2, 0), BinClass(40, 20, 0)))
+    lp, assign = lp_bound(model), assignment_bound(model)
+    assert lp is not None and assign is not None
+    assert math.ceil(lp - 1e-6) == 2 and 2.1 < assign < 3
+    assert model_bounds(model).best == 3 == first_fit_decreasing(model).num_bins
+
+
+def test_weight_buckets_partition_the_items_of_each_kind() -> None:
+    rng = np.random.default_rng(3)
+    w, kinds = rng.integers(1, 5000, 2000), rng.choice([8, 16, 32], 2000)
+    rows = weight_buckets(w, kinds, 1.2)
+    for g in (8, 16, 32):
+        mine = [r for r in rows if r[0] == g]
+        assert sum(r[3] for r in mine) == int((kinds == g).sum())
+        assert sum(r[4] for r in mine) == int(w[kinds == g].sum())
+        assert all(lo <= hi < 1.2 * lo for _, lo, hi, _, _ in mine)
+        assert all(a[2] < b[1] for a, b in zip(mine, mine[1:], strict=False))  # disjoint, increasing
+    assert len(rows) < 3 * 50  # log(5000) / log(1.2) ≈ 47 buckets per kind at most
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(3, 7), st.integers(0, 2**32 - 1), st.sampled_from([1.0001, 1.2, 2.0]))
+def test_assignment_bound_never_exceeds_the_optimum(n: int, seed: int, ratio: float) -> None:
+    # random multi-class models (capacity falls with the count limit, kinds limit the classes): the LP, at
+    # any bucket width, is at most the brute-force optimum, and model_bounds stays at least the old bounds
+    rng = np.random.default_rng(seed)
+    counts = sorted(rng.choice(np.arange(1, n + 1), size=int(rng.integers(1, 4)), replace=False).tolist())
+    caps = sorted(rng.integers(40, 120, len(counts)).tolist(), reverse=True)
+    classes = tuple(BinClass(int(c), int(k), int(rng.integers(1, 3)))
+                    for c, k in zip(caps, counts, strict=True))
+    classes += (BinClass(int(caps[0]), 1, 2),)  # every item fits somewhere alone
+    model = PackingModel(rng.integers(1, int(caps[0]) + 1, n), rng.integers(1, 3, n), classes)
+    opt = brute_force(model)
+    assign = assignment_bound(model, ratio=ratio)
+    assert assign is not None and assign <= opt + 1e-6
+    report = model_bounds(model)
+    assert max(report.l1, report.count, report.l2, math.ceil((report.lp or 0) - 1e-4)) <= report.best <= opt
 
 
 def test_pattern_bound_proves_what_l1_l2_and_the_lp_cannot() -> None:

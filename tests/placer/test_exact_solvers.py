@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from placer.check.evaluate import evaluate
-from placer.exact.bounds import lower_bound
+from placer.exact.bounds import lower_bound, model_bounds
 from placer.exact.capacity import build_linear_model
 from placer.oracle import AnalyticOracle
 from placer.oracle.base import Query
@@ -87,6 +87,30 @@ def test_cross_solver_invariants_when_the_model_is_exact(seed: int) -> None:
     assert cp.status == ilp.status == "optimal" and cp.num_gpus == ilp.num_gpus
     for name in ("ffd-bisect", "greedy-paper"):
         assert results[name].num_gpus >= cp.num_gpus, name  # no heuristic beats a proven optimum
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_bound_is_at_least_the_light_one_and_at_most_the_proven_optimum(seed: int) -> None:
+    # multi-class models (capacity falls with the count): the bound every solver reports is the full model's,
+    # never below the light relaxation's (what large problems used to get) nor above cpsat's proven optimum
+    problem, opts = random_instance(seed, 12, 0.03)
+    lb = lower_bound(problem, AnalyticOracle(**opts))
+    light = lower_bound(problem, AnalyticOracle(**opts), light=True)
+    cp = solve(problem, "cpsat", time_limit=20, seed=0, oracle=AnalyticOracle(**opts))
+    assert cp.status == "optimal"
+    assert light <= lb <= cp.num_gpus
+
+
+def test_large_problems_get_the_full_model_bound() -> None:
+    # 3,000 adapters (above the old 2,000 cut-off to the light model): the bound is the full model's, and
+    # the full model is stronger here (capacity falls with the count: the light model keeps the best one)
+    rng = np.random.default_rng(0)
+    problem = make(np.round(rng.uniform(0.001, 0.05, 3000), 4).tolist(),
+                   rng.choice([8, 16, 32], size=3000).tolist(), name="large")
+    opts = {"capacity_rps": 10, "min_slot_fraction": 0.5, "slot_cost": 0.03}
+    full = model_bounds(build_linear_model(problem, AnalyticOracle(**opts)).bound_model).best
+    light = model_bounds(build_linear_model(problem, AnalyticOracle(**opts), light=True).bound_model).best
+    assert lower_bound(problem, AnalyticOracle(**opts)) == full > light
 
 
 @pytest.mark.parametrize("seed", range(3))
