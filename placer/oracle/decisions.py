@@ -72,7 +72,7 @@ def decision_specs(families: Sequence[str], sizes: Sequence[int], seeds: Sequenc
                    time_limit: float = 30.0, oracle_kind: str = "surrogate") -> list[dict[str, Any]]:
     """Samples from the plans of ``solver`` on generated instances (every family × size × seed × model ×
     SLO): :func:`plan_specs` of each plan (``max_gpus`` GPUs at most, each at every load in ``loads``).
-    Instances with an adapter that fits nowhere give no samples."""
+    An instance with adapters the oracle says fit nowhere gives those adapters alone on a GPU instead."""
     from placer.oracle import make_oracle
     from placer.problem.generate import generate
     from placer.solve import solve
@@ -90,7 +90,21 @@ def decision_specs(families: Sequence[str], sizes: Sequence[int], seeds: Sequenc
                         plan = solve(problem, solver, time_limit=time_limit, seed=0, oracle=oracle)
                         if plan.gpus:
                             specs += plan_specs(problem, plan, seed=seed, loads=loads, max_gpus=max_gpus)
+                        else:  # the oracle refused an adapter even alone: learn whether it was right
+                            specs += plan_specs(problem, _alone(problem, oracle), seed=seed, loads=loads,
+                                                max_gpus=max_gpus)
     return specs
+
+
+def _alone(problem: Instance, oracle: Oracle) -> Result:
+    """The adapters ``oracle`` says fit on no GPU, each alone on one GPU with one slot."""
+    from placer.result import GpuPlan
+
+    bad = oracle.unplaceable(problem)
+    gpus = tuple(GpuPlan(adapters=(problem.adapters[i].id,), max_loras=1, max_cpu_loras=1,
+                         max_lora_rank=int(problem.adapters[i].rank)) for i in bad)
+    return Result(solver="alone", status="infeasible", num_gpus=len(gpus), lower_bound=0, runtime_s=0.0,
+                  gpus=gpus)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

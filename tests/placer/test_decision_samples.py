@@ -64,3 +64,18 @@ def test_explicit_samples_sweep_is_resumable_and_guards_its_directory(tmp_path: 
     with pytest.raises(InputError, match="other parameters"):
         sweep_specs(specs[:1], tmp_path, chunk_size=2, workers=1, quiet=True, simulate=fake_simulate,
                     source="test")
+
+
+def test_instances_the_oracle_refuses_give_their_refused_adapters_alone() -> None:
+    from placer.oracle.decisions import _alone
+
+    problem = _problem()
+    oracle = AnalyticOracle(capacity_rps=0.25)  # the 0.3 req/s adapters fit nowhere
+    bad = oracle.unplaceable(problem)
+    assert bad
+    alone = _alone(problem, oracle)
+    assert [g.adapters for g in alone.gpus] == [(problem.adapters[i].id,) for i in bad]
+    specs = plan_specs(problem, alone)
+    assert all(s["n_adapters"] == 1 and s["max_loras"] == 1 for s in specs)
+    want = sorted(problem.adapters[i].rate_rps for i in bad)
+    assert sorted(s["rates"][0] for s in specs) == pytest.approx(want)
