@@ -33,10 +33,12 @@ import pandas as pd
 
 from surrogate.bundle import Surrogate
 from surrogate.dataset import DEFAULT_PROFILES, load_dataset, run_sample, sweep
-from surrogate.evaluate import score_frame, score_predictions
+from surrogate.evaluate import score_predictions
 from surrogate.model import LATENCY_TARGETS
 from surrogate.sampling import draw_sample
 from surrogate.train import usable
+from twin.files import atomic_write_text
+from twin.spec import ServerSettings
 
 MAX_SEED = 2**31 - 1
 
@@ -45,9 +47,31 @@ KEYS = ("rows", "rows_ttft_p99_below_10s", "ttft_p99_s_smape_pct_below_10s", "tt
 
 
 def evaluate(models: Path, frame: Any) -> dict[str, Any]:
-    """Scores of the bundles in ``models`` (every shipped profile) on a sweep frame."""
-    surrogates = {name: Surrogate.load(models, name) for name in DEFAULT_PROFILES}
-    return score_frame(surrogates, frame)
+    """Scores of the bundles in ``models`` (every shipped profile) on a sweep frame, overall, per profile
+    and per ``max_num_seqs`` regime (the instance's default, or another value: sampler version ≥ 6)."""
+    from surrogate.evaluate import latency_scores, predictions_frame
+
+    rows = predictions_frame({name: Surrogate.load(models, name) for name in DEFAULT_PROFILES}, frame)
+    out = score_predictions(rows)
+    if "max_num_seqs" in rows:
+        own = ServerSettings().max_num_seqs
+        default = rows["max_num_seqs"].fillna(own) == own
+        out["by_max_num_seqs"] = {k: {"rows": float(sel.sum()), **latency_scores(rows[sel])}
+                                  for k, sel in (("default", default), ("other", ~default))}
+    return out
+
+
+def speed(models: Path) -> dict[str, float]:
+    """Batched prediction time per row (µs; features, throughput, starvation and the latency models of the
+    default SLO, then of all six percentiles) on a placement-sized instance, the best of 5 timings."""
+    from surrogate.evaluate import timing, timing_instance
+
+    name = DEFAULT_PROFILES[0]
+    bundle, inst = Surrogate.load(models, name), timing_instance(name)
+    slo = ("ttft_p99_s", "tpot_p99_s")
+    return {f"predict_us_per_row_{k}": min(timing(bundle, inst, repeats=1, latency=lat)["predict_us_per_row"]
+                                           for _ in range(5))
+            for k, lat in (("none", ()), ("default_slo", slo), ("all_latency", LATENCY_TARGETS))}
 
 
 def paired_bootstrap(models: list[Path], frame: Any, n: int = 2000, seed: int = 0) -> dict[str, list[float]]:
@@ -106,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     sweep(a.samples, a.seed, a.dataset, workers=a.workers, focus="latency", quiet=True)
     frame = load_dataset(a.dataset)
-    results = {str(m): evaluate(m, frame) for m in a.models}
+    results: dict[str, Any] = {str(m): evaluate(m, frame) for m in a.models}
+    for m in a.models:
+        results[str(m)]["speed"] = speed(m)
+        print(m, "speed:", json.dumps(results[str(m)]["speed"]))
     if len(a.models) == 2:
         ci = paired_bootstrap(a.models, frame)
         results["paired_bootstrap_95_second_minus_first"] = ci
@@ -121,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_row(m, s))
         for prof, ps in s["by_profile"].items():
             print(_row(f"{m} · {prof}", ps))
+        for regime, ps in s.get("by_max_num_seqs", {}).items():
+            print(_row(f"{m} · max_num_seqs {regime}", ps))
     if a.out:
-        a.out.write_text(json.dumps(results, indent=1, default=float))
+        atomic_write_text(a.out, json.dumps(results, indent=1, default=float))
     return 0
 
 
