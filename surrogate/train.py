@@ -211,12 +211,14 @@ def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str |
                                           "%Y-%m-%dT%H:%M:%SZ")}}
         files = {"throughput_file": "joint.throughput.cbm", "starvation_file": "joint.starvation.cbm"}
         bundle = Surrogate(b.throughput, b.starvation, name=name, meta=meta, latency=models)
+        if i == 0:  # the latency sidecars' meta, wherever they are written
+            for m in models.values():
+                m.meta_ = {"profiles": list(names), **meta["latency"]}
         if out_path != Path(models_dir):
             bundle.save(out_path, models_prefix="joint", write_models=i == 0)
         else:
             if i == 0:
                 for t, m in models.items():
-                    m.meta_ = {"profiles": list(names), **meta["latency"]}
                     m.save(out_path / f"joint.latency-{t}.cbm")
             bundle.save_metadata(out_path, files, "joint")
         out[name] = bundle
