@@ -38,7 +38,7 @@ from surrogate.model import LATENCY_TARGETS
 from surrogate.sampling import draw_sample
 from surrogate.train import usable
 from twin.files import atomic_write_text
-from twin.spec import ServerSettings
+from twin.spec import ServerSettings, Slo
 
 MAX_SEED = 2**31 - 1
 
@@ -53,11 +53,37 @@ def evaluate(models: Path, frame: Any) -> dict[str, Any]:
 
     rows = predictions_frame({name: Surrogate.load(models, name) for name in DEFAULT_PROFILES}, frame)
     out = score_predictions(rows)
+    out["verdict_misses"] = verdict_misses(rows)
+    bins = pd.cut(rows["target_load"], LOAD_BINS)
+    out["by_load"] = {str(b): {"rows": float(len(r)), **latency_scores(r)}
+                      for b, r in rows.groupby(bins, observed=True)}
     if "max_num_seqs" in rows:
         own = ServerSettings().max_num_seqs
         default = rows["max_num_seqs"].fillna(own) == own
         out["by_max_num_seqs"] = {k: {"rows": float(sel.sum()), **latency_scores(rows[sel])}
                                   for k, sel in (("default", default), ("other", ~default))}
+    return out
+
+
+LOAD_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 2.0)  # offered load / capacity estimate (the sampled load)
+
+
+def verdict_misses(rows: Any) -> dict[str, float]:
+    """False positives / negatives of "meets the default SLO" and, for each, how many are wrong on each
+    part of the verdict (served fraction, TTFT p99 bound, TPOT p99 bound)."""
+    slo = {m: b for _, m, b in Slo().limits()}
+    truth = {"served": ~rows["starved"].to_numpy(dtype=bool)}
+    pred = {"served": ~rows["pred_starved"].to_numpy(dtype=bool)}
+    for m, bound in slo.items():
+        y, p = rows[m].to_numpy(dtype=float), rows[f"pred_{m}"].to_numpy(dtype=float)
+        truth[m], pred[m] = ~(np.isfinite(y) & (y > bound)), ~(np.isfinite(p) & (p > bound))
+    t, p = np.logical_and.reduce(list(truth.values())), np.logical_and.reduce(list(pred.values()))
+    out = {"true_meets": float(t.sum()), "pred_meets": float(p.sum()), "false_pos": float((p & ~t).sum()),
+           "false_neg": float((~p & t).sum())}
+    for part in truth:
+        wrong = truth[part] != pred[part]
+        out[f"false_pos_wrong_on_{part}"] = float((p & ~t & wrong).sum())
+        out[f"false_neg_wrong_on_{part}"] = float((~p & t & wrong).sum())
     return out
 
 
