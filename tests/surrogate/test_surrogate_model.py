@@ -12,7 +12,7 @@ from surrogate_fake import fake_simulate
 from surrogate import FEATURE_SCHEMA_VERSION, Surrogate, features, features_for_groups, sweep, train
 from surrogate._trees import export_trees
 from surrogate.dataset import load_dataset
-from surrogate.model import StarvationModel, ThroughputModel
+from surrogate.model import LatencyModel, StarvationModel, ThroughputModel
 from surrogate.train import design_matrix, usable
 from twin.errors import InputError
 from twin.spec import Adapter, Instance
@@ -90,9 +90,11 @@ def test_models_record_the_max_num_seqs_range_they_were_trained_on(fake_sweep: P
     assert bundle.trained_range("max_num_seqs", "throughput") == (seqs.min(), seqs.max())
     assert bundle.trained_range("max_num_seqs") == (seqs.min(), seqs.max())  # no latency models here
     assert bundle.trained_range("max_num_seqs", "latency") is None
-    bundle.starvation.meta_["trained_ranges"] = {"max_num_seqs": [2048.0, 2048.0]}  # an older, narrower one
-    assert bundle.trained_range("max_num_seqs") == (2048.0, 2048.0)
-    bundle.starvation.meta_.pop("trained_ranges")
+    narrower = Surrogate(bundle.throughput, StarvationModel(), latency={"ttft_p99_s": LatencyModel()})
+    narrower.starvation.meta_["trained_ranges"] = {"max_num_seqs": [2048.0, 2048.0]}  # an older model
+    assert narrower.trained_range("max_num_seqs") == (2048.0, 2048.0)  # latency model: records nothing
+    narrower.starvation.meta_["trained_ranges"] = {"max_num_seqs": [1.0, 16.0]}
+    assert narrower.trained_range("max_num_seqs") is None  # no overlap
     with pytest.raises(InputError, match="kind"):
         bundle.trained_range("max_num_seqs", "speed")
 
@@ -168,7 +170,7 @@ def test_latency_model_round_trip_with_stacked_inputs_and_queue_base(fake_sweep:
                                                                     base: str) -> None:
     from catboost import Pool
 
-    from surrogate.model import LatencyModel, queue_prior_s, stacked_columns
+    from surrogate.model import queue_prior_s, stacked_columns
 
     frame = usable(load_dataset(fake_sweep))
     X = design_matrix(frame)
