@@ -1,4 +1,4 @@
-"""SLO plans across generated families, sizes, seeds and both calibrated models (protocol: bench/slo.md §5).
+"""SLO plans across generated families, sizes, seeds and both calibrated models (protocol: bench/slo.md §6).
 
     PYTHONPATH=. nice -n 10 python bench/bench_slo_families.py [--sizes 16,60,250,1000,10000] [--seeds 0,1]
         [--families paper,zipf,dirichlet,trace] [--ttft 1,2,5] [--exact-max 60] [--exact-limit 60]
@@ -115,7 +115,7 @@ def summary(df: pd.DataFrame, args: argparse.Namespace, wall: float) -> str:
              f"`PYTHONPATH=. nice -n 10 python bench/bench_slo_families.py --sizes {args.sizes} --seeds "
              f"{args.seeds} --families {args.families} --ttft {args.ttft} --exact-max {args.exact_max} "
              f"--exact-limit {args.exact_limit} --rate-per-adapter {args.rate_per_adapter:g} "
-             f"--workers {args.workers}` (protocol: bench/slo.md §5); "
+             f"--workers {args.workers}` (protocol: bench/slo.md §6); "
              f"{wall:.0f} s wall in this invocation on the shared 2-core machine (rows carried over from an "
              "interrupted run are not in that figure).", "",
              "Surrogate oracle (shipped models), TPOT p99 ≤ 200 ms, served ≥ 0.9, TTFT p99 as in each row. "

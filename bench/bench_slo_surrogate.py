@@ -33,10 +33,12 @@ import pandas as pd
 
 from surrogate.bundle import Surrogate
 from surrogate.dataset import DEFAULT_PROFILES, load_dataset, run_sample, sweep
-from surrogate.evaluate import score_frame, score_predictions
+from surrogate.evaluate import score_predictions
 from surrogate.model import LATENCY_TARGETS
 from surrogate.sampling import draw_sample
 from surrogate.train import usable
+from twin.files import atomic_write_text
+from twin.spec import ServerSettings, Slo
 
 MAX_SEED = 2**31 - 1
 
@@ -45,9 +47,57 @@ KEYS = ("rows", "rows_ttft_p99_below_10s", "ttft_p99_s_smape_pct_below_10s", "tt
 
 
 def evaluate(models: Path, frame: Any) -> dict[str, Any]:
-    """Scores of the bundles in ``models`` (every shipped profile) on a sweep frame."""
-    surrogates = {name: Surrogate.load(models, name) for name in DEFAULT_PROFILES}
-    return score_frame(surrogates, frame)
+    """Scores of the bundles in ``models`` (every shipped profile) on a sweep frame, overall, per profile
+    and per ``max_num_seqs`` regime (the instance's default, or another value: sampler version ≥ 6)."""
+    from surrogate.evaluate import latency_scores, predictions_frame
+
+    rows = predictions_frame({name: Surrogate.load(models, name) for name in DEFAULT_PROFILES}, frame)
+    out = score_predictions(rows)
+    out["verdict_misses"] = verdict_misses(rows)
+    bins = pd.cut(rows["target_load"], LOAD_BINS)
+    out["by_load"] = {str(b): {"rows": float(len(r)), **latency_scores(r)}
+                      for b, r in rows.groupby(bins, observed=True)}
+    if "max_num_seqs" in rows:
+        own = ServerSettings().max_num_seqs
+        default = rows["max_num_seqs"].fillna(own) == own
+        out["by_max_num_seqs"] = {k: {"rows": float(sel.sum()), **latency_scores(rows[sel])}
+                                  for k, sel in (("default", default), ("other", ~default))}
+    return out
+
+
+LOAD_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 2.0)  # offered load / capacity estimate (the sampled load)
+
+
+def verdict_misses(rows: Any) -> dict[str, float]:
+    """False positives / negatives of "meets the default SLO" and, for each, how many are wrong on each
+    part of the verdict (served fraction, TTFT p99 bound, TPOT p99 bound)."""
+    slo = {m: b for _, m, b in Slo().limits()}
+    truth = {"served": ~rows["starved"].to_numpy(dtype=bool)}
+    pred = {"served": ~rows["pred_starved"].to_numpy(dtype=bool)}
+    for m, bound in slo.items():
+        y, p = rows[m].to_numpy(dtype=float), rows[f"pred_{m}"].to_numpy(dtype=float)
+        truth[m], pred[m] = ~(np.isfinite(y) & (y > bound)), ~(np.isfinite(p) & (p > bound))
+    t, p = np.logical_and.reduce(list(truth.values())), np.logical_and.reduce(list(pred.values()))
+    out = {"true_meets": float(t.sum()), "pred_meets": float(p.sum()), "false_pos": float((p & ~t).sum()),
+           "false_neg": float((~p & t).sum())}
+    for part in truth:
+        wrong = truth[part] != pred[part]
+        out[f"false_pos_wrong_on_{part}"] = float((p & ~t & wrong).sum())
+        out[f"false_neg_wrong_on_{part}"] = float((~p & t & wrong).sum())
+    return out
+
+
+def speed(models: Path) -> dict[str, float]:
+    """Batched prediction time per row (µs; features, throughput, starvation and the latency models of the
+    default SLO, then of all six percentiles) on a placement-sized instance, the best of 5 timings."""
+    from surrogate.evaluate import timing, timing_instance
+
+    name = DEFAULT_PROFILES[0]
+    bundle, inst = Surrogate.load(models, name), timing_instance(name)
+    slo = ("ttft_p99_s", "tpot_p99_s")
+    return {f"predict_us_per_row_{k}": min(timing(bundle, inst, repeats=1, latency=lat)["predict_us_per_row"]
+                                           for _ in range(5))
+            for k, lat in (("none", ()), ("default_slo", slo), ("all_latency", LATENCY_TARGETS))}
 
 
 def paired_bootstrap(models: list[Path], frame: Any, n: int = 2000, seed: int = 0) -> dict[str, list[float]]:
@@ -106,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     sweep(a.samples, a.seed, a.dataset, workers=a.workers, focus="latency", quiet=True)
     frame = load_dataset(a.dataset)
-    results = {str(m): evaluate(m, frame) for m in a.models}
+    results: dict[str, Any] = {str(m): evaluate(m, frame) for m in a.models}
+    for m in a.models:
+        results[str(m)]["speed"] = speed(m)
+        print(m, "speed:", json.dumps(results[str(m)]["speed"]))
     if len(a.models) == 2:
         ci = paired_bootstrap(a.models, frame)
         results["paired_bootstrap_95_second_minus_first"] = ci
@@ -121,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_row(m, s))
         for prof, ps in s["by_profile"].items():
             print(_row(f"{m} · {prof}", ps))
+        for regime, ps in s.get("by_max_num_seqs", {}).items():
+            print(_row(f"{m} · max_num_seqs {regime}", ps))
     if a.out:
-        a.out.write_text(json.dumps(results, indent=1, default=float))
+        atomic_write_text(a.out, json.dumps(results, indent=1, default=float))
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from surrogate.features import Packed, feature_index, features, features_for_groups, packed_inputs
-from surrogate.model import LATENCY_TARGETS, LatencyModel, StarvationModel, ThroughputModel
+from surrogate.model import LATENCY_TARGETS, LatencyModel, StarvationModel, ThroughputModel, stacked_columns
 from twin.catalogue import check_model_gpu, load_profile
 from twin.errors import InputError
 from twin.files import atomic_write_text
@@ -108,6 +108,24 @@ class Surrogate:
         """The latency percentiles this bundle predicts (() for a bundle without latency models)."""
         return tuple(t for t in LATENCY_TARGETS if t in self.latency)
 
+    def trained_range(self, feature: str, kind: str | None = None) -> tuple[float, float] | None:
+        """The range of ``feature`` (e.g. ``max_num_seqs``) the models were trained on, from their sidecars'
+        ``meta.trained_ranges``: of one ``kind`` (``throughput``, ``starvation`` or ``latency``: all the
+        latency models), or (None) the intersection over all the bundle's models — where every prediction
+        is inside its training data. None when no model (of that kind) records it (e.g. older models) or
+        the recorded ranges do not overlap."""
+        kinds: dict[str, list[Any]] = {"throughput": [self.throughput], "starvation": [self.starvation],
+                                       "latency": list(self.latency.values())}
+        if kind is not None and kind not in kinds:
+            raise InputError(f"must be one of {sorted(kinds)}", field="kind", value=kind)
+        models = kinds[kind] if kind is not None else [m for ms in kinds.values() for m in ms]
+        seen = [m.meta_.get("trained_ranges", {}).get(feature) for m in models]
+        known = [r for r in seen if r is not None]
+        if not known:
+            return None
+        lo, hi = max(float(r[0]) for r in known), min(float(r[1]) for r in known)
+        return (lo, hi) if lo <= hi else None
+
     def _inputs(self, instance: Instance) -> Packed:
         key = (instance.model, instance.gpu, instance.server, instance.workload)
         hit = self._packed.get(key)
@@ -130,13 +148,16 @@ class Surrogate:
         starved = (p >= self.starvation.threshold) & ~oom
         offered = X[:, feature_index("offered_tok_s")].copy()
         lat: dict[str, np.ndarray] = {}
+        stack = None
         for target in latency:
             model = self.latency.get(target)
             if model is None:
                 raise InputError(f"surrogate {self.name or '(unnamed)'} has no latency model for {target} "
                                  f"(it has: {', '.join(self.latency_targets()) or 'none'})", field="latency",
                                  value=target)
-            lat[target] = np.where(oom, np.nan, model.predict(X))
+            if model.stacked and stack is None:  # the throughput and starvation verdicts as inputs
+                stack = stacked_columns(X, thr, p)
+            lat[target] = np.where(oom, np.nan, model.predict(X, stack if model.stacked else None))
         for a in (thr, p, starved, oom, offered, *lat.values()):
             a.setflags(write=False)
         return BatchPrediction(thr, starved, p, oom, offered, lat)

@@ -77,7 +77,7 @@ def predictions_frame(surrogates: dict[str, Any], frame: Any) -> Any:
             for t in lat_targets:
                 p_lat[t][sel] = pred.latency[t]
     cols = ["sample", "profile", "n_adapters", "max_loras", "max_cpu_loras", "max_lora_rank", "arrival",
-            "lengths", "target_load", "sim_expected_offered_tok_s", "run_s"]
+            "lengths", "target_load", "max_num_seqs", "sim_expected_offered_tok_s", "run_s"]
     out = frame[[c for c in cols if c in frame]].copy()
     out["throughput_tok_s"] = frame["sim_throughput_tok_s"].to_numpy(dtype=np.float64)
     out["pred_throughput_tok_s"] = p_thr
@@ -137,16 +137,17 @@ def score_frame(surrogates: dict[str, Any], frame: Any) -> dict[str, Any]:
 
 
 def timing(surrogate: Any, instance: Any, *, n_groups: int = 2000, group_size: int = 64, repeats: int = 300,
-           seed: int = 0) -> dict[str, float]:
-    """Prediction speed on one instance: batched per row, and one single prediction (median of repeats)."""
+           seed: int = 0, latency: tuple[str, ...] = ()) -> dict[str, float]:
+    """Prediction speed on one instance: batched per row, and one single prediction (median of repeats);
+    ``latency``: latency targets predicted too in the batched call."""
     rng = np.random.default_rng(seed)
     n = instance.n_adapters
     size = min(group_size, n)
     groups = [rng.choice(n, size=size, replace=False) for _ in range(n_groups)]
     slots = rng.integers(1, size + 1, n_groups)
-    surrogate.predict_groups(instance, groups[:4], slots[:4])  # compile / warm caches
+    surrogate.predict_groups(instance, groups[:4], slots[:4], latency=latency)  # compile / warm caches
     t0 = time.perf_counter()
-    surrogate.predict_groups(instance, groups, slots)
+    surrogate.predict_groups(instance, groups, slots, latency=latency)
     batch = (time.perf_counter() - t0) / n_groups * 1e6
     k = max(1, min(8, n))
     surrogate.predict(instance, k)

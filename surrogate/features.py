@@ -148,6 +148,18 @@ def offered_tok_s(X: np.ndarray) -> np.ndarray:
     return np.asarray(X[:, _COL["offered_tok_s"]])
 
 
+RANGED_FEATURES: tuple[str, ...] = ("max_num_seqs",)  # recorded in model meta as "trained_ranges"
+
+
+def trained_ranges(X: np.ndarray) -> dict[str, list[float]]:
+    """``{feature: [lo, hi]}`` over the training rows ``X`` of the features in :data:`RANGED_FEATURES`
+    (what model sidecars record as ``meta.trained_ranges``: the range a model has seen)."""
+    X = np.asarray(X, dtype=np.float64)
+    if X.shape[0] == 0:
+        return {}
+    return {name: [float(X[:, _COL[name]].min()), float(X[:, _COL[name]].max())] for name in RANGED_FEATURES}
+
+
 def schema() -> dict[str, object]:
     """The schema as stored in model sidecars: version and ordered names."""
     return {"version": FEATURE_SCHEMA_VERSION, "names": list(FEATURE_NAMES)}

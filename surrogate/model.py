@@ -26,6 +26,13 @@ _FLOOR = 1e-3  # smallest served fraction / tok/s kept apart in log space
 _CAP_SLOTS = feature_index("capacity_slots_est_tok_s")
 
 
+def _choice(value: str, choices: tuple[str, ...], field: str) -> str:
+    """``value`` when it is one of ``choices``, else a one-line InputError naming the field."""
+    if value not in choices:
+        raise InputError(f"must be one of {list(choices)}", field=field, value=value)
+    return value
+
+
 def _check_X(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[1] != N_FEATURES:
@@ -123,12 +130,8 @@ class _Regressor(_CatBoostEstimator):
 
     def __init__(self, *, target: str, loss: str = "MAE", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if target not in self._targets:
-            raise InputError(f"must be one of {list(self._targets)}", field="target", value=target)
-        if loss not in LOSSES:
-            raise InputError(f"must be one of {list(LOSSES)}", field="loss", value=loss)
-        self.target = target
-        self.loss = loss
+        self.target = _choice(target, self._targets, "target")
+        self.loss = _choice(loss, LOSSES, "loss")
 
     def get_params(self) -> dict[str, Any]:
         return {**super().get_params(), "target": self.target, "loss": self.loss}
@@ -260,32 +263,95 @@ class StarvationModel(_CatBoostEstimator):
 
 
 LATENCY_TARGETS = ("ttft_p50_s", "ttft_p95_s", "ttft_p99_s", "tpot_p50_s", "tpot_p95_s", "tpot_p99_s")
+LATENCY_INPUTS = ("features", "stacked")
+LATENCY_BASES = ("none", "queue")
 _LATENCY_FLOOR_S = 1e-4  # 0.1 ms: the smallest latency kept apart in log space
+_RHO_MAX = 0.995  # the queueing prior's utilisation is clipped below 1 (beyond it the trees take over)
+_TOKENS = feature_index("tokens_per_request")
+_INPUT = feature_index("input_mean")
+_CAP = feature_index("capacity_est_tok_s")
+_LOAD_SLOTS = feature_index("load_ratio_slots")
+_ARRIVAL_CV = feature_index("arrival_cv")
+
+
+def queue_prior_s(X: np.ndarray) -> np.ndarray:
+    """A queueing-theory prior of a TTFT percentile (seconds) per feature row: the prefill time of a mean
+    prompt plus Kingman's M/G/1 mean wait ``(1 + ca²)/2 · ρ/(1 − ρ) · S`` with ρ the slot-limited load ratio
+    (clipped below 1), S the time the GPU spends per request at its slot-limited capacity estimate and ca the
+    arrival coefficient of variation (1 for Poisson). Not a prediction: the ``queue`` base of
+    :class:`LatencyModel`, which the trees correct in log space."""
+    X = _check_X(X)
+    rho = np.clip(X[:, _LOAD_SLOTS], 0.0, _RHO_MAX)
+    service = X[:, _TOKENS] / np.maximum(X[:, _CAP_SLOTS], 1e-9)
+    cv = X[:, _ARRIVAL_CV]
+    ca2 = np.where(cv > 0, cv * cv, 1.0)
+    wait = service * (1.0 + ca2) / 2.0 * rho / (1.0 - rho)
+    return np.asarray(X[:, _INPUT] / np.maximum(X[:, _CAP], 1e-9) + wait + 1e-6)
+
+
+def stacked_columns(X: np.ndarray, throughput_tok_s: np.ndarray, starved_probability: np.ndarray
+                    ) -> np.ndarray:
+    """The ``stacked`` inputs of a :class:`LatencyModel` beside the feature rows: the starvation model's
+    log-odds and the throughput model's log served fraction (how close to saturation the bundle's own
+    throughput models put the row — the queueing regime a small capacity error swings)."""
+    q = np.clip(np.asarray(starved_probability, dtype=np.float64), 1e-6, 1.0 - 1e-6)
+    served = np.maximum(np.asarray(throughput_tok_s, dtype=np.float64), _FLOOR) / np.maximum(
+        offered_tok_s(X), _FLOOR)
+    return np.column_stack([np.log(q / (1.0 - q)), np.log(served)])
 
 
 class LatencyModel(_Regressor):
     """One latency percentile of one GPU (seconds): ``target`` one of :data:`LATENCY_TARGETS` (the twin's
     censored TTFT and TPOT percentiles, :mod:`twin.metrics`). CatBoost learns log(seconds) with ``loss``
-    (MAE, the default: the L1 norm of the log ratio, what SMAPE measures); predictions are exp of it."""
+    (MAE, the default: the L1 norm of the log ratio, what SMAPE measures); predictions are exp of it.
+
+    ``inputs``: ``features`` (the feature rows) or ``stacked`` (the feature rows and
+    :func:`stacked_columns` of the bundle's throughput and starvation predictions, passed as ``stack``).
+    ``base``: ``none`` or ``queue`` (the trees learn the log ratio to :func:`queue_prior_s`)."""
 
     _kind = "latency"
     _targets = LATENCY_TARGETS
 
-    def __init__(self, *, target: str = "ttft_p99_s", loss: str = "MAE", **kwargs: Any) -> None:
+    def __init__(self, *, target: str = "ttft_p99_s", loss: str = "MAE", inputs: str = "features",
+                 base: str = "none", **kwargs: Any) -> None:
         super().__init__(target=target, loss=loss, **kwargs)
+        self.inputs = _choice(inputs, LATENCY_INPUTS, "inputs")
+        self.base = _choice(base, LATENCY_BASES, "base")
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LatencyModel:
-        """Fit on feature rows and measured latencies (seconds; NaN rows are left out)."""
+    def get_params(self) -> dict[str, Any]:
+        return {**super().get_params(), "inputs": self.inputs, "base": self.base}
+
+    @property
+    def stacked(self) -> bool:
+        """Whether predictions need the bundle's throughput and starvation predictions (``stack``)."""
+        return self.inputs == "stacked"
+
+    def _design(self, X: np.ndarray, stack: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         X = _check_X(X)
+        offset = np.log(queue_prior_s(X)) if self.base == "queue" else np.zeros(X.shape[0])
+        if not self.stacked:
+            return X, offset
+        if stack is None or np.shape(stack) != (X.shape[0], 2):
+            raise InputError(f"a stacked latency model needs stack columns of shape ({X.shape[0]}, 2), got "
+                             f"{None if stack is None else np.shape(stack)}", field="stack")
+        return np.hstack([X, np.asarray(stack, dtype=np.float64)]), offset
+
+    def fit(self, X: np.ndarray, y: np.ndarray, stack: np.ndarray | None = None) -> LatencyModel:
+        """Fit on feature rows and measured latencies (seconds; NaN rows are left out); ``stack``: the
+        :func:`stacked_columns` of the rows for ``inputs="stacked"``."""
+        from catboost import Pool
+
+        Z, offset = self._design(X, stack)
         y = np.asarray(y, dtype=np.float64)
         ok = np.isfinite(y)
         self.model_ = self._new_model()
-        self.model_.fit(X[ok], np.log(np.maximum(y[ok], _LATENCY_FLOOR_S)))
+        target = np.log(np.maximum(y[ok], _LATENCY_FLOOR_S))
+        self.model_.fit(Pool(Z[ok], target, baseline=offset[ok] if self.base != "none" else None))
         self.trees_ = export_trees(self.model_)
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = Z.shape[1]
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
+    def predict(self, X: np.ndarray, stack: np.ndarray | None = None) -> np.ndarray:
         """Predicted latency (seconds)."""
-        X = _check_X(X)
-        return np.asarray(np.exp(self._fitted().raw(X)))
+        Z, offset = self._design(X, stack)
+        return np.asarray(np.exp(self._fitted().raw(Z) + offset))

@@ -9,7 +9,8 @@ Coverage: both shipped profiles; 1–640 adapters; ranks 8–64 in random mixes;
 profile's memory rule allows (OOM configurations are not sampled: OOM is an exact rule, not learned); rate
 shapes from uniform to power-law, scaled so the offered load spans ~1 % to 25x of an analytic capacity
 estimate (the calibration runs reach ~20x overload); Poisson, gamma, "unpredictable" and trace arrivals;
-ShareGPT, normal and trace request lengths.
+ShareGPT, normal and trace request lengths; ``max_num_seqs`` the instance's 2048 half of the time, else
+32–1024.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from twin.profile import Profile
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import shipped_traces
 
-SAMPLER_VERSION = 5
+SAMPLER_VERSION = 6  # 6: max_num_seqs sampled (issue 17 makes it a decision variable)
 RANKS: tuple[int, ...] = (8, 16, 32, 64)
 SLOT_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576,
                               640)
@@ -36,6 +37,8 @@ LOAD_FOCUS = (0.2, 1.5)      # denser around the starvation boundary
 FOCUSES = ("throughput", "latency")
 LATENCY_LOAD_RANGE = (0.03, 1.6)  # focus "latency": below and just past saturation, where latency SLOs bind
 LATENCY_LOAD_FOCUS = (0.35, 1.1)  # the knee of the TTFT curve
+MAX_NUM_SEQS_GRID: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)  # besides the instance's own value
+MAX_NUM_SEQS_OWN_SHARE = 0.5  # share of samples with the instance's own max_num_seqs (vLLM's 2048 default)
 _CAP = feature_index("capacity_est_tok_s")
 _OFF = feature_index("offered_tok_s")
 
@@ -103,6 +106,15 @@ def _workload(rng: np.random.Generator, duration_s: float) -> Workload:
     return Workload(duration_s=duration_s, arrival="trace", trace=str(rng.choice(traces)), lengths=lengths)
 
 
+def _max_num_seqs(seed: int, i: int) -> int:
+    """``max_num_seqs`` of sample ``i``: the instance's own value half of the time, else one of
+    :data:`MAX_NUM_SEQS_GRID`; from its own stream, so the other draws are those of sampler version 5."""
+    rng = np.random.default_rng([seed, i, 1])
+    if rng.uniform() < MAX_NUM_SEQS_OWN_SHARE:
+        return ServerSettings().max_num_seqs
+    return int(rng.choice(MAX_NUM_SEQS_GRID))
+
+
 def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float = 3600.0,
                 focus: str = "throughput", book: Mapping[str, Profile] | None = None) -> dict[str, Any]:
     """Sample ``i`` of the sweep with this ``seed`` (a JSON-able dict; see :func:`sample_instance`).
@@ -117,7 +129,7 @@ def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float 
     rng = np.random.default_rng([seed, i])
     profile = str(profiles[int(rng.integers(len(profiles)))])
     prof = profile_by_name(profile, book)
-    server = ServerSettings()
+    server = ServerSettings(max_num_seqs=_max_num_seqs(seed, i))
     n = int(rng.integers(1, 17)) if rng.uniform() < 0.15 else int(round(_loguniform(rng, 8, MAX_ADAPTERS)))
     while True:
         ranks = _ranks(rng, n)
@@ -146,7 +158,7 @@ def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float 
         "lengths": workload.lengths.kind, "input_mean": workload.lengths.input_mean,
         "input_std": workload.lengths.input_std, "output_mean": workload.lengths.output_mean,
         "output_std": workload.lengths.output_std, "lengths_trace": workload.lengths.trace,
-        "target_load": load, "seed": int(rng.integers(2**31 - 1)),
+        "target_load": load, "seed": int(rng.integers(2**31 - 1)), "max_num_seqs": server.max_num_seqs,
     }
     inst, _ = sample_instance(spec)
     x = features(inst, slots, cpu, rmax, profile=prof)
@@ -173,8 +185,10 @@ def sample_instance(spec: dict[str, Any]) -> tuple[Instance, dict[str, Any]]:
                         cv=_opt(spec.get("cv")), trace=_opt_str(spec.get("arrival_trace")), lengths=lengths)
     adapters = tuple(Adapter(f"a{j}", int(k), float(r))
                      for j, (k, r) in enumerate(zip(spec["ranks"], spec["rates"], strict=True)))
+    seqs = _opt_int(spec.get("max_num_seqs"))  # absent in sweeps of sampler version ≤ 5: the default
+    server = ServerSettings() if seqs is None else ServerSettings(max_num_seqs=seqs)
     inst = Instance(name=f"sample-{spec['sample']}", model=model, gpu=gpu, adapters=adapters,
-                    workload=workload)
+                    server=server, workload=workload)
     kwargs = {"max_loras": int(spec["max_loras"]), "max_cpu_loras": _opt_int(spec.get("max_cpu_loras")),
               "max_lora_rank": int(spec["max_lora_rank"]), "seed": int(spec["seed"])}
     return inst, kwargs

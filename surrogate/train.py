@@ -17,9 +17,9 @@ import pandas as pd
 
 from surrogate.bundle import Surrogate, oom_from_features, profile_fingerprint
 from surrogate.dataset import dataset_hash, iter_rows, load_dataset, user_profiles
-from surrogate.features import FEATURE_SCHEMA_VERSION, features
+from surrogate.features import FEATURE_SCHEMA_VERSION, features, trained_ranges
 from surrogate.metrics import f1_true, macro_f1
-from surrogate.model import LATENCY_TARGETS, LatencyModel, StarvationModel, ThroughputModel
+from surrogate.model import LATENCY_TARGETS, LatencyModel, StarvationModel, ThroughputModel, stacked_columns
 from surrogate.sampling import profile_by_name, sample_instance
 from twin.errors import InputError
 from twin.metrics import smape_paper
@@ -109,6 +109,7 @@ def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | Non
             "joint": joint, "starved_share": float(st_all[mine].mean()) if mine.any() else float("nan"),
             "validation": val.get(name, {}), "params": params, "recipe": recipe,
             "oom_rule_mismatches": int(oom_from_features(X_all[mine]).sum()),  # twin ran, rule says OOM
+            "trained_ranges": trained_ranges(X_all[sel]),
             **profile_fingerprint(name, book.get(name)),
             "trained_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
@@ -139,7 +140,8 @@ def slo_verdict(served_ok: np.ndarray, latency: dict[str, np.ndarray], slo: Slo 
 def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str | Path,
                   out_dir: str | Path | None = None, *, targets: tuple[str, ...] = LATENCY_TARGETS,
                   iterations: int = 800, depth: int = 6, learning_rate: float = 0.08, seed: int = 0,
-                  thread_count: int = 1, holdout: float = 0.2, recipe: str = "") -> dict[str, Surrogate]:
+                  thread_count: int = 1, holdout: float = 0.2, recipe: str = "", inputs: str = "features",
+                  ttft_base: str = "none") -> dict[str, Surrogate]:
     """Add joint latency regressors (one per target, log space) to the bundles in ``models_dir``.
 
     The bundles' throughput and starvation models are kept as they are; the latency models are fitted on
@@ -148,6 +150,11 @@ def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str |
     the F1 of "meets the default SLO" (the bundle's starvation verdict and the latency predictions against
     the twin's :meth:`~twin.metrics.SimResult.meets`). Saved into ``out_dir`` (default ``models_dir``) as
     ``joint.latency-<target>.cbm``, named by each bundle's ``latency_files``.
+
+    ``inputs``: ``features`` or ``stacked`` (the bundles' throughput and starvation predictions of each row
+    as two more inputs, :func:`surrogate.model.stacked_columns`); ``ttft_base``: ``none`` or ``queue`` (the
+    TTFT regressors learn the log ratio to :func:`surrogate.model.queue_prior_s`). See
+    :class:`~surrogate.model.LatencyModel`.
     """
     dirs = [dataset_dirs] if isinstance(dataset_dirs, (str, Path)) else list(dataset_dirs)
     frame = usable(load_dataset(*dirs))
@@ -162,9 +169,20 @@ def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str |
     kw = {"iterations": iterations, "depth": depth, "learning_rate": learning_rate, "random_seed": seed,
           "thread_count": thread_count}
     y = {t: frame[f"sim_{t}"].to_numpy(dtype=np.float64) for t in targets}
-    held = {t: LatencyModel(target=t, **kw).fit(X[~test], y[t][~test]) for t in targets}  # type: ignore
-    models = {t: LatencyModel(target=t, **kw).fit(X, y[t]) for t in targets}  # type: ignore[arg-type]
     bundles = {n: Surrogate.load(models_dir, n) for n in names}
+    stack = np.zeros((len(frame), 2))
+    for name in names:  # what the bundle's throughput and starvation models say of each row
+        sel = prof == name
+        said = bundles[name].predict_features(X[sel])
+        stack[sel] = stacked_columns(X[sel], said.throughput_tok_s, said.starved_probability)
+
+    def fit(t: str, rows: np.ndarray) -> LatencyModel:
+        base = ttft_base if t.startswith("ttft") else "none"
+        model = LatencyModel(target=t, inputs=inputs, base=base, **kw)  # type: ignore[arg-type]
+        return model.fit(X[rows], y[t][rows], stack[rows] if model.stacked else None)
+
+    held = {t: fit(t, ~test) for t in targets}
+    models = {t: fit(t, np.ones(len(frame), dtype=bool)) for t in targets}
     served_true = ~frame["sim_starved"].to_numpy(dtype=bool)
     truth = slo_verdict(served_true, y) if all(m in y for _, m, _ in Slo().limits()) else None
     out_path = Path(out_dir) if out_dir is not None else Path(models_dir)
@@ -172,7 +190,7 @@ def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str |
     for i, name in enumerate(names):
         t_rows = test & (prof == name)
         val: dict[str, Any] = {"rows": int(t_rows.sum())}
-        pred = {t: held[t].predict(X[t_rows]) for t in targets}
+        pred = {t: held[t].predict(X[t_rows], stack[t_rows] if held[t].stacked else None) for t in targets}
         for t in targets:
             ok = np.isfinite(y[t][t_rows])
             val[f"{t}_smape_pct"] = smape_paper(y[t][t_rows][ok], pred[t][ok])
@@ -183,18 +201,24 @@ def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str |
         b = bundles[name]
         meta = {**b.meta, "latency": {"datasets": [str(Path(d).name) for d in dirs],
                                       "dataset_hash": dataset_hash(*dirs), "rows": int(len(frame)),
-                                      "params": {**kw, "loss": "MAE", "target_space": "log seconds"},
+                                      "params": {**kw, "loss": "MAE", "target_space": "log seconds",
+                                                 "inputs": inputs, "ttft_base": ttft_base},
+                                      "stacked_on": {"throughput_dataset_hash": b.throughput.meta_.get(
+                                          "dataset_hash")} if inputs == "stacked" else None,
                                       "validation": val, "recipe": recipe,
+                                      "trained_ranges": trained_ranges(X),
                                       "trained_utc": _dt.datetime.now(_dt.UTC).strftime(
                                           "%Y-%m-%dT%H:%M:%SZ")}}
         files = {"throughput_file": "joint.throughput.cbm", "starvation_file": "joint.starvation.cbm"}
         bundle = Surrogate(b.throughput, b.starvation, name=name, meta=meta, latency=models)
+        if i == 0:  # the latency sidecars' meta, wherever they are written
+            for m in models.values():
+                m.meta_ = {"profiles": list(names), **meta["latency"]}
         if out_path != Path(models_dir):
             bundle.save(out_path, models_prefix="joint", write_models=i == 0)
         else:
             if i == 0:
                 for t, m in models.items():
-                    m.meta_ = {"profiles": list(names), **meta["latency"]}
                     m.save(out_path / f"joint.latency-{t}.cbm")
             bundle.save_metadata(out_path, files, "joint")
         out[name] = bundle

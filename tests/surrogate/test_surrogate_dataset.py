@@ -31,6 +31,25 @@ def test_samples_are_deterministic_and_valid() -> None:
         assert kw["max_lora_rank"] >= int(inst.ranks.max())
 
 
+def test_max_num_seqs_is_sampled_half_at_the_instance_default() -> None:
+    from surrogate.features import feature_index, features
+    from surrogate.sampling import MAX_NUM_SEQS_GRID
+    from twin.spec import ServerSettings
+
+    specs = [draw_sample(5, i, PROFILES, focus="latency") for i in range(200)]
+    seqs = [s["max_num_seqs"] for s in specs]
+    default = ServerSettings().max_num_seqs
+    assert set(seqs) <= {default, *MAX_NUM_SEQS_GRID}
+    assert 70 <= seqs.count(default) <= 130 and len(set(seqs)) >= 5
+    for spec in specs[:20]:  # the twin and the features see the sampled value
+        inst, kw = sample_instance(spec)
+        assert inst.server.max_num_seqs == spec["max_num_seqs"]
+        x = features(inst, kw["max_loras"], kw["max_cpu_loras"], kw["max_lora_rank"])
+        assert x[feature_index("max_num_seqs")] == spec["max_num_seqs"]
+    old = {k: v for k, v in specs[0].items() if k != "max_num_seqs"}  # a row of a sampler-5 sweep
+    assert sample_instance(old)[0].server.max_num_seqs == default
+
+
 def test_resume_after_a_crash_loses_nothing(tmp_path: Path) -> None:
     crashing = CrashAfter(limit=5)
     with pytest.raises(KeyboardInterrupt):

@@ -12,7 +12,7 @@ from surrogate_fake import fake_simulate
 from surrogate import FEATURE_SCHEMA_VERSION, Surrogate, features, features_for_groups, sweep, train
 from surrogate._trees import export_trees
 from surrogate.dataset import load_dataset
-from surrogate.model import StarvationModel, ThroughputModel
+from surrogate.model import LatencyModel, StarvationModel, ThroughputModel
 from surrogate.train import design_matrix, usable
 from twin.errors import InputError
 from twin.spec import Adapter, Instance
@@ -80,6 +80,25 @@ def test_save_load_round_trip_predicts_identically(tiny_models: Path, tmp_path: 
     assert bundle["profile_version"] and bundle["dataset_hash"] == side["meta"]["dataset_hash"]
 
 
+def test_models_record_the_max_num_seqs_range_they_were_trained_on(fake_sweep: Path, tiny_models: Path,
+                                                                    tmp_path: Path) -> None:
+    seqs = load_dataset(fake_sweep)["max_num_seqs"]
+    assert seqs.nunique() > 1  # the sampler varies it
+    bundle = Surrogate.load(tiny_models, LLAMA)
+    side = json.loads((tiny_models / "joint.throughput.cbm.json").read_text())
+    assert side["meta"]["trained_ranges"]["max_num_seqs"] == [seqs.min(), seqs.max()]
+    assert bundle.trained_range("max_num_seqs", "throughput") == (seqs.min(), seqs.max())
+    assert bundle.trained_range("max_num_seqs") == (seqs.min(), seqs.max())  # no latency models here
+    assert bundle.trained_range("max_num_seqs", "latency") is None
+    narrower = Surrogate(bundle.throughput, StarvationModel(), latency={"ttft_p99_s": LatencyModel()})
+    narrower.starvation.meta_["trained_ranges"] = {"max_num_seqs": [2048.0, 2048.0]}  # an older model
+    assert narrower.trained_range("max_num_seqs") == (2048.0, 2048.0)  # latency model: records nothing
+    narrower.starvation.meta_["trained_ranges"] = {"max_num_seqs": [1.0, 16.0]}
+    assert narrower.trained_range("max_num_seqs") is None  # no overlap
+    with pytest.raises(InputError, match="kind"):
+        bundle.trained_range("max_num_seqs", "speed")
+
+
 def test_single_equals_batched(tiny_models: Path) -> None:
     s = Surrogate.load(tiny_models, LLAMA)
     inst = Instance("t", "llama-3.1-8b-instruct", "h100-64gb",
@@ -131,3 +150,45 @@ def test_shipped_models_were_trained_on_the_shipped_profiles(name: str) -> None:
     from surrogate.bundle import default_models_dir, profile_mismatch
 
     assert profile_mismatch(Surrogate.load(default_models_dir(), name)) is None
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b-instruct@h100-64gb", "qwen-2.5-7b-instruct@h100-64gb"])
+def test_shipped_models_record_the_max_num_seqs_they_have_seen(name: str) -> None:
+    from surrogate.bundle import default_models_dir
+    from surrogate.sampling import MAX_NUM_SEQS_GRID
+
+    bundle = Surrogate.load(default_models_dir(), name)
+    assert bundle.trained_range("max_num_seqs", "latency") == (min(MAX_NUM_SEQS_GRID), 2048.0)
+    for kind in ("throughput", "starvation"):  # trained on a sampler-5 sweep: vLLM's default only
+        assert bundle.trained_range("max_num_seqs", kind) == (2048.0, 2048.0)
+    assert bundle.trained_range("max_num_seqs") == (2048.0, 2048.0)
+
+
+@pytest.mark.parametrize(("inputs", "base"), [("features", "none"), ("stacked", "queue")])
+def test_latency_model_round_trip_with_stacked_inputs_and_queue_base(fake_sweep: Path, tiny_models: Path,
+                                                                    tmp_path: Path, inputs: str,
+                                                                    base: str) -> None:
+    from catboost import Pool
+
+    from surrogate.model import queue_prior_s, stacked_columns
+
+    frame = usable(load_dataset(fake_sweep))
+    X = design_matrix(frame)
+    bundle = Surrogate.load(tiny_models, LLAMA)
+    pred = bundle.predict_features(X)
+    stack = stacked_columns(X, pred.throughput_tok_s, pred.starved_probability)
+    y = queue_prior_s(X) * np.exp(0.3 * np.sin(X[:, 0]))  # a latency the prior explains up to a factor
+    model = LatencyModel(target="ttft_p99_s", inputs=inputs, base=base, iterations=60, depth=4)
+    given = stack if model.stacked else None
+    p = model.fit(X, y, given).predict(X, given)
+    Z = np.hstack([X, stack]) if model.stacked else X
+    offset = np.log(queue_prior_s(X)) if base == "queue" else None
+    raw = model.model_.predict(Pool(Z, baseline=offset) if offset is not None else Z)
+    np.testing.assert_allclose(np.log(p), raw, atol=1e-5)  # exported trees + base == CatBoost (float32 base)
+    model.save(tmp_path / "m.cbm")
+    again = LatencyModel.load(tmp_path / "m.cbm")
+    assert (again.inputs, again.base) == (inputs, base)
+    np.testing.assert_allclose(again.predict(X, given), p, rtol=1e-12)
+    if model.stacked:
+        with pytest.raises(InputError, match="stack"):
+            again.predict(X)
