@@ -104,6 +104,17 @@ class Surrogate:
         return _checked(Surrogate(self.throughput, self.starvation, name=self.name, meta=self.meta,
                                   profile=profile, latency=self.latency))
 
+    def trained_range(self, feature: str) -> tuple[float, float] | None:
+        """The [lo, hi] of ``feature`` the models were trained on (``"trained_ranges"`` in the bundle's meta,
+        else in the throughput model's sidecar meta); None when not recorded: not trained on its variation."""
+        ranges = (self.meta.get("trained_ranges")
+                  or getattr(self.throughput, "meta_", {}).get("trained_ranges"))
+        span = (ranges or {}).get(feature)
+        if span is None:
+            return None
+        lo, hi = (float(v) for v in span)
+        return lo, hi
+
     def latency_targets(self) -> tuple[str, ...]:
         """The latency percentiles this bundle predicts (() for a bundle without latency models)."""
         return tuple(t for t in LATENCY_TARGETS if t in self.latency)

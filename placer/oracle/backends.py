@@ -57,6 +57,23 @@ class SurrogateOracle(Oracle):
                                  value=exc.value) from None
         return self._bundles[key]
 
+    def batch_range(self, problem: Instance) -> tuple[float, float] | None:
+        """The max_num_seqs range the models were trained on (``Surrogate.trained_range``); None: the shipped
+        models saw one value only, so the batch is never extrapolated: only the instance's is judged."""
+        span = getattr(self.bundle(problem), "trained_range", lambda _: None)("max_num_seqs")
+        return None if span is None else (float(span[0]), float(span[1]))
+
+    def batch_note(self, problem: Instance) -> str | None:
+        if not self.tune_batch:
+            return None
+        span = self.batch_range(problem)
+        name = getattr(self.bundle(problem), "name", "") or "these"
+        if span is None:
+            return (f"--tune-batch: the surrogate models {name} were not trained on varying max_num_seqs (no "
+                    "trained_ranges in their meta): placement keeps the instance's batch (--oracle twin "
+                    "searches it); the advisor still tunes each GPU after placement")
+        return None
+
     def threshold(self, problem: Instance) -> float:
         """The given threshold (default 0.2), else (None) the shipped classifier's own decision threshold."""
         if self.starved_threshold is not None:
