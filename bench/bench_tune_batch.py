@@ -22,6 +22,7 @@ import csv
 import io
 import os
 import platform
+import shlex
 import statistics
 import time
 from pathlib import Path
@@ -106,11 +107,11 @@ def chart(rows: list[dict[str, Any]]) -> bytes:
     ax1, ax2 = fig.subplots(1, 2)
     names = [f"{r['instance']}\n({r['oracle']})" for r in rows]
     x = range(len(rows))
-    ax1.bar([i - 0.2 for i in x], [r["gpus_fixed"] for r in rows], 0.4, label="fixed (2048, 0.9)")
-    ax1.bar([i + 0.2 for i in x], [r["gpus_tune_batch"] for r in rows], 0.4, label="--tune-batch")
+    ax1.bar([i - 0.2 for i in x], [int(r["gpus_fixed"]) for r in rows], 0.4, label="fixed (2048, 0.9)")
+    ax1.bar([i + 0.2 for i in x], [int(r["gpus_tune_batch"]) for r in rows], 0.4, label="--tune-batch")
     ax1.set_ylabel("GPUs")
     ax1.set_title("GPUs (twin-verified)")
-    ax2.bar(list(x), [r["freed_gib_total"] for r in rows], 0.5, color="tab:green")
+    ax2.bar(list(x), [float(r["freed_gib_total"]) for r in rows], 0.5, color="tab:green")
     ax2.set_ylabel("GiB")
     ax2.set_title("KV memory freed by --tune-batch (all GPUs)")
     for ax in (ax1, ax2):
@@ -128,11 +129,17 @@ def main() -> None:
     ap.add_argument("--surrogate", default=",".join(SURROGATE_INSTANCES),
                     help="instances solved with the surrogate oracle")
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime()))
+    ap.add_argument("--chart-from", default="", help="CSV files of earlier runs (comma-separated): draw their "
+                    "rows into one chart, bench/results/tune_batch-DATE.png, and run nothing")
     args = ap.parse_args()
+    if args.chart_from:
+        rows = [r for f in args.chart_from.split(",") for r in csv.DictReader(io.StringIO(Path(f).read_text()))]
+        atomic_write_bytes(RESULTS / f"tune_batch-{args.date}.png", chart(rows))
+        return
     load = f"{os.getloadavg()[0]:.1f}"
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command = ("nice -n 10 python bench/bench_tune_batch.py --workers " + str(args.workers)
-               + f" --twin {args.twin} --surrogate {args.surrogate}")
+               + f" --twin {shlex.quote(args.twin)} --surrogate {shlex.quote(args.surrogate)}")
     rows: list[dict[str, Any]] = []
     for kind, names in (("twin", args.twin), ("surrogate", args.surrogate)):
         for name in filter(None, names.split(",")):
