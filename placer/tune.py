@@ -44,7 +44,7 @@ from placer.advise import advise
 from placer.check.verify import verify
 from placer.context import DEFAULT_CONTEXT, Context
 from placer.oracle import Oracle
-from placer.result import GpuPlan, Result
+from placer.result import GpuPlan, Result, plural
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve
 from twin.hardware import GIB
 from twin.parallel import map_unordered
@@ -167,18 +167,20 @@ def place_with_batch(problem: Instance, plan: Result, oracle: Oracle, *, solver:
     note = searching.batch_note(problem)
     searched: int | None = None
     adopted = False
-    if note is None and plan.gpus:
+    if note is None and plan.num_gpus == 1:
+        note = "one GPU without searching the batch: nothing to save"
+    if note is None and plan.num_gpus > 1:
         other = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=searching)
         searched = other.num_gpus if other.gpus else None
         own = [j for j, g in enumerate(other.gpus) if g.max_num_seqs is not None]
         if searched is None or searched >= fixed:
-            note = (f"searching the batch: {searched if searched is not None else 'no'} GPUs against {fixed} "
-                    "without it; the plan without it is kept")
+            note = (f"searching the batch: {'no plan' if searched is None else plural(searched, 'GPU')} "
+                    f"against {fixed} without it; the plan without it is kept")
         else:
             report = verify(problem, other, seed=seed, workers=workers, only=own or None,
                             context=Context(profile=(context or DEFAULT_CONTEXT).profile_for(problem)))
             adopted = report.feasible
-            note = (f"searching the batch: {searched} GPUs against {fixed} without it"
+            note = (f"searching the batch: {plural(searched, 'GPU')} against {fixed} without it"
                     + ("" if adopted else
                        "; a GPU with its own batch fails the twin, the plan without it is kept"))
             if adopted:
