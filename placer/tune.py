@@ -12,10 +12,11 @@
    models record none, so with them only the twin oracle searches; :meth:`Oracle.batch_note` says so).
 2. **Refinement** — :func:`tune_batch` (below) on the kept plan: the advisor per GPU frees KV memory.
 
-What the search changes, measured (bench/results/tune_batch-*.md): under the twin's shipped profiles a smaller
-batch cap lowers TPOT but raises TTFT and lowers the served fraction, and on the benchmark's instances a set
-that fails at the instance's cap failed at every smaller cap too, so the search has not yet saved a GPU; the
-memory comes from the refinement.
+What the search changes, measured (bench/results/tune_batch-2026-12-05.md): on the placement benchmark's
+16-adapter instances with the twin oracle the searched plans had as many GPUs as the fixed ones — under the
+default SLO a set that fails at 2048 saturates the GPU (TTFT and the served fraction fail before TPOT), and a
+smaller cap lowers TPOT but serves less; the memory comes from the refinement. Where TPOT binds (a tighter
+bound, a step time that grows faster with the batch) the search saves GPUs (tests/placer/test_tune_batch.py).
 
 :func:`tune_batch` keeps the placement (same GPU count, same adapters per GPU, same LoRA settings) and runs
 the Batching Configuration Advisor (:func:`placer.advise.advise`, the twin) on every GPU at that GPU's

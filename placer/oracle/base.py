@@ -25,11 +25,12 @@ predicted throughput must also reach ``(0.9 + margin) × offered``; a load ``hea
 are cached by (problem, adapter set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
 
 **The batch as a decision variable** (``tune_batch=True``, ``placer solve --tune-batch``): a set that fails
-at the instance's ``max_num_seqs`` at every slot count is judged again at every batch cap of
-:meth:`Oracle.batch_grid` (the instance's value and the powers of two below it down to
+at the instance's ``max_num_seqs`` at every slot count is judged again down the batch caps of
+:meth:`Oracle.batch_grid` (the powers of two below the instance's value down to ``batch_floor``, default
 :data:`BATCH_FLOOR`, within the backend's :meth:`Oracle.batch_range`), each at the smallest
 ``gpu_memory_utilization`` whose KV cache holds that batch's need (:func:`batch_kv_need`; never above the
-instance's), and the verdict is the best feasible (slot count, batch) point by the rule above. A set feasible
+instance's), while it still serves its load; the first cap with a feasible slot count decides, the slot count
+by the rule above (:meth:`Oracle._with_batches`). A set feasible
 at the instance's settings keeps them (its verdict is the one without the flag), so the grid costs nothing
 where the default holds; the verdict's ``max_num_seqs`` and ``gpu_memory_utilization`` are None then.
 """
