@@ -1,15 +1,17 @@
-"""``--tune-batch`` benchmark (issue 17 part 2, minimal version): GPUs and per-GPU memory freed with and without
-the per-GPU batch tuning, both plans twin-verified.
+"""``--tune-batch`` benchmark (issue 17 part 2): GPUs and memory headroom with and without the batch as a
+decision variable, on the placement benchmark's instances, every plan twin-verified.
 
-Protocol: for each placement-benchmark-like instance (generated as ``placer generate --family F --adapters N
---seed S`` does), solve with the default solver and oracle (ffd-bisect, surrogate), verify the plan in the twin
-at the instance's settings ("fixed"), then run :func:`placer.tune.tune_batch` (the advisor per GPU, tuned GPUs
-re-verified, failures reverted) and verify the tuned plan in full. ``freed_gib`` is the KV memory a GPU's
-tuned ``gpu_memory_utilization`` gives back against the instance's (the advisor's figure; 0 for GPUs that kept
-the instance's settings). The GPU count cannot change by construction; the table shows it.
+Protocol (bench/tune_batch.md): for each instance (``bench_placement.make_instance``: the placement
+benchmark's families, sizes, rates and 3,600 s windows, llama-3.1-8b-instruct on h100-64gb, seed 0), solve
+with ffd-bisect and the named oracle ("fixed": every GPU at the instance's max_num_seqs 2048 and
+gpu_memory_utilization 0.9), then :func:`placer.tune.place_with_batch` (the batch search — the oracle
+judges smaller caps where the default fails — kept only with fewer GPUs and twin-verified, then the advisor
+per GPU). Both final plans are verified in the twin on every GPU (seed 0). Memory headroom = the KV memory
+the GPUs' own ``gpu_memory_utilization`` gives back against 0.9 (GiB, the advisor's figure per GPU).
 
-Run: ``nice -n 10 python bench/bench_tune_batch.py`` (a few minutes on 2 cores); writes
-``bench/results/tune_batch-DATE.{csv,md}``.
+Run from the repository root: ``nice -n 10 python bench/bench_tune_batch.py --workers 1`` (default: the
+twin oracle on the 16-adapter instances, the surrogate oracle on paper-256, dirichlet-500 and zipf-1000);
+writes ``bench/results/tune_batch-DATE.{csv,md,png}``.
 """
 
 # ruff: noqa: E501  (the summary writes Markdown table rows)
@@ -17,87 +19,144 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
+import os
+import platform
+import shlex
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_placement import make_instance
+
 from placer.check.verify import verify
-from placer.problem.generate import generate
+from placer.oracle import make_oracle
 from placer.solve import solve
-from placer.tune import tune_batch
+from placer.tune import place_with_batch
+from twin.files import atomic_write_bytes, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-INSTANCES = (("paper", 256, 0), ("zipf", 1000, 0), ("dirichlet", 500, 0))
-FIELDS = ("instance", "adapters", "gpus_fixed", "gpus_tuned", "gpus_tuned_changed", "max_num_seqs_fixed",
-          "max_num_seqs_tuned", "util_fixed", "util_tuned_min", "util_tuned_max", "freed_gib_total",
-          "freed_gib_mean", "freed_gib_min", "freed_gib_max", "twin_fixed", "twin_tuned", "tune_wall_s")
+MODEL = "llama-3.1-8b-instruct"
+TWIN_INSTANCES = ("paper-16", "zipf-16", "dirichlet-16")
+SURROGATE_INSTANCES = ("paper-256", "dirichlet-500", "zipf-1000")
+FIELDS = ("instance", "adapters", "oracle", "gpus_fixed", "gpus_searched", "searched_adopted", "gpus_tune_batch",
+          "gpus_own_batch", "max_num_seqs_tuned", "util_tuned_min", "util_tuned_max", "freed_gib_total",
+          "freed_gib_mean", "twin_fixed", "twin_tune_batch", "solve_s", "tune_batch_s", "note")
 
 
-def run_one(family: str, n: int, seed: int, workers: int) -> dict[str, Any]:
-    problem = generate(family, n, seed)
-    plan = solve(problem, seed=seed)
-    fixed = verify(problem, plan, seed=seed, workers=workers)
+def run_one(name: str, oracle_kind: str, workers: int) -> dict[str, Any]:
+    family, n = name.rsplit("-", 1)
+    problem = make_instance(family, int(n), 0, MODEL)
+    opts: dict[str, Any] = {"seed": 0} if oracle_kind == "twin" else {}
+    oracle = make_oracle(problem, oracle_kind, **opts)
     start = time.perf_counter()
-    tuned, rows = tune_batch(problem, plan, seed=seed, workers=workers)
+    plan = solve(problem, seed=0, oracle=oracle, time_limit=3600)
+    solve_s = time.perf_counter() - start
+    fixed = verify(problem, plan, seed=0, workers=workers)
+    start = time.perf_counter()
+    out = place_with_batch(problem, plan, oracle, seed=0, workers=workers, time_limit=3600)
     wall = time.perf_counter() - start
-    checked = verify(problem, tuned, seed=seed, workers=workers)
-    freed = [r.freed_gib for r in rows]
-    seqs = sorted({g.max_num_seqs for g in tuned.gpus if g.max_num_seqs is not None})
-    utils = [g.gpu_memory_utilization for g in tuned.gpus if g.gpu_memory_utilization is not None]
-    return {"instance": f"{family}-{n}-s{seed}", "adapters": n, "gpus_fixed": plan.num_gpus,
-            "gpus_tuned": tuned.num_gpus, "gpus_tuned_changed": sum(r.tuned for r in rows),
-            "max_num_seqs_fixed": problem.server.max_num_seqs,
-            "max_num_seqs_tuned": "/".join(map(str, seqs)),
-            "util_fixed": problem.server.gpu_memory_utilization,
+    checked = verify(problem, out.plan, seed=0, workers=workers)
+    freed = [r.freed_gib for r in out.tuned] or [0.0]
+    srv = problem.server
+    seqs = sorted({g.server(srv).max_num_seqs for g in out.plan.gpus})
+    utils = [g.server(srv).gpu_memory_utilization for g in out.plan.gpus] or [srv.gpu_memory_utilization]
+    return {"instance": name, "adapters": int(n), "oracle": oracle_kind, "gpus_fixed": plan.num_gpus,
+            "gpus_searched": "" if out.gpus_searched is None else out.gpus_searched,
+            "searched_adopted": out.adopted, "gpus_tune_batch": out.plan.num_gpus,
+            "gpus_own_batch": sum(t.tuned for t in out.tuned), "max_num_seqs_tuned": "/".join(map(str, seqs)),
             "util_tuned_min": min(utils), "util_tuned_max": max(utils),
             "freed_gib_total": round(sum(freed), 2), "freed_gib_mean": round(statistics.mean(freed), 2),
-            "freed_gib_min": round(min(freed), 2), "freed_gib_max": round(max(freed), 2),
-            "twin_fixed": fixed.feasible, "twin_tuned": checked.feasible, "tune_wall_s": round(wall, 1)}
+            "twin_fixed": fixed.feasible, "twin_tune_batch": checked.feasible, "solve_s": round(solve_s, 1),
+            "tune_batch_s": round(wall, 1), "note": out.note}
 
 
-def markdown(rows: list[dict[str, Any]], date: str) -> str:
-    lines = [f"# `placer solve --tune-batch` against the fixed settings ({date})", "",
-             "Produced by `bench/bench_tune_batch.py` (protocol in its docstring): ffd-bisect + surrogate oracle, "
-             "seed 0; the advisor per GPU (twin), tuned GPUs re-verified; both plans verified in the twin on "
-             "seed 0. Freed = KV memory given back by the GPU's lower gpu_memory_utilization (GiB).", "",
-             "| instance | GPUs fixed | GPUs tuned | GPUs with own settings | max_num_seqs (fixed → tuned) | "
-             "gpu_memory_utilization (fixed → tuned) | freed GiB total | per GPU mean (min–max) | twin fixed | "
-             "twin tuned | tuning wall (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict[str, Any]], stamp: str, command: str, load: str) -> str:
+    lines = [f"# `placer solve --tune-batch` against the fixed settings ({stamp})", "",
+             f"Command: `{command}` (protocol: bench/tune_batch.md). Machine: {platform.machine()}, "
+             f"{os.cpu_count()} cores shared with other jobs; load average at the start / end: {load}.", "",
+             "Instances: the placement benchmark's (`bench_placement.make_instance`, seed 0, llama-3.1-8b-instruct "
+             "on h100-64gb, default SLO: TTFT p99 ≤ 2 s, TPOT p99 ≤ 200 ms, served ≥ 0.9). Fixed = ffd-bisect "
+             "with every GPU at max_num_seqs 2048 and gpu_memory_utilization 0.9. Searched = ffd-bisect with the "
+             "oracle's batch dimension on (kept only with fewer GPUs, twin-verified). Freed = KV memory given back "
+             "against 0.9 (GiB). Twin = every GPU of the plan simulated (seed 0).", "",
+             "| instance | oracle | GPUs fixed | GPUs searched | GPUs --tune-batch | GPUs with own settings | max_num_seqs | gpu_memory_utilization | freed GiB total | per GPU | twin fixed | twin --tune-batch | solve (s) | --tune-batch (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['instance']} | {r['gpus_fixed']} | {r['gpus_tuned']} | {r['gpus_tuned_changed']} of "
-                     f"{r['gpus_tuned']} | {r['max_num_seqs_fixed']} → {r['max_num_seqs_tuned']} | "
-                     f"{r['util_fixed']:g} → {r['util_tuned_min']:g}–{r['util_tuned_max']:g} | "
-                     f"{r['freed_gib_total']:.1f} | {r['freed_gib_mean']:.1f} ({r['freed_gib_min']:.1f}–"
-                     f"{r['freed_gib_max']:.1f}) | {'feasible' if r['twin_fixed'] else 'NOT feasible'} | "
-                     f"{'feasible' if r['twin_tuned'] else 'NOT feasible'} | {r['tune_wall_s']:.0f} |")
-    lines += ["", "The GPU count and every GPU's adapters and LoRA settings are the same with and without "
-              "`--tune-batch` by construction: the oracle and the surrogates' features do not treat "
-              "max_num_seqs as a variable during the search (the limit of this version); the tuning is per GPU "
-              "after the placement. Profile: the shipped llama-3.1-8b-instruct@h100-64gb twin profile.", "",
-              "Where nothing is freed (paper-256: one GPU with 121 slots at rank 32) the KV cache at 0.9 holds "
-              "131,367 tokens, just above the 131,072-token max_model_len that vLLM needs for one request: "
-              "the floor is max_model_len, not the batch, so only max_num_seqs changes (2048 → B_opt)."]
+        searched = r["gpus_searched"] if r["gpus_searched"] != "" else "not searched"
+        lines.append(f"| {r['instance']} | {r['oracle']} | {r['gpus_fixed']} | {searched} | {r['gpus_tune_batch']} | "
+                     f"{r['gpus_own_batch']} of {r['gpus_tune_batch']} | {r['max_num_seqs_tuned']} | "
+                     f"{r['util_tuned_min']:g}–{r['util_tuned_max']:g} | {r['freed_gib_total']:.1f} | "
+                     f"{r['freed_gib_mean']:.1f} | {'feasible' if r['twin_fixed'] else 'NOT feasible'} | "
+                     f"{'feasible' if r['twin_tune_batch'] else 'NOT feasible'} | {r['solve_s']:.0f} | "
+                     f"{r['tune_batch_s']:.0f} |")
+    lines += ["", "Notes per instance (what the batch search did):", ""]
+    lines += [f"- {r['instance']} ({r['oracle']}): {r['note']}" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def chart(rows: list[dict[str, Any]]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    names = [f"{r['instance']}\n({r['oracle']})" for r in rows]
+    x = range(len(rows))
+    ax1.bar([i - 0.2 for i in x], [int(r["gpus_fixed"]) for r in rows], 0.4, label="fixed (2048, 0.9)")
+    ax1.bar([i + 0.2 for i in x], [int(r["gpus_tune_batch"]) for r in rows], 0.4, label="--tune-batch")
+    ax1.set_ylabel("GPUs")
+    ax1.set_title("GPUs (twin-verified)")
+    ax2.bar(list(x), [float(r["freed_gib_total"]) for r in rows], 0.5, color="tab:green")
+    ax2.set_ylabel("GiB")
+    ax2.set_title("KV memory freed by --tune-batch (all GPUs)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(list(x), names, fontsize=7)
+    ax1.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--date", default=time.strftime("%Y-%m-%d"))
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--twin", default=",".join(TWIN_INSTANCES), help="instances solved with the twin oracle")
+    ap.add_argument("--surrogate", default=",".join(SURROGATE_INSTANCES),
+                    help="instances solved with the surrogate oracle")
+    ap.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime()))
+    ap.add_argument("--chart-from", default="", help="CSV files of earlier runs (comma-separated): draw their "
+                    "rows into one chart, bench/results/tune_batch-DATE.png, and run nothing")
     args = ap.parse_args()
-    rows = []
-    for family, n, seed in INSTANCES:
-        rows.append(run_one(family, n, seed, args.workers))
-        print(rows[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with (RESULTS / f"tune_batch-{args.date}.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    (RESULTS / f"tune_batch-{args.date}.md").write_text(markdown(rows, args.date))
+    if args.chart_from:
+        rows = [r for f in args.chart_from.split(",") for r in csv.DictReader(io.StringIO(Path(f).read_text()))]
+        atomic_write_bytes(RESULTS / f"tune_batch-{args.date}.png", chart(rows))
+        return
+    load = f"{os.getloadavg()[0]:.1f}"
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    command = ("nice -n 10 python bench/bench_tune_batch.py --workers " + str(args.workers)
+               + f" --twin {shlex.quote(args.twin)} --surrogate {shlex.quote(args.surrogate)}")
+    rows: list[dict[str, Any]] = []
+    for kind, names in (("twin", args.twin), ("surrogate", args.surrogate)):
+        for name in filter(None, names.split(",")):
+            rows.append(run_one(name, kind, args.workers))
+            print(rows[-1], flush=True)
+            write(rows, args.date, started, command, f"{load} / {os.getloadavg()[0]:.1f}")
+
+
+def write(rows: list[dict[str, Any]], date: str, started: str, command: str, load: str) -> None:
+    """The results so far (rewritten after every instance, atomically)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(RESULTS / f"tune_batch-{date}.csv", buf.getvalue())
+    atomic_write_text(RESULTS / f"tune_batch-{date}.md", markdown(rows, f"started {started}", command, load))
+    atomic_write_bytes(RESULTS / f"tune_batch-{date}.png", chart(rows))
 
 
 if __name__ == "__main__":

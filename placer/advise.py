@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from placer.context import DEFAULT_CONTEXT, Context
+from placer.problem.memory import smallest_utilization
 from twin.errors import InputError
 from twin.hardware import GIB, MODELS
 from twin.metrics import SimResult
@@ -186,18 +187,6 @@ def _capacity(mem: MemoryModel, k: int, r: int, u: float) -> float | None:
     return mem.kv_tokens(k, r, u)
 
 
-def _utilization_for(mem: MemoryModel, k: int, r: int, u: float, needed: float) -> float:
-    """The smallest utilisation, to 0.001 and at most ``u``, whose KV cache holds ``needed`` tokens."""
-    cap = _capacity(mem, k, r, u)
-    if cap is None or cap <= needed:
-        return u
-    lower = u - (cap - needed) * mem.kv_bytes_per_token / (mem.gpu_mem_gib * GIB)
-    v = math.ceil(lower * 1000 - 1e-9) / 1000
-    while v < u and (_capacity(mem, k, r, v) or 0.0) < needed:  # a measured table entry is not linear
-        v = round(v + 0.001, 3)
-    return min(v, u)
-
-
 def _uses(problem: Instance, prof: Profile, k: int, r: int, freed: float, needed: int) -> FreedUses:
     mem = prof.memory
     slot = mem.kv_per_slot_rank * r + mem.kv_per_slot
@@ -230,7 +219,7 @@ def _point(b: int, sim: SimResult, prof: Profile, k: int, r: int, u: float, max_
         max_num_seqs=b, throughput_tok_s=float(sim.throughput_tok_s), ttft_p50_s=float(sim.ttft_p50_s),
         ttft_p99_s=float(sim.ttft_p99_s), tpot_p50_s=float(sim.tpot_p50_s), tpot_p99_s=float(sim.tpot_p99_s),
         served_fraction=float(sim.served_fraction), kv_cache_tokens=peak, kv_needed_tokens=needed_tokens,
-        gpu_memory_utilization=_utilization_for(mem, k, r, u, needed_tokens),
+        gpu_memory_utilization=smallest_utilization(mem, k, r, u, needed_tokens),
         meets_criterion=sim.meets(), criterion_failures=tuple(sim.slo_failures()), oom=False)
 
 

@@ -41,8 +41,7 @@ from placer.reporting.progress import progress_bar, spinner
 from placer.reporting.report import check_target, write_report
 from placer.result import Result, plural
 from placer.solve import DEFAULT_SOLVER, DEFAULT_TIME_LIMIT, solve, solver_names
-from placer.tune import TunedGpu
-from placer.tune import tune_batch as tune
+from placer.tune import BatchPlacement, place_with_batch
 from twin.errors import InputError
 from twin.parallel import check_backend
 from twin.replicas import check_replicas
@@ -102,7 +101,8 @@ def _print_plan(result: Result, report: VerifyReport | None) -> None:
         console.print(f"twin verification: {verdict}" + ("".join(f"\n  {f}" for f in report.failures)))
 
 
-def _print_tuning(tuned: tuple[TunedGpu, ...], seqs: int, util: float) -> None:
+def _print_tuning(placement: BatchPlacement, seqs: int, util: float) -> None:
+    tuned = placement.tuned
     table = Table(title=f"--tune-batch (instance: max_num_seqs {seqs}, gpu_memory_utilization {util:g})")
     for col in ("GPU", "max_num_seqs", "gpu_memory_utilization", "KV freed (GiB)", "tuned"):
         table.add_column(col, justify="right")
@@ -111,8 +111,8 @@ def _print_tuning(tuned: tuple[TunedGpu, ...], seqs: int, util: float) -> None:
                       "[green]yes[/green]" if t.tuned else f"[yellow]no[/yellow]: {t.note}")
     console.print(table)
     n, freed = sum(t.tuned for t in tuned), sum(t.freed_gib for t in tuned)
-    console.print(f"{n} of {plural(len(tuned), 'GPU')} tuned, {freed:.2f} GiB of KV memory freed in all "
-                  "(the GPU count and the adapters per GPU are unchanged)")
+    console.print(f"{n} of {plural(len(tuned), 'GPU')} with their own settings, {freed:.2f} GiB of KV memory "
+                  f"freed in all; {placement.note}")
 
 
 def solve_cmd(
@@ -133,10 +133,12 @@ def solve_cmd(
     do_repair: bool = typer.Option(False, "--repair",
                                    help="Split GPUs that fail in the twin until every GPU passes."),
     tune_batch: bool = typer.Option(False, "--tune-batch",
-                                    help="After placing, give every GPU its own max_num_seqs (the advisor's "
-                                         "B_opt in the twin) and the gpu_memory_utilization that holds its "
-                                         "KV need (never above the instance's); GPUs that fail the twin keep "
-                                         "the instance's settings. Same GPUs and adapters."),
+                                    help="Make each GPU's max_num_seqs and gpu_memory_utilization "
+                                         "decision variables: place again with the oracle searching smaller "
+                                         "batch caps (kept only with fewer GPUs, twin-verified), then give "
+                                         "every GPU the advisor's B_opt and the utilisation that holds its "
+                                         "KV need (never above the instance's). Never more GPUs than "
+                                         "without it."),
     replicas_per_gpu: int = typer.Option(1, "--replicas-per-gpu", help="Let a GPU host up to N vLLM "
                                          "servers, each with its own adapters and memory share: GPUs are "
                                          "merged as replicas only where the twin says every replica meets "
@@ -183,12 +185,14 @@ def solve_cmd(
         result = solve(problem, solver, time_limit=time_limit, seed=seed, oracle=the_oracle)
         if do_repair and result.gpus:
             result = repair(problem, result, the_oracle, seed=seed)
-    tuned: tuple[TunedGpu, ...] = ()
+    placement: BatchPlacement | None = None
     if tune_batch and result.gpus:
         say_if_compiling()
-        with progress_bar("advisor: tuning each GPU's batch", enabled=not json_out) as tick, \
+        with progress_bar("batch: searching it, then the advisor per GPU", enabled=not json_out) as tick, \
                 about_file(instance):
-            result, tuned = tune(problem, result, seed=seed, workers=workers, context=context, progress=tick)
+            placement = place_with_batch(problem, result, the_oracle, solver=solver, time_limit=time_limit,
+                                         seed=seed, workers=workers, context=context, progress=tick)
+        result = placement.plan
     if replicas_per_gpu > 1 and result.gpus:
         say_if_compiling()
         with progress_bar("twin: merging GPUs as replicas", enabled=not json_out) as tick, \
@@ -211,12 +215,14 @@ def solve_cmd(
         if report is not None:
             doc["verification"] = report.to_dict()
         if tune_batch:
-            doc["tune_batch"] = [t.to_dict() for t in tuned]
+            doc["tune_batch"] = [t.to_dict() for t in (placement.tuned if placement else ())]
+            if placement is not None:
+                doc["batch_search"] = {k: v for k, v in placement.to_dict().items() if k != "gpus"}
         print_json(doc)
     else:
         _print_plan(result, report)
-        if tune_batch:
-            _print_tuning(tuned, problem.server.max_num_seqs, problem.server.gpu_memory_utilization)
+        if placement is not None:
+            _print_tuning(placement, problem.server.max_num_seqs, problem.server.gpu_memory_utilization)
         if out is not None:
             console.print(f"plan written to {out}")
         if plot is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from placer.heuristics.baselines import baseline_bins
-from placer.heuristics.fill import largest_prefix, paper_order, plan_gpu, zigzag
+from placer.heuristics.fill import largest_prefix, paper_order, plan_gpu, verdict_point, zigzag
 from placer.heuristics.greedy_paper import pack_order
 from placer.heuristics.localsearch import empty_least_loaded
 from placer.oracle.base import GpuVerdict, Oracle
@@ -62,8 +62,7 @@ def candidate_orders(problem: Instance, seed: int) -> list[tuple[str, np.ndarray
 
 
 def _plan_from_verdict(problem: Instance, idx: np.ndarray, oracle: Oracle, verdict: GpuVerdict) -> GpuPlan:
-    point = oracle.points(problem, [(idx, int(verdict.best_max_loras or 1), None, None)])[0]
-    return plan_gpu(problem, idx, point)
+    return plan_gpu(problem, idx, verdict_point(problem, idx, oracle, verdict))
 
 
 def fill_bisect(problem: Instance, order: np.ndarray, oracle: Oracle,

@@ -37,7 +37,13 @@ def plan_gpu(problem: Instance, idx: np.ndarray, point: Point) -> GpuPlan:
                    max_cpu_loras=point.max_cpu_loras, max_lora_rank=point.max_lora_rank,
                    predicted_throughput_tok_s=round(point.throughput_tok_s, 3),
                    predicted_starved_probability=round(point.starved_probability, 4),
-                   offered_tok_s=round(point.offered_tok_s, 3))
+                   offered_tok_s=round(point.offered_tok_s, 3), max_num_seqs=point.max_num_seqs,
+                   gpu_memory_utilization=point.gpu_memory_utilization)
+
+
+def verdict_point(problem: Instance, idx: np.ndarray, oracle: Oracle, verdict: GpuVerdict) -> Point:
+    """The judged configuration behind a verdict: its slot count and (batch search) its own batch."""
+    return oracle.points(problem, [(idx, int(verdict.best_max_loras or 1), None, None, verdict.batch)])[0]
 
 
 def largest_prefix(problem: Instance, rest: np.ndarray, oracle: Oracle, guess: int,

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from placer.heuristics.fill import paper_order, plan_gpu
+from placer.heuristics.fill import paper_order, plan_gpu, verdict_point
 from placer.oracle.base import PAPER_TEST_POINTS, Oracle, Point
 from placer.result import GpuPlan, Result
 from twin.spec import Instance
@@ -65,7 +65,7 @@ def _fill_one(problem: Instance, rest: np.ndarray, oracle: Oracle) -> tuple[int,
             verdict = oracle.evaluate(problem, rest[:k])
             if verdict.feasible:
                 committed = k
-                best_point = oracle.points(problem, [(rest[:k], verdict.best_max_loras or 1, None, None)])[0]
+                best_point = verdict_point(problem, rest[:k], oracle, verdict)
     return committed, best_point
 
 

@@ -57,6 +57,27 @@ class SurrogateOracle(Oracle):
                                  value=exc.value) from None
         return self._bundles[key]
 
+    def batch_range(self, problem: Instance) -> tuple[float, float] | None:
+        """The max_num_seqs range every model of the bundle was trained on (``Surrogate.trained_range``: the
+        intersection over its throughput, starvation and latency models); None when that is unknown or one
+        value (the shipped throughput and starvation models saw 2048 only), so the batch is never
+        extrapolated: only the instance's is judged."""
+        span = getattr(self.bundle(problem), "trained_range", lambda _: None)("max_num_seqs")
+        if span is None or not float(span[0]) < float(span[1]):
+            return None
+        return float(span[0]), float(span[1])
+
+    def batch_note(self, problem: Instance) -> str | None:
+        if not self.tune_batch:
+            return None
+        span = self.batch_range(problem)
+        name = getattr(self.bundle(problem), "name", "") or "these"
+        if span is None:
+            return (f"--tune-batch: the surrogate models {name} were not trained on varying "
+                    "max_num_seqs (not all of them: Surrogate.trained_range): placement keeps the instance's "
+                    "batch (--oracle twin searches it); the advisor still tunes each GPU after placement")
+        return None
+
     def threshold(self, problem: Instance) -> float:
         """The given threshold (default 0.2), else (None) the shipped classifier's own decision threshold."""
         if self.starved_threshold is not None:

@@ -23,11 +23,23 @@ rule). An optional safety ``margin`` makes every backend stricter: the
 predicted throughput must also reach ``(0.9 + margin) × offered``; a load ``headroom`` h judges every GPU at
 (1 + h) × its request rates (the surrogate's default: :data:`DEFAULT_HEADROOM`). Answers
 are cached by (problem, adapter set, settings); the oracle's own settings are part of its :attr:`Oracle.name`.
+
+**The batch as a decision variable** (``tune_batch=True``, ``placer solve --tune-batch``): a set that fails
+at the instance's ``max_num_seqs`` at every slot count is judged again down the batch caps of
+:meth:`Oracle.batch_grid` (the powers of two below the instance's value down to ``batch_floor``, default
+:data:`BATCH_FLOOR`, within the backend's :meth:`Oracle.batch_range`), each at the smallest
+``gpu_memory_utilization`` whose KV cache holds that batch's need (:func:`batch_kv_need`; never above the
+instance's), while it still serves its load; the first cap with a feasible slot count decides, the slot count
+by the rule above (:meth:`Oracle._with_batches`). A set feasible
+at the instance's settings keeps them (its verdict is the one without the flag), so the grid costs nothing
+where the default holds; the verdict's ``max_num_seqs`` and ``gpu_memory_utilization`` are None then.
 """
 
 from __future__ import annotations
 
 import abc
+import copy
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -36,7 +48,13 @@ from typing import Any
 import numpy as np
 
 from placer.context import DEFAULT_CONTEXT, Context
-from placer.problem.memory import max_slots, memory_fits, tokens_per_request
+from placer.problem.memory import (
+    max_model_len,
+    max_slots,
+    memory_fits,
+    smallest_utilization,
+    tokens_per_request,
+)
 from placer.result import GpuPlan
 from twin.errors import InputError
 from twin.profile import Profile
@@ -48,6 +66,8 @@ DEFAULT_HEADROOM = 0.10  # the surrogate oracle's default load headroom (bench/p
 DEFAULT_SURROGATE_THRESHOLD = 0.2  # the surrogate oracle: starved when p(starved) > 0.2 (bench/placement.md)
 SLOT_TIE = 0.01  # slot counts whose predicted throughput is within 1 % of the best count as ties
 _MAX_CACHED_PROBLEMS = 32
+BATCH_FLOOR = 64  # the smallest batch cap tune_batch tries (the twin: below it a GPU saturates, see tune.py)
+BATCH_KV_HEADROOM = 0.10  # a batch's KV need = its cap x mean tokens per request x (1 + this)
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,8 @@ class Point:
     starved: bool  # fails the criterion: backend flag, probability threshold, margin, latency bounds
     oom: bool
     slo_ratio: float = 0.0  # worst predicted latency / its bound over the bounds in force (> 1: fails)
+    max_num_seqs: int | None = None  # the batch cap judged (None: the instance's)
+    gpu_memory_utilization: float | None = None  # the utilisation judged (None: the instance's)
 
     @property
     def feasible(self) -> bool:
@@ -82,6 +104,15 @@ class GpuVerdict:
     starved_probability: float
     oom: bool
     reason: str = ""
+    max_num_seqs: int | None = None  # tune_batch: the GPU's own batch cap (None: the instance's)
+    gpu_memory_utilization: float | None = None  # tune_batch: the GPU's own (None: the instance's)
+
+    @property
+    def batch(self) -> Batch | None:
+        """The GPU's own (max_num_seqs, gpu_memory_utilization) when the batch search chose one, else None."""
+        if self.max_num_seqs is None or self.gpu_memory_utilization is None:
+            return None
+        return self.max_num_seqs, self.gpu_memory_utilization
 
     def gpu_plan(self, adapter_ids: Sequence[str]) -> GpuPlan:
         """This verdict's settings as one GPU of a plan."""
@@ -89,10 +120,22 @@ class GpuVerdict:
                        max_cpu_loras=self.max_cpu_loras, max_lora_rank=self.max_lora_rank,
                        predicted_throughput_tok_s=round(float(self.throughput_tok_s), 3),
                        predicted_starved_probability=round(float(self.starved_probability), 4),
-                       offered_tok_s=round(float(self.offered_tok_s), 3))
+                       offered_tok_s=round(float(self.offered_tok_s), 3), max_num_seqs=self.max_num_seqs,
+                       gpu_memory_utilization=self.gpu_memory_utilization)
 
 
 Query = tuple[np.ndarray, int, int, int]  # (sorted adapter indices, max_loras, max_lora_rank, max_cpu_loras)
+Batch = tuple[int, float]  # (max_num_seqs, gpu_memory_utilization) of one GPU
+_Canon = tuple[np.ndarray, int, int, int, bytes, "Batch | None"]  # query, digest, batch (None: the default)
+
+
+def batch_kv_need(problem: Instance, max_num_seqs: int, tokens_per_request: float, profile: Profile) -> int:
+    """KV tokens a batch cap needs: cap × mean tokens per request × (1 + :data:`BATCH_KV_HEADROOM`), never
+    below ``max_model_len`` (vLLM needs one max-length request), in whole blocks."""
+    block = profile.memory.block_size
+    need = max(max_num_seqs * tokens_per_request * (1.0 + BATCH_KV_HEADROOM),
+               float(max_model_len(problem, profile)))
+    return int(np.ceil(need / block - 1e-9)) * block
 
 
 def canonical(idx: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -116,7 +159,8 @@ class Oracle(abc.ABC):
 
     def __init__(self, *, margin: float | None = None, starved_threshold: float | None = None,
                  headroom: float = 0.0, slot_points: Sequence[int] = PAPER_TEST_POINTS,
-                 cache: bool = True, context: Context | None = None) -> None:
+                 cache: bool = True, context: Context | None = None, tune_batch: bool = False,
+                 batch_floor: int = BATCH_FLOOR) -> None:
         if not 0 <= headroom <= 1:
             raise InputError(f"load headroom must be in [0, 1] (got {headroom!r})", field="headroom",
                              value=headroom)
@@ -131,6 +175,12 @@ class Oracle(abc.ABC):
         self.starved_threshold = None if starved_threshold is None else float(starved_threshold)
         self.slot_points = tuple(sorted({int(s) for s in slot_points if int(s) >= 1}))
         self.use_cache = cache
+        self.tune_batch = bool(tune_batch)
+        if isinstance(batch_floor, bool) or not isinstance(batch_floor, int) or batch_floor < 1:
+            raise InputError(f"the smallest batch cap must be an integer ≥ 1 (got {batch_floor!r})",
+                             field="batch_floor", value=batch_floor)
+        self.batch_floor = batch_floor
+        self._variants: dict[int, tuple[Instance, Instance]] = {}  # id(variant) -> (variant, its problem)
         #: The twin profile and surrogate models this oracle judges with (default: the shipped ones).
         self.context = context if context is not None else DEFAULT_CONTEXT
         self._caches: dict[int, tuple[Instance, dict[Any, Any], float, Profile]] = {}
@@ -161,14 +211,19 @@ class Oracle(abc.ABC):
         if self.headroom:
             parts.append(f"headroom={self.headroom:g}")
         parts += [f"{k}={v}" for k, v in self._settings()]
+        if self.tune_batch:
+            parts.append(f"tune_batch>={self.batch_floor}")
         return f"{self.kind}({','.join(parts)})"
 
     def settings_key(self) -> tuple[Any, ...]:
         return (self.kind, self.margin, self.starved_threshold, self.headroom, self.slot_points,
-                *self._settings())
+                *self._settings(), *(("tune_batch", self.batch_floor) if self.tune_batch else ()))
 
     # --- per-problem state ------------------------------------------------------------------------------
     def _state(self, problem: Instance) -> tuple[dict[Any, Any], float, Profile]:
+        alias = self._variants.get(id(problem))
+        if alias is not None and alias[0] is problem:  # a batch variant: its problem's profile and tokens
+            problem = alias[1]
         entry = self._caches.get(id(problem))
         if entry is None or entry[0] is not problem:
             if len(self._caches) >= _MAX_CACHED_PROBLEMS:
@@ -207,29 +262,79 @@ class Oracle(abc.ABC):
         """Offered load of a set of adapters (rate × tokens per request), tok/s."""
         return float(problem.rates[canonical(idx)].sum()) * self.tokens_per_request(problem)
 
-    # --- points: one configuration each -----------------------------------------------------------------
-    def points(self, problem: Instance, queries: Sequence[tuple[Iterable[int], int, int | None, int | None]]
-               ) -> list[Point]:
-        """Judge configurations ``(adapters, max_loras, max_lora_rank, max_cpu_loras)`` in one batch.
+    # --- the batch as a decision variable (tune_batch) ---------------------------------------------------
+    def batch_range(self, problem: Instance) -> tuple[float, float] | None:
+        """The batch caps this backend can judge (None: only the instance's); every cap by default."""
+        return (1.0, float("inf"))
 
-        ``max_lora_rank`` None = the largest rank present; ``max_cpu_loras`` None = the adapter count.
+    def batch_note(self, problem: Instance) -> str | None:
+        """One line when ``tune_batch`` is on but this backend cannot search the batch (None otherwise)."""
+        return None
+
+    def batch_grid(self, problem: Instance) -> tuple[int, ...]:
+        """The batch caps tried, the instance's first: its ``max_num_seqs`` and the powers of two below it
+        down to ``batch_floor`` (default :data:`BATCH_FLOOR`), within :meth:`batch_range` (the instance's
+        alone when tune_batch is off)."""
+        top = int(problem.server.max_num_seqs)
+        span = self.batch_range(problem) if self.tune_batch else None
+        if span is None:
+            return (top,)
+        lo, hi = span
+        caps = [1 << i for i in range(top.bit_length())
+                if self.batch_floor <= 1 << i < top and lo <= 1 << i <= hi]
+        return (top, *sorted(caps, reverse=True))
+
+    def batch_searching(self) -> Oracle:
+        """A fresh copy of this oracle (same backend and settings, empty caches) with ``tune_batch`` on."""
+        clone = copy.copy(self)
+        clone._caches, clone._variants, clone.calls, clone.predictions = {}, {}, 0, 0
+        clone.tune_batch = True
+        return clone
+
+    def batch(self, problem: Instance, max_loras: int, rank: int, max_num_seqs: int) -> Batch:
+        """(max_num_seqs, the smallest utilisation that holds its KV need with these LoRA settings)."""
+        prof = self.profile(problem)
+        need = batch_kv_need(problem, max_num_seqs, self.tokens_per_request(problem), prof)
+        u = float(problem.server.gpu_memory_utilization)
+        return int(max_num_seqs), smallest_utilization(prof.memory, max_loras, rank, u, need)
+
+    def _variant(self, problem: Instance, batch: Batch) -> Instance:
+        """The (stressed) problem with this batch's server settings, memoised; it shares the problem's
+        state."""
+        memo = self.memo(problem)
+        key = ("variant", batch)
+        hit = memo.get(key)
+        if hit is None:
+            base = self._stressed(problem)
+            server = dataclasses.replace(base.server, max_num_seqs=batch[0], gpu_memory_utilization=batch[1])
+            hit = memo[key] = base.replace(server=server)
+            self._variants[id(hit)] = (hit, problem)
+        variant: Instance = hit
+        return variant
+
+    # --- points: one configuration each -----------------------------------------------------------------
+    def points(self, problem: Instance, queries: Sequence[tuple[Any, ...]]) -> list[Point]:
+        """Judge configurations ``(adapters, max_loras, max_lora_rank, max_cpu_loras[, batch])`` in one batch.
+
+        ``max_lora_rank`` None = the largest rank present; ``max_cpu_loras`` None = the adapter count;
+        ``batch`` (optional) = a GPU's own (max_num_seqs, gpu_memory_utilization), None = the instance's.
         OOM configurations are decided by the memory rule and never sent to the backend.
         """
-        canon = []
-        for idx_in, slots, r, m in queries:
+        canon: list[_Canon] = []
+        for idx_in, slots, r, m, *own in queries:
             idx = canonical(idx_in)
             rank = int(problem.ranks[idx].max()) if r is None else int(r)
-            canon.append((idx, int(slots), rank, len(idx) if m is None else int(m), _digest(idx)))
+            batch = own[0] if own else None
+            canon.append((idx, int(slots), rank, len(idx) if m is None else int(m), _digest(idx), batch))
         return self._points(problem, canon)
 
-    def _points(self, problem: Instance, queries: Sequence[tuple[np.ndarray, int, int, int, bytes]]
-                ) -> list[Point]:
+    def _points(self, problem: Instance, queries: Sequence[_Canon]) -> list[Point]:
         cache, tpr, _ = self._state(problem)
         out: list[Point | None] = [None] * len(queries)
-        todo: list[tuple[int, Query, Any, float]] = []
+        todo: dict[Batch | None, list[tuple[int, Query, Any, float]]] = {}
         offered_of: dict[bytes, float] = {}
-        for q, (idx, s, rank, cpu, dig) in enumerate(queries):
-            key = ("p", dig, s, rank, cpu)
+        for q, (idx, s, rank, cpu, dig, batch) in enumerate(queries):
+            key = ("p", dig, s, rank, cpu) if batch is None else ("p", dig, s, rank, cpu, batch)
             hit = cache.get(key) if self.use_cache else None
             if hit is not None:
                 out[q] = hit
@@ -237,16 +342,26 @@ class Oracle(abc.ABC):
             offered = offered_of.get(dig)
             if offered is None:
                 offered = offered_of[dig] = float(problem.rates[idx].sum()) * tpr
-            if not self._memory_fits(problem, s, rank):
-                out[q] = Point(s, rank, cpu, 0.0, offered, 1.0, True, True)
+            seqs, util = (None, None) if batch is None else batch
+            if not self._memory_fits(problem, s, rank, util):
+                out[q] = Point(s, rank, cpu, 0.0, offered, 1.0, True, True, 0.0, seqs, util)
                 if self.use_cache:
                     cache[key] = out[q]
                 continue
-            todo.append((q, (idx, s, rank, cpu), key, offered))
+            todo.setdefault(batch, []).append((q, (idx, s, rank, cpu), key, offered))
+        for batch, items in todo.items():
+            seen = self._stressed(problem) if batch is None else self._variant(problem, batch)
+            self._judge(problem, seen, items, batch, out, cache)
+        return [p for p in out if p is not None]
+
+    def _judge(self, problem: Instance, seen: Instance, todo: list[tuple[int, Query, Any, float]],
+               batch: Batch | None, out: list[Point | None], cache: dict[Any, Any]) -> None:
+        """One backend call for ``todo`` (queries of one batch setting), judged against the criterion."""
+        seqs, util = (None, None) if batch is None else batch
         if todo:
             self.calls += 1
             self.predictions += len(todo)
-            raw = self._predict(self._stressed(problem), [t[1] for t in todo])
+            raw = self._predict(seen, [t[1] for t in todo])
             thr, prob, flag, off = raw[:4]
             ratio = np.asarray(raw[4], dtype=float) if len(raw) > 4 else np.zeros(len(todo))
             if self.headroom:  # judged at (1 + headroom) x the load; report the served fraction at nominal
@@ -262,20 +377,21 @@ class Oracle(abc.ABC):
                 offered_j = float(off[j]) if off is not None else offered
                 t, p, r = float(thr[j]), float(prob[j]), float(ratio[j])
                 starved = bool(flag[j]) or p > p_max or t < limit * offered_j or r > 1.0
-                point = Point(s, rank, cpu, t, offered_j, p, starved, False, r)
+                point = Point(s, rank, cpu, t, offered_j, p, starved, False, r, seqs, util)
                 out[q] = point
                 if self.use_cache:
                     cache[key] = point
-        return [p for p in out if p is not None]
 
-    def _memory_fits(self, problem: Instance, slots: int, rank: int) -> bool:
+    def _memory_fits(self, problem: Instance, slots: int, rank: int,
+                     utilization: float | None = None) -> bool:
         """The memory rule for (slots, rank), memoised per problem (a pure function of the problem's model,
-        GPU and server settings: the batched calls ask it for every slot candidate of every set)."""
+        GPU and server settings: the batched calls ask it for every slot candidate of every set);
+        ``utilization``: a GPU's own instead of the instance's."""
         memo = self._state(problem)[0]
-        key = ("mem", slots, rank)
+        key = ("mem", slots, rank, utilization)
         hit = memo.get(key)
         if hit is None:
-            hit = memo[key] = memory_fits(problem, slots, rank, self.profile(problem))
+            hit = memo[key] = memory_fits(problem, slots, rank, self.profile(problem), utilization)
         return bool(hit)
 
     # --- GPU verdicts -----------------------------------------------------------------------------------
@@ -308,7 +424,7 @@ class Oracle(abc.ABC):
         cache, _, _ = self._state(problem)
         out: list[GpuVerdict | None] = [None] * len(sets)
         plans: list[tuple[int, Any, int, int, list[int]]] = []
-        queries: list[tuple[np.ndarray, int, int, int, bytes]] = []
+        queries: list[_Canon] = []
         for k, raw in enumerate(sets):
             idx = canonical(raw)
             if idx.size == 0:
@@ -322,17 +438,62 @@ class Oracle(abc.ABC):
             n, rank = int(idx.size), int(problem.ranks[idx].max())
             cands = self.slot_candidates(problem, n, rank)
             plans.append((k, key, n, rank, cands))
-            queries.extend((idx, s, rank, n, dig) for s in cands)
+            queries.extend((idx, s, rank, n, dig, None) for s in cands)
         points = self._points(problem, queries) if queries else []
         pos = 0
+        failed: list[tuple[int, Any, int, int, list[Point]]] = []
         for k, key, n, rank, cands in plans:
             pts = points[pos:pos + len(cands)]
             pos += len(cands)
             verdict = self._choose(problem, sets[k], n, rank, pts)
+            if not verdict.feasible and pts and self.tune_batch:
+                failed.append((k, key, n, rank, pts))
+                continue
+            out[k] = verdict
+            if self.use_cache:
+                cache[key] = verdict
+        for k, key, verdict in self._with_batches(problem, sets, failed):
             out[k] = verdict
             if self.use_cache:
                 cache[key] = verdict
         return [v for v in out if v is not None]
+
+    def _with_batches(self, problem: Instance, sets: Sequence[Iterable[int]],
+                      failed: list[tuple[int, Any, int, int, list[Point]]]
+                      ) -> list[tuple[int, Any, GpuVerdict]]:
+        """Verdicts of sets that fail at the instance's batch, judged again down the batch grid (one batched
+        backend call per cap for all sets still open). A set is searched only while it serves its load
+        (throughput ≥ the served fraction × offered at some slot count): a smaller cap lowers TPOT but never
+        adds capacity, so a set that starves at one cap is not tried at smaller ones. The first cap (from the
+        top) with a feasible point decides, by the slot rule of :meth:`_choose`."""
+        served = problem.slo.min_served_fraction
+
+        def serves(pts: list[Point]) -> bool:
+            return any(not p.oom and p.throughput_tok_s >= served * p.offered_tok_s for p in pts)
+
+        judged = {k: list(pts) for k, _, _, _, pts in failed}
+        open_ = [f for f in failed if serves(f[4])]
+        for cap in self.batch_grid(problem)[1:]:
+            if not open_:
+                break
+            queries: list[_Canon] = []
+            for k, _, n, rank, pts in open_:
+                idx = canonical(sets[k])
+                dig = _digest(idx)
+                queries.extend((idx, p.max_loras, rank, n, dig, self.batch(problem, p.max_loras, rank, cap))
+                               for p in pts)
+            points = self._points(problem, queries)
+            pos, still = 0, []
+            for item in open_:
+                span = points[pos:pos + len(item[4])]
+                pos += len(item[4])
+                judged[item[0]] += span
+                if not any(p.feasible for p in span) and serves(span):
+                    still.append(item)
+                elif any(p.feasible for p in span):
+                    judged[item[0]] = [p for p in judged[item[0]] if p.max_num_seqs == cap or not p.feasible]
+            open_ = still
+        return [(k, key, self._choose(problem, sets[k], n, rank, judged[k])) for k, key, n, rank, _ in failed]
 
     def _choose(self, problem: Instance, idx: Iterable[int], n: int, rank: int,
                 pts: list[Point]) -> GpuVerdict:
@@ -351,11 +512,14 @@ class Oracle(abc.ABC):
             best = min(near, key=lambda p: (round(p.slo_ratio, 2), p.starved_probability, -p.throughput_tok_s,
                                             p.max_loras))
             return GpuVerdict(True, best.max_loras, rank, n, best.throughput_tok_s, best.offered_tok_s,
-                              best.starved_probability, False, "")
+                              best.starved_probability, False, "", best.max_num_seqs,
+                              best.gpu_memory_utilization)
         best = max(pts, key=lambda p: (p.throughput_tok_s, -p.max_loras))
         latency = (f", worst latency {best.slo_ratio:.2f} × its bound" if problem.slo.limits() else "")
+        caps = sorted({p.max_num_seqs for p in pts if p.max_num_seqs is not None}, reverse=True)
+        tried = f" and batch cap {[problem.server.max_num_seqs, *caps]}" if caps else ""
         reason = (f"fails the criterion ({problem.slo.describe()}) at every slot count "
-                  f"{[p.max_loras for p in pts]}: best throughput "
+                  f"{sorted({p.max_loras for p in pts})}{tried}: best throughput "
                   f"{best.throughput_tok_s:.0f} tok/s at max_loras={best.max_loras} vs offered "
                   f"{best.offered_tok_s:.0f} tok/s (p_starved={best.starved_probability:.2f}{latency})")
         return GpuVerdict(False, best.max_loras, rank, n, best.throughput_tok_s, best.offered_tok_s,

@@ -9,9 +9,12 @@ problem's model and GPU.
 
 from __future__ import annotations
 
+import math
+
 from twin.catalogue import load_profile
+from twin.hardware import GIB
 from twin.lengths import expected_tokens
-from twin.profile import Profile
+from twin.profile import MemoryModel, Profile
 from twin.spec import Instance
 
 
@@ -56,3 +59,17 @@ def tokens_per_request(problem: Instance, profile: Profile | None = None) -> flo
     with the profile's EOS shortfall (so that token loads add up to the twin's offered load)."""
     scale = profile_of(problem, profile).output_scale
     return expected_tokens(problem.workload.lengths, problem.model, scale)
+
+
+def smallest_utilization(mem: MemoryModel, max_loras: int, max_lora_rank: int, utilization: float,
+                         needed_tokens: float) -> float:
+    """The smallest gpu_memory_utilization, to 0.001 and at most ``utilization``, whose KV cache holds
+    ``needed_tokens`` with these LoRA settings (``utilization`` itself when even that does not)."""
+    cap = mem.kv_tokens(max_loras, max_lora_rank, utilization)
+    if cap is None or cap <= needed_tokens:
+        return utilization
+    lower = utilization - (cap - needed_tokens) * mem.kv_bytes_per_token / (mem.gpu_mem_gib * GIB)
+    v = math.ceil(lower * 1000 - 1e-9) / 1000
+    while v < utilization and (mem.kv_tokens(max_loras, max_lora_rank, v) or 0.0) < needed_tokens:
+        v = round(v + 0.001, 3)  # a measured table entry is not linear
+    return min(v, utilization)

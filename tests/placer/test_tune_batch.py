@@ -4,6 +4,7 @@ tuning never changes the GPUs or their adapters."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from placer.oracle import make_oracle
 from placer.problem.io import read_instance
 from placer.result import GpuPlan, Result
 from placer.solve import solve
-from placer.tune import tune_batch
+from placer.tune import place_with_batch, tune_batch
 from twin.errors import InputError
 from twin.profile import MemoryModel, Profile, StepModel
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Slo, Workload
@@ -191,3 +192,124 @@ def test_cli_tune_batch_writes_the_fields_and_deploy_emits_them(tiny_yaml: Path,
     code, stdout, err = run_cli("verify", str(tiny_yaml), str(out), "--json")
     assert code == 0, err
     assert json.loads(stdout)["gpus"][0]["max_num_seqs"] == g.max_num_seqs
+
+
+# --- the batch as a decision variable of the oracle -------------------------------------------------------
+TPOT20 = Slo(tpot_p99_ms=20.0)  # TTFT p99 ≤ 2 s and served ≥ 0.9 as by default
+
+
+def _tpot_context() -> Context:
+    """The toy with a step of 10 ms + 1 ms per running sequence: a batch of B decodes at ≤ 10 + B ms/token."""
+    prof = _toy_context().profile
+    assert prof is not None
+    return Context(profile=dataclasses.replace(prof, step=StepModel(base_ms=10.0, per_seq_ms=1.0)))
+
+
+def test_the_twin_oracle_chooses_a_smaller_batch_where_the_default_fails_tpot() -> None:
+    """3 req/s of 100-token answers, TPOT p99 ≤ 20 ms. At the instance's cap of 16 the Poisson bursts push the
+    batch past 10 sequences (TPOT > 20 ms). A cap of 8 keeps TPOT ≤ 10 + 8 = 18 ms and serves up to
+    8 / (100 × 18 ms) = 4.4 req/s > 3; a cap of 4 serves at most 4 / (100 × 14 ms) = 2.9 req/s < 3 (the
+    queue grows: TTFT fails). So the oracle must pick 8, at the smallest utilisation holding 8 requests of 110
+    tokens (+10 %): 976 KV tokens (61 blocks of 16); 50,000 − 2·8 − 4 + (u − 0.9)·102,400 ≥ 976 gives
+    u = 0.422."""
+    problem, ctx = _toy_instance((3.0,)).replace(slo=TPOT20), _tpot_context()
+    plain = make_oracle(problem, "twin", context=ctx, batch_floor=2).evaluate(problem, [0])
+    assert not plain.feasible and plain.max_num_seqs is None and "worst latency" in plain.reason
+    oracle = make_oracle(problem, "twin", context=ctx, tune_batch=True, batch_floor=2)
+    assert oracle.batch_grid(problem) == (16, 8, 4, 2)
+    verdict = oracle.evaluate(problem, [0])
+    assert verdict.feasible and verdict.batch == (8, 0.422)
+    gpu = verdict.gpu_plan(["a0"])
+    assert (gpu.max_num_seqs, gpu.gpu_memory_utilization) == (8, 0.422)
+    assert verify(problem, _plan(gpu), context=ctx, workers=1).feasible
+
+
+def test_a_set_feasible_at_the_instance_batch_keeps_the_verdict_without_the_flag() -> None:
+    problem, ctx = _toy_instance((1.5,)).replace(slo=TPOT20), _tpot_context()
+    off = make_oracle(problem, "twin", context=ctx).evaluate(problem, [0])
+    on = make_oracle(problem, "twin", context=ctx, tune_batch=True, batch_floor=2).evaluate(problem, [0])
+    assert off.feasible and on == off and on.batch is None
+
+
+def test_a_set_that_starves_is_not_searched_at_smaller_caps() -> None:
+    """30 req/s cannot be served at the instance's cap: a smaller cap only serves less, so no cap is tried."""
+    problem, ctx = _toy_instance((30.0,)).replace(slo=TPOT20), _tpot_context()
+    oracle = make_oracle(problem, "twin", context=ctx, tune_batch=True, batch_floor=2)
+    verdict = oracle.evaluate(problem, [0])
+    assert not verdict.feasible and oracle.predictions == 1
+
+
+def test_place_with_batch_saves_a_gpu_where_a_smaller_batch_holds_the_tpot_bound() -> None:
+    """Two adapters at 1.5 req/s: alone each passes at the cap of 16, together they fail TPOT as above; with
+    the batch searched they share one GPU at a cap of 8 (twin-verified), then the advisor refines it."""
+    problem, ctx = _toy_instance((1.5, 1.5)).replace(slo=TPOT20), _tpot_context()
+    oracle = make_oracle(problem, "twin", context=ctx, batch_floor=2)
+    plan = solve(problem, "ffd-bisect", oracle=oracle, time_limit=60)
+    assert plan.num_gpus == 2
+    out = place_with_batch(problem, plan, oracle, context=ctx, time_limit=60)
+    assert (out.gpus_fixed, out.gpus_searched, out.adopted) == (2, 1, True)
+    g = out.plan.gpus[0]
+    assert out.plan.num_gpus == 1 and g.max_num_seqs is not None and g.max_num_seqs <= 8
+    assert g.gpu_memory_utilization is not None and g.gpu_memory_utilization < 0.9
+    assert verify(problem, out.plan, context=ctx, workers=1).feasible
+
+
+def test_place_with_batch_keeps_the_plan_without_the_flag_when_it_saves_nothing(tiny_yaml: Path) -> None:
+    """The analytic oracle has no latency model: the batch changes nothing, so the plan stays (3 GPUs)."""
+    problem = read_instance(tiny_yaml)
+    oracle = make_oracle(problem, "analytic", capacity_rps=0.5)
+    plan = solve(problem, "ffd-bisect", oracle=oracle, time_limit=10)
+    out = place_with_batch(problem, plan, oracle, time_limit=10)
+    assert (out.gpus_fixed, out.gpus_searched, out.adopted) == (3, 3, False)
+    assert [g.adapters for g in out.plan.gpus] == [g.adapters for g in plan.gpus]
+    assert "kept" in out.note
+
+
+class _Bundle:
+    name = "fake"
+
+    def __init__(self, span: tuple[float, float] | None) -> None:
+        self.span = span
+
+    def trained_range(self, feature: str) -> tuple[float, float] | None:
+        return self.span if feature == "max_num_seqs" else None
+
+
+def test_the_surrogate_oracle_searches_the_batch_only_within_the_trained_range() -> None:
+    problem = _toy_instance().replace(server=ServerSettings(max_num_seqs=2048, max_model_len=256))
+    inside = make_oracle(problem, "surrogate", bundle=_Bundle((256.0, 1024.0)), tune_batch=True)
+    assert inside.batch_grid(problem) == (2048, 1024, 512, 256) and inside.batch_note(problem) is None
+    untrained = make_oracle(problem, "surrogate", bundle=_Bundle(None), tune_batch=True)
+    assert untrained.batch_grid(problem) == (2048,)
+    note = untrained.batch_note(problem)
+    assert note is not None and "\n" not in note and "not trained" in note
+    off = make_oracle(problem, "surrogate", bundle=_Bundle((256.0, 1024.0)))
+    assert off.batch_grid(problem) == (2048,) and off.batch_note(problem) is None
+
+
+@pytest.mark.parametrize("floor", [0, -1, 2.5, True])
+def test_a_bad_batch_floor_is_an_input_error_naming_the_field(floor: Any) -> None:
+    with pytest.raises(InputError) as exc:
+        make_oracle(None, "analytic", batch_floor=floor)
+    assert "batch_floor" in str(exc.value) and repr(floor) in str(exc.value)
+
+
+def test_cli_tune_batch_with_the_untrained_surrogates_says_so_in_one_line(tiny_yaml: Path) -> None:
+    code, stdout, err = run_cli("solve", str(tiny_yaml), "--tune-batch", "--workers", "1", "--json")
+    assert code == 0, err
+    search = json.loads(stdout)["batch_search"]
+    assert search["gpus_searched"] is None and not search["adopted"]
+    assert "not trained" in search["note"] and "\n" not in search["note"]
+
+
+def test_cli_deploy_of_a_plan_with_a_broken_per_gpu_field_is_a_one_line_error(tiny_yaml: Path,
+                                                                               tmp_path: Path) -> None:
+    problem = read_instance(tiny_yaml)
+    d = _plan(GpuPlan(tuple(problem.ids), len(problem.ids), len(problem.ids), 64)).to_dict()
+    d["gpus"][0]["max_num_seqs"] = 0
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps(d))
+    code, _, err = run_cli("deploy", str(tiny_yaml), str(bad))
+    assert code == 2
+    line = err.strip()
+    assert "\n" not in line and "plan.json" in line and "gpus[0].max_num_seqs" in line and "0" in line
