@@ -241,9 +241,7 @@ def test_scrape_stall_grows_with_the_label_sets_held() -> None:
 
 
 def test_profiles_omit_the_scraper_when_off() -> None:
-    from twin.profile import Profile as P
-
     off, on = _profile(), _profile(**_SCRAPE)
     assert "metrics_scrape_interval_s" not in off.to_dict()["step"]
     assert on.to_dict()["step"]["metrics_scrape_us_per_series"] == 1000.0
-    assert P.from_dict(on.to_dict()) == on and P.from_dict(off.to_dict()) == off
+    assert Profile.from_dict(on.to_dict()) == on and Profile.from_dict(off.to_dict()) == off
