@@ -22,7 +22,8 @@ Step time (ms), with the :class:`twin.profile.StepModel` parameters ``p``::
     forward = (p0 + p1*S + p2*P + p3*C/1000) * (1 + p4*A + p5*R*[A > 0]) + p12*A*R + p14*A*A
     step    = forward + p6 + p7*B + p8*W + sum over adapter loads (p9 + p10*rank + p11*[host-cache miss])
 
-p13 (``in_batch_eviction``) selects how the loads happen (see :func:`run_core`).
+p13 (``in_batch_eviction``) selects how the loads happen (see :func:`run_core`). p15–p19
+(``metrics_scrape_*``) add a metrics scraper that stalls the frontend, not the step (see :func:`run_core`).
 
 S scheduled sequences, P prefill tokens (all new tokens of sequences that are not a plain decode), C context
 tokens read (sum over scheduled sequences of computed + new tokens), A distinct adapters in the batch,
