@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twin.calibration.fit import fit_profile, load_kv_table, memory_error
+from twin.calibration.fit import fit_profile, load_kv_table, measured_scrape_ms, memory_error
 from twin.calibration.replay import DEFAULT_CLIENT_CAP, capped, rerun
 from twin.calibration.runs import RunRecord, load_runs
 from twin.catalogue import load_profile
@@ -57,6 +57,7 @@ def _one(args: tuple[RunRecord, dict[str, Any], str, str, int]) -> dict[str, Any
         "running_real": run.mean_running, "running_pred": out.mean_running,
         "waiting_real": run.mean_waiting, "waiting_pred": out.mean_waiting,
         "loads_per_req_pred": out.gpu_loads / out.completed if out.completed else math.nan,
+        "scrape_real_ms": measured_scrape_ms(run), "scrape_pred_ms": out.scrape_ms,
         "wall_s": time.perf_counter() - t0,
     }
 
@@ -73,7 +74,9 @@ def simulate_all(runs: list[RunRecord], prof: Profile, fit_label: str, modes: li
 def lowo_profiles(runs: list[RunRecord], base: Profile, kv_rows: list[Any], seed: int, n_runs: int,
                   max_evals: int, refine_batch: bool = False,
                   fit_output_shape: bool = False, in_batch_eviction: bool | None = None,
-                  w_tail: float = 0.0, adapter_sq: bool = False) -> dict[str, tuple[Profile, float]]:
+                  w_tail: float = 0.0, adapter_sq: bool = False, scrape: bool = False,
+                  scrape_blocks_tokens: bool | None = None, prefill_from_spread: bool = False
+                  ) -> dict[str, tuple[Profile, float]]:
     """Leave-one-workload-out: for each workload, a profile fitted on the other workloads' runs."""
     out = {}
     for w in sorted({r.workload for r in runs}):
@@ -81,7 +84,9 @@ def lowo_profiles(runs: list[RunRecord], base: Profile, kv_rows: list[Any], seed
         train = [r for r in runs if r.workload != w]
         res = fit_profile(train, base, kv_rows=kv_rows, rerun=capped(), seed=seed, n_runs=n_runs,
                           max_evals=max_evals, refine_batch=refine_batch, fit_output_shape=fit_output_shape,
-                          in_batch_eviction=in_batch_eviction, w_tail=w_tail, adapter_sq=adapter_sq)
+                          in_batch_eviction=in_batch_eviction, w_tail=w_tail, adapter_sq=adapter_sq,
+                          scrape=scrape, scrape_blocks_tokens=scrape_blocks_tokens,
+                          prefill_from_spread=prefill_from_spread)
         out[w] = (res.profile, time.perf_counter() - t0)
         print(f"  LOWO fit without {w}: {out[w][1]:.0f} s, step {res.profile.step}", flush=True)
     return out
@@ -115,6 +120,8 @@ def latency_agg(g: pd.DataFrame) -> dict[str, Any]:
             out[f"{label}_{key}_ratio"] = r
     for key in ("running", "waiting"):
         out[f"{key}_smape_%"] = _pair_smape(ok, f"{key}_real", f"{key}_pred")[0]
+    if "scrape_pred_ms" in ok.columns:
+        out["scrape_smape_%"] = _pair_smape(ok, "scrape_real_ms", "scrape_pred_ms")[0]
     out["loads_per_req_pred_median"] = float(np.nanmedian(ok.loads_per_req_pred)) if len(ok) else math.nan
     return out
 
@@ -254,6 +261,13 @@ def main() -> None:
                     help="LOWO fits weigh tail latency with this weight (calibrate --w-tail)")
     ap.add_argument("--adapter-sq", action="store_true",
                     help="LOWO fits add the A² step term (calibrate --adapter-sq)")
+    ap.add_argument("--fit-scrape", action="store_true",
+                    help="LOWO fits also fit the metrics scraper's stalls (calibrate --fit-scrape)")
+    ap.add_argument("--scrape-intake-only", action="store_true",
+                    help="LOWO fits: a scrape stall holds back request intake only (calibrate "
+                         "--scrape-intake-only)")
+    ap.add_argument("--prefill-from-spread", action="store_true",
+                    help="LOWO fits pin the prefill cost by the TTFT spread (--prefill-from-spread)")
     args = ap.parse_args()
     args.runs = args.runs or str(data_file("calibration", "real_runs.csv"))
     args.kv = args.kv or str(data_file("calibration", "kv_cache.csv"))
@@ -287,7 +301,9 @@ def main() -> None:
             for w, (p, _) in lowo_profiles(runs, prof, kv_rows, args.seed, args.lowo_runs,
                                            args.lowo_evals, args.refine_batch,
                                            args.fit_output_shape, args.in_batch_eviction or None,
-                                           args.w_tail, args.adapter_sq).items():
+                                           args.w_tail, args.adapter_sq, args.fit_scrape,
+                                           False if args.scrape_intake_only else None,
+                                           args.prefill_from_spread).items():
                 rows += simulate_all([r for r in runs if r.workload == w], p, "LOWO", modes, args.seed,
                                      args.workers)
     df = pd.concat([pd.read_csv(p) for p in args.merge] + [pd.DataFrame(rows)], ignore_index=True)

@@ -21,6 +21,8 @@ STEP_FIELDS: tuple[str, ...] = (
     "base_ms", "per_seq_ms", "per_prefill_token_ms", "per_ctx_ktoken_ms", "lora_per_adapter", "lora_per_rank",
     "sched_base_ms", "sched_per_running_ms", "sched_per_waiting_ms", "load_gpu_ms", "load_gpu_ms_per_rank",
     "load_disk_ms", "lora_ms_per_adapter_rank", "in_batch_eviction", "lora_ms_per_adapter_sq",
+    "metrics_scrape_interval_s", "metrics_scrape_base_ms", "metrics_scrape_us_per_series",
+    "metrics_scrape_us_per_name", "metrics_scrape_blocks_tokens",
 )
 
 
@@ -61,6 +63,14 @@ def adapter_hash_order(n_adapters: int, seed: int) -> np.ndarray:
     return rng.permutation(n_adapters).astype(np.int64)
 
 
+def label_set_keys(n_adapters: int, seed: int) -> np.ndarray:
+    """Random 64-bit keys that hash the gauge's label sets (``2·n_adapters``: running, then waiting; a set's
+    hash is the XOR of its members' keys). Distinct pairs of sets collide with probability ~2^-64 per pair;
+    the keys come from ``seed`` (a stream of their own)."""
+    rng = np.random.default_rng([int(seed), 0x5C4A])
+    return rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, size=2 * n_adapters, dtype=np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class EngineRun:
     """Raw outcome of one run: per-request times (inf = never), counters, ITL histogram, time series."""
@@ -81,6 +91,10 @@ class EngineRun:
     end_s: float
     itl_hist: np.ndarray
     timeseries: np.ndarray
+    scrapes: int = 0              # metrics scrapes (frontend stalls) started in the run
+    stall_s: float = 0.0          # their total duration
+    series_mean: float = 0.0      # mean label sets held at a scrape
+    names_mean: float = 0.0       # mean adapter names those label sets list
 
 
 def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndarray,
@@ -113,12 +127,18 @@ def run_engine(arrival_s: np.ndarray, adapter: np.ndarray, input_tokens: np.ndar
         int(max_cpu_loras if preload_cpu is None else preload_cpu), bool(fast_path),
         np.int64(1 << 62 if max_inflight is None else max_inflight), bool(drop),
         adapter_hash_order(n_ad, 0 if seed is None else seed),
+        label_set_keys(n_ad, 0 if seed is None else seed) if profile.step.metrics_scrape_interval_s > 0
+        else np.empty(0, np.int64),
     )
+    n_sc = int(stats[_core.ST_SCRAPES])
     return EngineRun(
         first_token_s=first, finish_s=fin, generated=gen, status=status,
         steps=int(stats[_core.ST_STEPS]), preemptions=int(stats[_core.ST_PREEMPTIONS]),
         gpu_loads=int(stats[_core.ST_GPU_LOADS]), disk_loads=int(stats[_core.ST_DISK_LOADS]),
         stalled=bool(stats[_core.ST_STALLED]), dropped=int(stats[_core.ST_DROPPED]),
         busy_s=float(stats[_core.ST_BUSY_S]), forward_s=float(stats[_core.ST_FORWARD_S]),
-        end_s=float(stats[_core.ST_END_T]), itl_hist=hist, timeseries=ts,
+        end_s=float(stats[_core.ST_END_T]), itl_hist=hist, timeseries=ts, scrapes=n_sc,
+        stall_s=float(stats[_core.ST_STALL_S]),
+        series_mean=float(stats[_core.ST_SERIES_SUM]) / n_sc if n_sc else 0.0,
+        names_mean=float(stats[_core.ST_NAMES_SUM]) / n_sc if n_sc else 0.0,
     )

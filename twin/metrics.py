@@ -128,6 +128,10 @@ class SimResult:
     slo: Slo = field(default_factory=Slo)  # the criterion this run is judged by (``criterion``, ``meets``)
     #: the window's fraction spent in forward passes (GPU time, no scheduler time: twin.replicas)
     forward_fraction: float = 0.0
+    scrapes: int = 0  # metrics scrapes that stalled the frontend (profile's metrics_scrape_interval_s > 0)
+    scrape_stall_s: float = 0.0  # their total duration
+    scrape_series_mean: float = 0.0  # label sets the LoRA gauge held at a scrape, mean over scrapes
+    scrape_names_mean: float = 0.0  # adapter names those label sets list, mean over scrapes
 
     def slo_failures(self, slo: Slo | None = None) -> list[str]:
         """Why this run fails the criterion (``slo`` or the run's own), one phrase per violated bound, each

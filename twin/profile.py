@@ -143,6 +143,21 @@ class StepModel:
     in_batch_eviction: bool = False
     #: Additive ms per squared distinct adapter count of the batch (``fit_profile(adapter_sq=True)``).
     lora_ms_per_adapter_sq: float = 0.0
+    #: A metrics scraper polling the server's Prometheus endpoint: the pause (s) between the end of one
+    #: scrape and the start of the next; 0 (profiles ≤ v1.3) = no scraper. vLLM 0.8.5's V1 frontend renders
+    #: ``/metrics`` inside the API server's event loop, so a scrape stalls request intake and token
+    #: delivery (not the engine) for ``metrics_scrape_base_ms + (metrics_scrape_us_per_series·series +
+    #: metrics_scrape_us_per_name·names)/1000`` ms, ``series`` = the distinct label sets its
+    #: ``vllm:lora_requests_info`` gauge has been given so far (one per new pair of running / waiting adapter
+    #: sets; never removed), ``names`` = the adapter names those label sets list. The calibration runs' client
+    #: polled every 2 s (bench/twin_fidelity.md, "Tail latency: what the data says").
+    metrics_scrape_interval_s: float = 0.0
+    metrics_scrape_base_ms: float = 0.0
+    metrics_scrape_us_per_series: float = 0.0
+    metrics_scrape_us_per_name: float = 0.0
+    #: Whether a scrape also holds back token delivery (first tokens and later ones, merged into one chunk);
+    #: False: it holds back request intake only.
+    metrics_scrape_blocks_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -184,6 +199,10 @@ class Profile:
             d["step"].pop("in_batch_eviction", None)
         if not self.step.lora_ms_per_adapter_sq:
             d["step"].pop("lora_ms_per_adapter_sq", None)
+        if not self.step.metrics_scrape_interval_s:
+            for k in ("metrics_scrape_interval_s", "metrics_scrape_base_ms", "metrics_scrape_us_per_series",
+                      "metrics_scrape_us_per_name", "metrics_scrape_blocks_tokens"):
+                d["step"].pop(k, None)
         return d
 
     @classmethod

@@ -166,6 +166,8 @@ def _run(reqs: Requests | None, ids: tuple[str, ...], ranks: np.ndarray, total_r
         waiting_end=m["arrived"] - m["completed"] - running_end - run.dropped, dropped=run.dropped,
         itl_p50_s=itl_percentile(run.itl_hist, 0.5), itl_p99_s=itl_percentile(run.itl_hist, 0.99),
         preemptions=run.preemptions, gpu_loads=run.gpu_loads, disk_loads=run.disk_loads, steps=run.steps,
+        scrapes=run.scrapes, scrape_stall_s=run.stall_s, scrape_series_mean=run.series_mean,
+        scrape_names_mean=run.names_mean,
         busy_fraction=min(run.busy_s, duration_s) / duration_s, wall_s=time.perf_counter() - t0,
         forward_fraction=min(run.forward_s, duration_s) / duration_s,
         timeseries=(timeseries_dict(run.timeseries, kv_blocks, block, ts_dt, duration_s) if ts_dt > 0

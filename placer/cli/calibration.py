@@ -46,6 +46,15 @@ def calibrate_cmd(
                                  "objective (0: throughput and mean ITL only, as profiles ≤ v1.2)."),
     adapter_sq: bool = typer.Option(False, "--adapter-sq", help="Also fit a step-time term in the squared "
                                     "number of distinct adapters of a batch (lora_ms_per_adapter_sq)."),
+    fit_scrape: bool = typer.Option(False, "--fit-scrape", help="Also fit the metrics scraper's frontend "
+                                    "stalls to the runs' metrics-poller intervals (npy_samples, npy_span_s)"),
+    scrape_blocks_tokens: bool | None = typer.Option(None, "--scrape-blocks-tokens/--scrape-intake-only",
+                                                     help="A scrape stall also holds back token delivery, "
+                                                     "or request intake only (default: as the starting "
+                                                     "profile)."),
+    prefill_from_spread: bool = typer.Option(False, "--prefill-from-spread", help="Pin the per-prompt-token "
+                                             "cost by the light runs' TTFT spread (p99 − median) instead of "
+                                             "their mean TTFT."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Fit a profile (KV model and step-time model) to measured runs and write it as JSON."""
@@ -60,7 +69,8 @@ def calibrate_cmd(
     result = calibrate(runs_csv, model=model, gpu=gpu, kv_csv=kv_cache, seed=seed, refine=refine,
                        client_cap=cap, max_evals=max_evals, fit_output_shape=fit_output_shape,
                        refine_batch=refine_batch, in_batch_eviction=in_batch_eviction, w_tail=w_tail,
-                       adapter_sq=adapter_sq)
+                       adapter_sq=adapter_sq, scrape=fit_scrape, scrape_blocks_tokens=scrape_blocks_tokens,
+                       prefill_from_spread=prefill_from_spread)
     result.profile.save(out)
     summary = {**result.summary(), "out": str(out)}
     if as_json:

@@ -336,3 +336,58 @@ def test_shipped_profile_is_what_calibrate_fits_on_the_real_runs(model: str, tmp
     assert fitted["memory"] == shipped["memory"]
     assert fitted["output_scale"] == shipped["output_scale"]
     assert fitted["output_exponent"] == shipped["output_exponent"]
+
+
+# ------------------------------------------------------------------------ metrics scraper, prefill spread
+def test_fit_scrape_recovers_the_stall_line_from_poller_intervals() -> None:
+    # Three unstarved runs whose twin label sets / names are given by a stub re-simulation, and whose poller
+    # intervals are 2 s + (5 ms + 12 µs/series + 0.2 µs/name): the fit recovers the three costs; a starved
+    # run and a run without poller samples are not used.
+    from twin.calibration.fit import METRICS_POLL_PAUSE_S, fit_scrape, measured_scrape_ms
+
+    state = {"a": (1000.0, 20_000.0), "b": (8000.0, 60_000.0), "c": (3000.0, 900_000.0), "d": (1.0, 1.0)}
+
+    def run(name: str, starved: float = 0.0, samples: float = 0.0) -> RunRecord:
+        series, names = state[name]
+        ms = 5.0 + 0.012 * series + 0.0002 * names
+        n = samples or 1001.0
+        return RunRecord(model=LLAMA, gpu="h100-64gb", workload=name, status="ok", rates_composition="0.1x8",
+                         ranks_composition="16x8", max_loras=8, max_cpu_loras=8, max_lora_rank=16,
+                         starved_real=starved, npy_samples=n, npy_span_s=(n - 1) * (2.0 + ms / 1000))
+
+    def stub(r: RunRecord, prof, seed, window):  # type: ignore[no-untyped-def]
+        assert prof.step.metrics_scrape_interval_s == METRICS_POLL_PAUSE_S
+        assert prof.step.metrics_scrape_base_ms == 0.0  # a zero-cost probe
+        series, names = state[r.workload]
+        return Outcome(throughput=1.0, offered=1.0, starved=False, oom=False, scrapes=10,
+                       scrape_series_mean=series, scrape_names_mean=names)
+
+    runs = [run("a"), run("b"), run("c"), run("d", starved=1.0), replace(run("d"), npy_samples=math.nan)]
+    assert measured_scrape_ms(runs[0]) == pytest.approx(5.0 + 12.0 + 4.0)
+    assert math.isnan(measured_scrape_ms(runs[-1]))
+    fit = fit_scrape(load_profile(LLAMA, "h100-64gb"), runs, stub)
+    assert fit.keys == [r.key for r in runs[:3]]
+    assert fit.step.metrics_scrape_interval_s == 2.0
+    assert fit.step.metrics_scrape_base_ms == pytest.approx(5.0, abs=1e-3)
+    assert fit.step.metrics_scrape_us_per_series == pytest.approx(12.0, abs=1e-3)
+    assert fit.step.metrics_scrape_us_per_name == pytest.approx(0.2, abs=1e-4)
+    assert fit.predicted_ms() == pytest.approx(fit.measured_ms, rel=1e-4)
+    with pytest.raises(InputError, match="needs ≥ 3"):
+        fit_scrape(load_profile(LLAMA, "h100-64gb"), runs[:2], stub)
+
+
+def test_prefill_cost_from_the_ttft_spread_of_light_runs_with_few_adapters() -> None:
+    # the ShareGPT law's prompts: median 161, p99 1024+ tokens (864 apart); spreads of 30, 36 and 33 ms over
+    # light runs with ≤ 16 adapters -> median 33/864 ms per token; a 64-adapter run (scraper stalls in its
+    # p99) and a loaded one are left out; fewer than 3 usable runs -> None.
+    from twin.calibration.fit import prefill_cost_from_ttft_spread
+
+    def run(n: int, spread: float, running: float = 2.0) -> RunRecord:
+        return RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok",
+                         rates_composition=f"0.1x{n}", ranks_composition=f"16x{n}", max_loras=8,
+                         max_cpu_loras=n, max_lora_rank=16, median_ttft_ms=30.0, p99_ttft_ms=30.0 + spread,
+                         mean_running=running, mean_waiting=0.0)
+
+    runs = [run(8, 30.0), run(16, 36.0), run(8, 33.0), run(64, 300.0), run(8, 200.0, running=40.0)]
+    assert prefill_cost_from_ttft_spread(runs, LLAMA) == pytest.approx(33.0 / 864)
+    assert prefill_cost_from_ttft_spread(runs[:2], LLAMA) is None

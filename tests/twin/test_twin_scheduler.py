@@ -193,3 +193,55 @@ def test_adapter_hash_order_is_a_seeded_permutation() -> None:
     a, b, c = adapter_hash_order(50, 3), adapter_hash_order(50, 3), adapter_hash_order(50, 4)
     assert sorted(a.tolist()) == list(range(50))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+# ---- the metrics scraper's frontend stalls (StepModel.metrics_scrape_*) ----
+# 8 ms steps (no tie with the scrape instants); a scrape every 0.1 s after the previous one ends, 25 ms
+# + 1 ms per label set held.
+_SCRAPE = dict(metrics_scrape_interval_s=0.1, metrics_scrape_base_ms=25.0,
+               metrics_scrape_us_per_series=1000.0)
+
+
+@pytest.mark.parametrize("arrival, ttft_on", [(0.095, 0.030), (0.110, 0.023)])
+def test_scrape_stall_delays_the_first_token_and_holds_arrivals(arrival: float, ttft_on: float) -> None:
+    # One request, 1 token out. Arriving at 95 ms: its prefill step runs 95-103 ms, but the scrape at 100 ms
+    # (no label set yet: 25 ms) stalls the frontend until 125 ms, so the token reaches the client then:
+    # TTFT 30 ms. Arriving at 110 ms, inside the stall: it reaches the engine at 125 ms, token at 133 ms:
+    # TTFT 23 ms. Without the scraper: 8 ms.
+    rows = [(arrival, 0, 4, 1)]
+    off = _run(rows, max_loras=1, profile=_profile(base_ms=8.0))
+    on = _run(rows, max_loras=1, profile=_profile(base_ms=8.0, **_SCRAPE))
+    assert off.ttft_mean_s == pytest.approx(0.008)
+    assert on.ttft_mean_s == pytest.approx(ttft_on)
+    assert on.scrapes == 1 and on.scrape_stall_s == pytest.approx(0.025) and on.scrape_series_mean == 0.0
+    assert off.scrapes == 0 and off.steps == on.steps == 1
+
+
+def test_scrape_stall_merges_the_stalled_tokens_into_one_gap() -> None:
+    # One request from t=0, 20 tokens out: steps end at 8, 16, ..., 160 ms. One label set (running {0},
+    # waiting {}), so the scrape at 100 ms stalls 26 ms: the tokens of the steps ending at 104, 112 and
+    # 120 ms reach the client at 126 ms in one chunk, one gap of 126 - 96 = 30 ms. ITL samples: 11 gaps
+    # of 8 ms before, that one, 5 of 8 ms after (the step ending at 128 ms and on).
+    res = _run([(0.0, 0, 4, 20)], max_loras=1, profile=_profile(base_ms=8.0, **_SCRAPE))
+    assert res.scrapes == 1 and res.scrape_stall_s == pytest.approx(0.026) and res.scrape_series_mean == 1.0
+    assert res.ttft_mean_s == pytest.approx(0.008)
+    assert res.itl_p50_s == pytest.approx(0.008, rel=0.01)
+    assert res.itl_p99_s == pytest.approx(0.030, rel=0.01)
+    assert res.itl_mean_s == pytest.approx((0.160 - 0.008) / 19)  # per token, from the request's times
+
+
+def test_scrape_stall_grows_with_the_label_sets_held() -> None:
+    # r0 (adapter 0, 20 out) from t=0; r1 (adapter 1, 3 out) arrives at 50 ms, during the step 48-56 ms:
+    # label sets ({0}, {}), then ({0}, {1}) at 56 ms (r1 waits in the frontend), ({0, 1}, {}) from 64 ms,
+    # ({0}, {}) again after r1 finishes at 80 ms: 3 distinct, so the scrape at 100 ms stalls 25 + 3 ms.
+    rows = [(0.0, 0, 4, 20), (0.05, 1, 4, 3)]
+    res = _run(rows, ranks=(8, 8), max_loras=2, profile=_profile(base_ms=8.0, **_SCRAPE))
+    assert res.scrape_series_mean == 3.0 and res.scrape_stall_s == pytest.approx(0.028)
+    assert res.ttft_mean_s == pytest.approx((0.008 + 0.014) / 2)
+
+
+def test_profiles_omit_the_scraper_when_off() -> None:
+    off, on = _profile(), _profile(**_SCRAPE)
+    assert "metrics_scrape_interval_s" not in off.to_dict()["step"]
+    assert on.to_dict()["step"]["metrics_scrape_us_per_series"] == 1000.0
+    assert Profile.from_dict(on.to_dict()) == on and Profile.from_dict(off.to_dict()) == off

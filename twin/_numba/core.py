@@ -22,7 +22,8 @@ Step time (ms), with the :class:`twin.profile.StepModel` parameters ``p``::
     forward = (p0 + p1*S + p2*P + p3*C/1000) * (1 + p4*A + p5*R*[A > 0]) + p12*A*R + p14*A*A
     step    = forward + p6 + p7*B + p8*W + sum over adapter loads (p9 + p10*rank + p11*[host-cache miss])
 
-p13 (``in_batch_eviction``) selects how the loads happen (see :func:`run_core`).
+p13 (``in_batch_eviction``) selects how the loads happen (see :func:`run_core`). p15–p19
+(``metrics_scrape_*``) add a metrics scraper that stalls the frontend, not the step (see :func:`run_core`).
 
 S scheduled sequences, P prefill tokens (all new tokens of sequences that are not a plain decode), C context
 tokens read (sum over scheduled sequences of computed + new tokens), A distinct adapters in the batch,
@@ -40,8 +41,11 @@ from twin._numba.kernels import (
     _adapter_lists,
     _advance_running,
     _all_running,
+    _count_step,
     _load_adapters,
     _load_adapters_hashed,
+    _scrapes_until,
+    _series_insert,
 )
 
 FRESH = 0      # arrived (or not yet) and never admitted
@@ -65,14 +69,26 @@ ST_BUSY_S = 5
 ST_END_T = 6
 ST_DROPPED = 7
 ST_FORWARD_S = 8  # the steps' forward passes alone (the GPU's share of busy_s; twin.replicas)
-N_STATS = 9
+ST_SCRAPES = 9      # metrics scrapes started in the window (frontend stalls)
+ST_STALL_S = 10     # their total duration (s)
+ST_SERIES_SUM = 11  # sum over scrapes of the label sets held (mean = ST_SERIES_SUM / ST_SCRAPES)
+ST_NAMES_SUM = 12   # sum over scrapes of the adapter names those label sets list
+N_STATS = 13
 HOLES = 64  # finished requests' slots tolerated before the running list is squeezed
+
+
+@njit(cache=True, inline="always")
+def _itl_bin(dt):
+    """The ITL histogram bin of a gap of ``dt`` seconds (clamped to the histogram's range)."""
+    b = int((np.log10(max(dt, 1e-9)) - ITL_LO) / (ITL_HI - ITL_LO) * ITL_BINS)
+    return min(max(b, 0), ITL_BINS - 1)
 
 
 @njit(cache=True)
 def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora_rank, budget_max,
              max_seqs, kv_blocks, block_size, p, duration, ts_dt, preload_cpu, fast_path=True,
-             max_inflight=np.int64(1) << 62, drop=False, hkey=np.empty(0, np.int64)):
+             max_inflight=np.int64(1) << 62, drop=False, hkey=np.empty(0, np.int64),
+             zkey=np.empty(0, np.int64)):
     """Simulate [0, duration); return per-request times, counters, the ITL histogram and a time series.
 
     The running requests live in "slots" (arrays indexed by position in the running list, in admission
@@ -83,6 +99,16 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     With ``p[13]`` (``StepModel.in_batch_eviction``) set, adapters are activated in the order ``hkey`` (one
     key per adapter, a permutation) and the GPU slots / host cache evict the least recently used adapter even
     when it belongs to the current batch (vLLM 0.8.5); otherwise never an adapter of the current batch.
+
+    With ``p[15]`` > 0 (``StepModel.metrics_scrape_interval_s``) a metrics scraper stalls the frontend (the
+    API server's event loop; the engine keeps stepping): each step with outputs gives vLLM's
+    ``lora_requests_info`` gauge the label set (adapters with running requests, adapters with waiting
+    requests), a new time series when that pair is new (hashed with ``zkey``: keys [0, n) running,
+    [n, 2n) waiting); a scrape renders every series held, ``p16 + p17·series/1000 + p18·names/1000`` ms
+    (names: the adapter names all those label sets list), and starts ``p15`` s after the previous one
+    ended. During a stall arrivals wait (they reach the engine at its end), first
+    tokens are delivered at its end, and a request's tokens of the stall reach the client as one chunk: one
+    inter-token gap from the last delivery before the stall to its end.
     """
     n = arr.shape[0]
     bs = block_size
@@ -145,17 +171,40 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     ts_i = 0
     done_tokens = 0.0
     stats = np.zeros(N_STATS, np.float64)
+    sc_on = p[15] > 0.0
+    next_sc = p[15] if sc_on else np.inf   # the first scrape one interval after start-up
+    st_a = -1.0                            # the last stall window [st_a, st_b)
+    st_b = -1.0
+    sc_stats = np.zeros(4, np.float64)
+    wait_cnt = np.zeros(n_adapters if sc_on else 0, np.int64)  # waiting requests per adapter (frontend view)
+    h_wait = np.int64(0)
+    m_wait = 0                             # adapters with waiting requests
+    n_names = 0                            # adapter names listed by the distinct label sets
+    seen = np.full(n_adapters if sc_on else 0, -1, np.int64)
+    tab = np.zeros(1 << 12 if sc_on else 1, np.int64)          # the distinct label sets (hashes)
+    n_series = 0
+    last_deliv = 0.0                       # end of the last step delivered outside a stall
+    pend_n = 0                             # requests whose tokens wait for the current stall's end
+    pend_from = 0.0
+    pend_to = 0.0
 
     free = kv_blocks
     t = 0.0
     step = 0
     while True:
         while narr < n and arr[narr] <= t:
+            if sc_on:                  # the frontend does not take requests during a stall
+                next_sc, st_a, st_b = _scrapes_until(arr[narr], p, n_series, n_names, next_sc, st_a, st_b,
+                                                     sc_stats)
+                if st_a <= arr[narr] < st_b and t < st_b:
+                    break
             if narr - ndrop - nfin >= max_inflight:  # the client is at its connection limit:
                 if not drop or arr[narr] >= duration:
                     break              # hold the rest back (sent later, in order; none after the window)
                 status[narr] = DROPPED  # or refuse it
                 ndrop += 1
+            elif sc_on:
+                h_wait, m_wait = _count_step(adp[narr], wait_cnt, 1, zkey[n_adapters:], h_wait, m_wait)
             narr += 1
         if t >= duration:
             break
@@ -163,7 +212,12 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
         if nrun == 0 and nwait == 0:
             if narr >= n or arr[narr] >= duration:
                 break
-            t = arr[narr]
+            tn = arr[narr]
+            if sc_on:                  # an arrival held by a stall reaches the engine at its end
+                next_sc, st_a, st_b = _scrapes_until(tn, p, n_series, n_names, next_sc, st_a, st_b, sc_stats)
+                if st_a <= tn < st_b:
+                    tn = st_b
+            t = max(t, tn)
             continue
         while ts_i < n_ts and ts_i * ts_dt <= t:
             ts[ts_i, 0] = ts_i * ts_dt
@@ -207,6 +261,8 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                 free += s_blk[v]
                 gen[r] = s_ntok[v] - s_pin[v]
                 status[r] = PREEMPTED
+                if sc_on:
+                    h_wait, m_wait = _count_step(s_adp[v], wait_cnt, 1, zkey[n_adapters:], h_wait, m_wait)
                 if npre == pstack.shape[0]:
                     k2 = 0
                     for k in range(npre):
@@ -304,6 +360,8 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
                         ad_ptr[a] += 1
                     ad_ptr[a] += 1
                 status[r] = RUNNING
+                if sc_on:
+                    h_wait, m_wait = _count_step(adp[r], wait_cnt, -1, zkey[n_adapters:], h_wait, m_wait)
                 free -= need
                 v = nslot
                 nslot += 1
@@ -359,13 +417,26 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
         stats[ST_FORWARD_S] += fwd / 1000.0
         if drop:  # arrivals during the step meet the client before this step's requests finish
             while narr < n and arr[narr] < min(t_end, duration):  # the window's arrivals only
+                if sc_on:
+                    next_sc, st_a, st_b = _scrapes_until(arr[narr], p, n_series, n_names, next_sc, st_a, st_b,
+                                                         sc_stats)
+                    if st_a <= arr[narr] < st_b:
+                        break
                 if narr - ndrop - nfin >= max_inflight:
                     status[narr] = DROPPED
                     ndrop += 1
+                elif sc_on:
+                    h_wait, m_wait = _count_step(adp[narr], wait_cnt, 1, zkey[n_adapters:], h_wait, m_wait)
                 narr += 1
         # ---- 4. outputs: first tokens and finished requests at the step's end ----
+        deliver = t_end
+        if sc_on:
+            next_sc, st_a, st_b = _scrapes_until(t_end, p, n_series, n_names, next_sc, st_a, st_b,
+                                                 sc_stats)
+            if st_a <= t_end < st_b and p[19] != 0.0:
+                deliver = st_b
         for k in range(n_first):
-            first_t[ev_first[k]] = t_end
+            first_t[ev_first[k]] = deliver
         for k in range(n_fin):
             v = ev_fin[k]
             r = s_id[v]
@@ -382,10 +453,38 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
             s_end[v] = -1
             s_ntok[v] = 0
             s_comp[v] = 0
+        if sc_on:
+            if n_itl + n_first > 0:    # the gauge's label set of this step (after its finishes)
+                h = h_wait
+                m = m_wait + act[0]
+                for k in range(act[0]):
+                    h ^= zkey[act[k + 1]]
+                q = narr               # requests sent during the step are waiting in the frontend
+                while q < n and arr[q] < t_end:
+                    a = adp[q]
+                    if wait_cnt[a] == 0 and seen[a] != step:
+                        seen[a] = step
+                        h ^= zkey[n_adapters + a]
+                        m += 1
+                    q += 1
+                n_before = n_series
+                tab, n_series = _series_insert(tab, n_series, h)
+                if n_series > n_before:
+                    n_names += m
+            if deliver > t_end:        # inside a stall: the tokens wait for its end
+                if n_itl > 0:
+                    if pend_n == 0:
+                        pend_from = last_deliv
+                    pend_n = max(pend_n, n_itl)
+                    pend_to = deliver
+                n_itl = 0
+            else:
+                if pend_n > 0:         # one gap per request across the last stall
+                    itl_hist[_itl_bin(pend_to - pend_from)] += pend_n
+                    pend_n = 0
+                last_deliv = t_end
         if n_itl > 0:
-            b = int((np.log10(dt) - ITL_LO) / (ITL_HI - ITL_LO) * ITL_BINS)
-            b = min(max(b, 0), ITL_BINS - 1)
-            itl_hist[b] += n_itl
+            itl_hist[_itl_bin(dt)] += n_itl
         while nslot > 0 and s_end[nslot - 1] < 0:
             nslot -= 1
         if nslot - nrun > HOLES:
@@ -411,4 +510,10 @@ def run_core(arr, adp, pin, pout, rank, n_adapters, max_loras, max_cpu, max_lora
     stats[ST_DISK_LOADS] = counts[3]
     stats[ST_END_T] = t
     stats[ST_DROPPED] = ndrop
+    if pend_n > 0:
+        itl_hist[_itl_bin(pend_to - pend_from)] += pend_n
+    stats[ST_SCRAPES] = sc_stats[0]
+    stats[ST_STALL_S] = sc_stats[1]
+    stats[ST_SERIES_SUM] = sc_stats[2]
+    stats[ST_NAMES_SUM] = sc_stats[3]
     return first_t, fin_t, gen, status, stats, itl_hist, ts[:ts_i]

@@ -230,3 +230,62 @@ def _adapter_lists(adp, n_adapters):
         order[fill[a]] = i
         fill[a] += 1
     return order, ad_start, ad_end
+
+
+# ---- the metrics scraper's frontend stalls (StepModel.metrics_scrape_*; see twin._numba.core) ----
+
+@njit(cache=True, inline="always")
+def _count_step(a, cnt, delta, keys, h, m):
+    """Add ``delta`` (±1) to adapter ``a``'s count; when the count crosses zero, toggle its key in the set
+    hash ``h`` (the XOR of the keys of the adapters whose count is positive) and move the set's size ``m``."""
+    cnt[a] += delta
+    if (delta > 0 and cnt[a] == 1) or (delta < 0 and cnt[a] == 0):
+        h ^= keys[a]
+        m += delta
+    return h, m
+
+
+@njit(cache=True)
+def _series_insert(tab, n_in, h):
+    """Insert the 64-bit value ``h`` into the open-addressing set ``tab`` (0 = empty slot) holding ``n_in``
+    values; return the (possibly grown) table and the new count. Counts the distinct label sets the
+    Prometheus gauge has been given."""
+    if h == 0:
+        h = 1
+    mask = tab.shape[0] - 1
+    i = (h ^ (h >> 31)) & mask
+    while tab[i] != 0:
+        if tab[i] == h:
+            return tab, n_in
+        i = (i + 1) & mask
+    tab[i] = h
+    n_in += 1
+    if 2 * n_in > tab.shape[0]:  # keep it at most half full
+        new = np.zeros(2 * tab.shape[0], np.int64)
+        m2 = new.shape[0] - 1
+        for v in tab:
+            if v != 0:
+                j = (v ^ (v >> 31)) & m2
+                while new[j] != 0:
+                    j = (j + 1) & m2
+                new[j] = v
+        tab = new
+    return tab, n_in
+
+
+@njit(cache=True, inline="always")
+def _scrapes_until(x, p, n_series, n_names, next_sc, st_a, st_b, sc_stats):
+    """Start every scrape due by time ``x``: a scrape starting at ``next_sc`` blocks the frontend for
+    ``p16 + p17·n_series/1000 + p18·n_names/1000`` ms (the label sets held so far and the adapter names
+    they list); the next one starts ``p15`` s after it ends. Returns the next start and the last window
+    [st_a, st_b); ``sc_stats`` accumulates count, stall s, series, names."""
+    while next_sc <= x:
+        s = (p[16] + p[17] * n_series / 1000.0 + p[18] * n_names / 1000.0) / 1000.0
+        st_a = next_sc
+        st_b = next_sc + s
+        next_sc = st_b + p[15]
+        sc_stats[0] += 1.0
+        sc_stats[1] += s
+        sc_stats[2] += n_series
+        sc_stats[3] += n_names
+    return next_sc, st_a, st_b

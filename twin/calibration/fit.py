@@ -160,14 +160,33 @@ def prefill_cost_from_ttft(runs: Sequence[RunRecord], mean_prompt: float = 222.7
     return float(np.median(xs)) if len(xs) >= 3 else None
 
 
-def prefit_step(runs: Sequence[RunRecord], base: StepModel, adapter_sq: bool = False
-                ) -> tuple[StepModel, float]:
+def prefill_cost_from_ttft_spread(runs: Sequence[RunRecord], model: str) -> float | None:
+    """Per-prompt-token cost (ms) from the TTFT spread of lightly loaded runs with ≤ 16 adapters:
+    (p99 − median TTFT) / (p99 − median prompt length of the ShareGPT law). At light load a request's TTFT
+    is about one prefill step of its own prompt, so the spread isolates the per-token cost from everything
+    a request's first token waits for whatever its length (the step's fixed cost, the client and frontend
+    path), which the mean-based :func:`prefill_cost_from_ttft` charges to the prompt tokens. Runs with more
+    adapters are left out: their p99 holds the metrics scraper's stalls. None with fewer than 3 such runs.
+    """
+    from twin.lengths import _sharegpt_tables
+
+    cdf_in, _ = _sharegpt_tables(model)
+    spread_tokens = float(np.searchsorted(cdf_in, 0.99) - np.searchsorted(cdf_in, 0.5))
+    xs = [(r.p99_ttft_ms - r.median_ttft_ms) / spread_tokens for r in runs
+          if not r.oom and r.n_adapters <= 16 and r.mean_running < 8 and r.mean_waiting < 0.01
+          and math.isfinite(r.p99_ttft_ms) and math.isfinite(r.median_ttft_ms)]
+    return float(np.median(xs)) if len(xs) >= 3 else None
+
+
+def prefit_step(runs: Sequence[RunRecord], base: StepModel, adapter_sq: bool = False,
+                prefill_from_spread: bool = False) -> tuple[StepModel, float]:
     """Stage a: least-squares fit of the forward parameters to the runs' step times -> (step, rms log error).
 
     The per-prefill-token cost is pinned by :func:`prefill_cost_from_ttft` when possible (the ITL relation
     alone cannot separate it from the per-sequence cost: both grow with the load); runs with more than 150
     running requests (the saturated regime that decides throughput) weigh 3×. ``adapter_sq`` also fits the
-    A² term (``lora_ms_per_adapter_sq``); otherwise it is 0.
+    A² term (``lora_ms_per_adapter_sq``); otherwise it is 0. ``prefill_from_spread`` pins the per-token
+    cost by :func:`prefill_cost_from_ttft_spread` instead.
     """
     from scipy.optimize import least_squares
 
@@ -176,7 +195,8 @@ def prefit_step(runs: Sequence[RunRecord], base: StepModel, adapter_sq: bool = F
     scales = np.append(_PREFIT_SCALE, [_ADAPTER_SQ_SCALE] if adapter_sq else [])
     if len(s["B"]) < len(names) + 1:
         return base, math.nan
-    pinned = prefill_cost_from_ttft(runs)
+    pinned = (prefill_cost_from_ttft_spread(runs, runs[0].model) if prefill_from_spread and runs
+              else prefill_cost_from_ttft(runs))
     free = np.array([not (k == "per_prefill_token_ms" and pinned is not None) for k in names])
     x_all = np.ones(len(names))  # a fixed start (10 ms, 0.05, 0.01, 0.01, 0.001[, 0.001]): reproducible
     if pinned is not None:
@@ -321,6 +341,7 @@ class FitLog:
     prefit_rms_log_itl: float = math.nan
     runs_used: int = 0
     wall_s: float = 0.0
+    scrape_runs: int = 0  # runs of the scrape-cost fit (0: not fitted)
 
 
 #: The refinement's coordinate passes: (coordinate: 0 step scale, 1 LoRA scale, 2 per-sequence scale; log
@@ -393,11 +414,82 @@ class CalibrationResult:
                 "step": self.profile.step.__dict__}
 
 
+#: The calibration client's metrics poller sleeps 2 s after each scrape of the server's ``/metrics``
+#: (``ConcurrentMetricsChecker.run``, benchmarks/lora/concurrent_metrics_checker.py of the published
+#: repository): its sample interval minus 2 s is the time one scrape took.
+METRICS_POLL_PAUSE_S = 2.0
+
+
+def measured_scrape_ms(r: RunRecord, pause_s: float = METRICS_POLL_PAUSE_S) -> float:
+    """Mean duration (ms) of one metrics scrape in a real run: the poller's sample interval minus its pause;
+    NaN without poller samples."""
+    if not (r.npy_samples > 1 and r.npy_span_s > 0):
+        return math.nan
+    return (r.npy_span_s / (r.npy_samples - 1) - pause_s) * 1000.0
+
+
+@dataclass
+class ScrapeFit:
+    """The scrape-cost regression: per run, the twin's mean label sets (and the adapter names they list) at a
+    scrape, and the measured ms per scrape."""
+
+    step: StepModel
+    series: list[float] = field(default_factory=list)
+    names: list[float] = field(default_factory=list)
+    measured_ms: list[float] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+
+    def predicted_ms(self) -> np.ndarray:
+        s = self.step
+        return (s.metrics_scrape_base_ms + s.metrics_scrape_us_per_series / 1000.0 * np.asarray(self.series)
+                + s.metrics_scrape_us_per_name / 1000.0 * np.asarray(self.names))
+
+
+def fit_scrape(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, seed: int = 0,
+               pause_s: float = METRICS_POLL_PAUSE_S) -> ScrapeFit:
+    """Fit the metrics-scrape stall (``StepModel.metrics_scrape_*``) to the runs' measured scrape times.
+
+    Every unstarved ok run with poller samples is simulated once with a scraper of zero cost every
+    ``pause_s`` (the label sets the gauge holds do not depend on the stalls' length, up to the few requests a
+    stall delays); the stall per scrape, ``base + per_series·series + per_name·names``, is then a
+    non-negative least-squares fit in relative error to the measured ms per scrape.
+    """
+    from scipy.optimize import nnls
+
+    probe = profile.replace(step=replace(profile.step, metrics_scrape_interval_s=pause_s,
+                                         metrics_scrape_base_ms=0.0, metrics_scrape_us_per_series=0.0,
+                                         metrics_scrape_us_per_name=0.0))
+    out = ScrapeFit(step=profile.step)
+    for r in runs:
+        y = measured_scrape_ms(r, pause_s)
+        if r.status != "ok" or r.starved or not (y > 0):
+            continue
+        o = rerun(r, probe, seed, None)
+        if o.scrapes and math.isfinite(o.scrape_series_mean):
+            out.series.append(float(o.scrape_series_mean))
+            out.names.append(float(o.scrape_names_mean))
+            out.measured_ms.append(y)
+            out.keys.append(r.key)
+    if len(out.series) < 3:
+        raise InputError(f"the scrape fit needs ≥ 3 unstarved runs with metrics-poller samples (got "
+                         f"{len(out.series)})", field="npy_samples")
+    ms = np.asarray(out.measured_ms)
+    a = np.column_stack([1.0 / ms, np.asarray(out.series) / ms, np.asarray(out.names) / ms])
+    (base_ms, per_series_ms, per_name_ms), _ = nnls(a, np.ones_like(ms))
+    out.step = replace(profile.step, metrics_scrape_interval_s=pause_s,
+                       metrics_scrape_base_ms=round(float(base_ms), 4),
+                       metrics_scrape_us_per_series=round(float(per_series_ms) * 1000.0, 4),
+                       metrics_scrape_us_per_name=round(float(per_name_ms) * 1000.0, 4))
+    return out
+
+
 def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[KVRow] | None = None,
                 rerun: Rerun | None = None, seed: int = 0, n_runs: int = 16, window_s: float | None = None,
                 max_evals: int = 20, version: str | None = None, fit_output_shape: bool = False,
                 refine_batch: bool = False, in_batch_eviction: bool | None = None,
-                w_tail: float = 0.0, adapter_sq: bool = False) -> CalibrationResult:
+                w_tail: float = 0.0, adapter_sq: bool = False, scrape: bool = False,
+                scrape_blocks_tokens: bool | None = None, prefill_from_spread: bool = False
+                ) -> CalibrationResult:
     """Fit memory and step models of ``base`` to ``runs`` (one model/GPU). ``rerun=None`` skips stage b.
 
     ``in_batch_eviction`` True fits the step model with vLLM 0.8.5's slot eviction, which may evict and
@@ -406,7 +498,11 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     served adapters, bench/twin_fidelity.md); None keeps the base profile's setting. ``w_tail`` weighs the
     tail-latency term of :func:`objective` (0: the throughput/ITL objective of profiles ≤ v1.2).
     ``adapter_sq`` adds the step model's A² term (``lora_ms_per_adapter_sq``) to the pre-fit; the refinement
-    scales it with the other LoRA terms.
+    scales it with the other LoRA terms. ``scrape`` then fits the metrics scraper's frontend stalls
+    (:func:`fit_scrape`; the pause between scrapes: the base profile's, else the calibration client's
+    :data:`METRICS_POLL_PAUSE_S`); ``scrape_blocks_tokens`` sets whether a stall also holds back token
+    delivery (None: as the base profile). ``prefill_from_spread`` pins the per-prompt-token cost by the
+    light runs' TTFT spread (:func:`prefill_cost_from_ttft_spread`).
 
     The EOS shortfall's mean (``output_scale``) is always fitted; its shape (``output_exponent``, from the
     KV cache held per running request) only with ``fit_output_shape``: it makes the twin hold the measured
@@ -428,7 +524,8 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     evict = base.step.in_batch_eviction if in_batch_eviction is None else in_batch_eviction
     if not (math.isfinite(w_tail) and w_tail >= 0):
         raise InputError(f"must be a finite number ≥ 0 (got {w_tail!r})", field="w_tail", value=w_tail)
-    step, rms = prefit_step(runs, replace(base.step, in_batch_eviction=evict), adapter_sq=adapter_sq)
+    step, rms = prefit_step(runs, replace(base.step, in_batch_eviction=evict), adapter_sq=adapter_sq,
+                            prefill_from_spread=prefill_from_spread)
     log.prefit_rms_log_itl = rms
     prof = base.replace(memory=memory, step=step, output_scale=fit_output_scale(runs, base.model))
     if fit_output_shape:
@@ -436,6 +533,13 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     if rerun is not None:
         prof = refine_step(prof, runs, rerun, seed=seed, n_runs=n_runs, window_s=window_s,
                            max_evals=max_evals, log=log, refine_batch=refine_batch, w_tail=w_tail)
+    if scrape_blocks_tokens is not None:
+        prof = prof.replace(step=replace(prof.step, metrics_scrape_blocks_tokens=bool(scrape_blocks_tokens)))
+    if scrape:
+        sf = fit_scrape(prof, runs, rerun if rerun is not None else capped(None), seed=seed,
+                        pause_s=prof.step.metrics_scrape_interval_s or METRICS_POLL_PAUSE_S)
+        prof = prof.replace(step=sf.step)
+        log.scrape_runs = len(sf.series)
     log.wall_s = time.perf_counter() - t0
     checks = rows + [(r.max_loras, r.max_lora_rank, None if r.oom else 10**9) for r in runs]
     ok, total = oom_accuracy(prof, checks)
@@ -451,7 +555,9 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
               client_cap: int | str | None = "auto", max_evals: int = 20, n_runs: int = 16,
               version: str | None = None, fit_output_shape: bool = False,
               refine_batch: bool = False, in_batch_eviction: bool | None = None,
-              w_tail: float = 0.0, adapter_sq: bool = False) -> CalibrationResult:
+              w_tail: float = 0.0, adapter_sq: bool = False, scrape: bool = False,
+              scrape_blocks_tokens: bool | None = None, prefill_from_spread: bool = False
+              ) -> CalibrationResult:
     """Fit the profile of (model, gpu) to a runs CSV: the library call behind ``placer twin calibrate``.
 
     Starts from the current profile (shipped, or derived from datasheets); ``kv_csv`` defaults to a
@@ -484,4 +590,6 @@ def calibrate(runs_csv: str | Path, *, model: str, gpu: str, kv_csv: str | Path 
         rerun = capped(int(client_cap) if client_cap else None)
     return fit_profile(runs, base, kv_rows=rows, rerun=rerun, seed=seed, n_runs=n_runs, max_evals=max_evals,
                        version=version, fit_output_shape=fit_output_shape, refine_batch=refine_batch,
-                       in_batch_eviction=in_batch_eviction, w_tail=w_tail, adapter_sq=adapter_sq)
+                       in_batch_eviction=in_batch_eviction, w_tail=w_tail, adapter_sq=adapter_sq,
+                       scrape=scrape, scrape_blocks_tokens=scrape_blocks_tokens,
+                       prefill_from_spread=prefill_from_spread)

@@ -44,6 +44,10 @@ class Outcome:
     mean_waiting: float = math.nan
     gpu_loads: int = 0
     completed: int = 0
+    scrapes: int = 0               # metrics scrapes (frontend stalls; profile's metrics_scrape_interval_s)
+    scrape_ms: float = math.nan    # their mean duration
+    scrape_series_mean: float = math.nan  # label sets held at a scrape, mean
+    scrape_names_mean: float = math.nan   # adapter names they list, mean
 
 
 Rerun = Callable[[RunRecord, Profile, int, float | None], Outcome]
@@ -68,7 +72,11 @@ def rerun(run: RunRecord, profile: Profile, seed: int = 0, window_s: float | Non
                    oom=res.oom, itl_ms=res.itl_mean_s * 1000, ttft_ms=res.ttft_mean_s * 1000,
                    wall_s=res.wall_s, ttft_p50_ms=res.ttft_p50_s * 1000, ttft_p99_ms=res.ttft_p99_s * 1000,
                    itl_p50_ms=res.itl_p50_s * 1000, itl_p99_ms=res.itl_p99_s * 1000, mean_running=run_mean,
-                   mean_waiting=wait_mean, gpu_loads=res.gpu_loads, completed=res.completed)
+                   mean_waiting=wait_mean, gpu_loads=res.gpu_loads, completed=res.completed,
+                   scrapes=res.scrapes,
+                   scrape_ms=res.scrape_stall_s / res.scrapes * 1000 if res.scrapes else math.nan,
+                   scrape_series_mean=res.scrape_series_mean if res.scrapes else math.nan,
+                   scrape_names_mean=res.scrape_names_mean if res.scrapes else math.nan)
 
 
 def capped(client_cap: int | None = DEFAULT_CLIENT_CAP) -> Rerun:

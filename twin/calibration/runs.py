@@ -106,6 +106,8 @@ class RunRecord:
     preemptions: float = math.nan
     kv_cache_tokens: float = math.nan
     mean_tokens_per_request: float = math.nan
+    npy_samples: float = math.nan  # samples of the client's metrics poller (time series of the gauges)
+    npy_span_s: float = math.nan   # the time they span
 
     # --- derived -------------------------------------------------------------------------------------
     @property
