@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from placer.check.repair import repair
 from placer.check.verify import verify
 from placer.context import Context
 from placer.oracle import make_oracle
@@ -122,6 +123,32 @@ def run(args: argparse.Namespace) -> Path:
                                 ),
                                 flush=True,
                             )
+    return repair_failures(out, args)
+
+
+def repair_failures(out: Path, args: argparse.Namespace) -> Path:
+    """Every ffd-bisect plan with an SLO failure, solved again (deterministic) and repaired in the twin
+    (``placer solve --repair``: every GPU simulated, failing ones split until they pass): GPUs after repair,
+    and whether every GPU then passes (``repair_gpus``, ``repair_all_pass``, ``repair_s``)."""
+    df = pd.read_csv(out)
+    if "repair_gpus" not in df:
+        df["repair_gpus"], df["repair_all_pass"], df["repair_s"] = math.nan, None, math.nan
+    todo = df[(df.solver == "ffd-bisect") & (df.slo_failures > 0) & df.repair_gpus.isna()]
+    for i, r in todo.iterrows():
+        model = MODELS[str(r.model)]
+        total = None if r.family == "paper" else args.rate_per_adapter * int(r.adapters)
+        base = generate(str(r.family), int(r.adapters), int(r.seed), model=model, total_rate_rps=total)
+        oracle = make_oracle(base, "surrogate", context=Context.load(models=args.models))
+        problem = base.replace(slo=Slo(ttft_p99_s=float(r.ttft_p99_s), tpot_p99_ms=TPOT_MS))
+        t0 = time.perf_counter()
+        plan = solve(problem, "ffd-bisect", time_limit=args.time_limit, seed=0, oracle=oracle)
+        fixed = repair(problem, plan, oracle, seed=0, workers=max(args.workers, 2))
+        df.loc[i, ["repair_gpus", "repair_s"]] = [fixed.num_gpus, round(time.perf_counter() - t0, 1)]
+        df.loc[i, "repair_all_pass"] = bool(fixed.extra["repair"]["all_pass"])
+        atomic_write_text(out, df.to_csv(index=False))
+        print(f"repair {r.family} {r.adapters} s{r.seed} {r.model} TTFT <= {r.ttft_p99_s:g}: "
+              f"{r.num_gpus} -> {fixed.num_gpus} GPUs, all pass {fixed.extra['repair']['all_pass']}",
+              flush=True)
     return out
 
 
@@ -202,8 +229,12 @@ def summary(df: pd.DataFrame, args: argparse.Namespace, wall: float) -> str:
     if len(ver) and ver.slo_failures.sum():
         lines += ["Failing GPUs:", ""]
         for r in ver[ver.slo_failures > 0].itertuples():
+            fix = ""
+            if "repair_gpus" in ver and not math.isnan(float(r.repair_gpus)):
+                fix = (f" — `--repair`: {r.num_gpus} → {int(r.repair_gpus)} GPUs, every GPU passes the twin: "
+                       f"{'yes' if r.repair_all_pass else 'no'} ({r.repair_s:g} s)")
             lines.append(
-                f"- {r.family} {r.adapters} s{r.seed} {r.model} TTFT ≤ {r.ttft_p99_s:g} s: {r.failures}"
+                f"- {r.family} {r.adapters} s{r.seed} {r.model} TTFT ≤ {r.ttft_p99_s:g} s: {r.failures}{fix}"
             )
         lines.append("")
     lines += [
