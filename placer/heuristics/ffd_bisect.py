@@ -3,7 +3,11 @@ local search that empties the least-loaded GPUs; the published greedy is one of 
 uses more GPUs than ``greedy-paper`` under the same oracle.
 
 1. Orders: adapters by token load (rate) inside rank groups — zig-zag (hot and cold mixed, largest rank
-   first), strictly decreasing (first-fit-decreasing flavour), and both with rank groups smallest first.
+   first), strictly decreasing (first-fit-decreasing flavour), and both with rank groups smallest first;
+   and decreasing with the largest rank zig-zagged (smallest rank first): memory caps a largest-rank GPU's
+   LoRA slots, so its cold adapters packed together fill the slots long before the GPU's throughput (at
+   100,000 adapters the decreasing order's last GPUs hold 156 rank-32 adapters on 121 slots); mixed with hot
+   ones they do not, while smaller ranks have slots to spare and pack best hot first, topped up with cold.
 2. Each order is packed GPU by GPU; the number of adapters a GPU takes from the front of the remaining order
    is the largest feasible prefix, found by galloping from the previous GPU's count and bisecting (each probe
    is one batched oracle call over all slot candidates) instead of the fixed test points. Topped up, each
@@ -42,17 +46,22 @@ BASELINE_CANDIDATES = ("loraserve", "dlora", "least-loaded")  # ffd-bisect never
 #: 10,000 and 100,000 adapters (bench/results/slo_scale-2026-12-05-gap.md); the plain first order early, as
 #: the plan ffd-bisect gave before the top-up.
 FILL_PRIORITY: tuple[tuple[str, bool], ...] = (
-    ("decreasing-rank-asc", True), ("zigzag-rank-desc", False), ("zigzag-rank-asc", True),
-    ("decreasing-rank-desc", True), ("zigzag-rank-asc", False), ("decreasing-rank-desc", False),
-    ("decreasing-rank-asc", False))
+    ("decreasing-rank-asc-zigzag-top", True), ("zigzag-rank-desc", False), ("decreasing-rank-asc", True),
+    ("zigzag-rank-asc", True), ("decreasing-rank-desc", True), ("zigzag-rank-asc", False),
+    ("decreasing-rank-desc", False), ("decreasing-rank-asc", False),
+    ("decreasing-rank-asc-zigzag-top", False))
 TOP_UP_MAX = 64          # cold adapters a GPU's top-up may take (it is judged by bisection below that)
 
 
-def _rank_groups(problem: Instance, order_fn: Callable[[np.ndarray], np.ndarray],
-                 descending: bool) -> np.ndarray:
+def _rank_groups(problem: Instance, order_fn: Callable[[np.ndarray], np.ndarray], descending: bool,
+                 top_fn: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Rank groups in rank order, each ordered by ``order_fn`` (the largest rank by ``top_fn`` if given)."""
     ranks = problem.ranks
     groups = sorted(set(ranks.tolist()), reverse=descending)
-    return np.concatenate([order_fn(np.flatnonzero(ranks == r)) for r in groups]).astype(np.int64)
+    top = max(groups)
+    parts = [(top_fn if top_fn is not None and r == top else order_fn)(np.flatnonzero(ranks == r))
+             for r in groups]
+    return np.concatenate(parts).astype(np.int64)
 
 
 def candidate_orders(problem: Instance, seed: int) -> list[tuple[str, np.ndarray]]:
@@ -70,7 +79,8 @@ def candidate_orders(problem: Instance, seed: int) -> list[tuple[str, np.ndarray
     return [("zigzag-rank-desc", _rank_groups(problem, zz, True)),
             ("decreasing-rank-desc", _rank_groups(problem, dec, True)),
             ("zigzag-rank-asc", _rank_groups(problem, zz, False)),
-            ("decreasing-rank-asc", _rank_groups(problem, dec, False))]
+            ("decreasing-rank-asc", _rank_groups(problem, dec, False)),
+            ("decreasing-rank-asc-zigzag-top", _rank_groups(problem, dec, False, top_fn=zz))]
 
 
 def _plan_from_verdict(problem: Instance, idx: np.ndarray, oracle: Oracle, verdict: GpuVerdict) -> GpuPlan:

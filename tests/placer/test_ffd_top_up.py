@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from placer.heuristics.ffd_bisect import fill_bisect
+from placer.heuristics.ffd_bisect import candidate_orders, fill_bisect
 from placer.oracle import AnalyticOracle
 from placer.solve import solve
 from twin.spec import Adapter, Instance
@@ -69,3 +69,10 @@ def test_ffd_bisect_reports_its_topped_up_fillings() -> None:
     assert result.num_gpus == 2
     assert result.stats.candidates is not None
     assert any(name.endswith("+top-up") for name in result.stats.candidates)
+
+
+def test_decreasing_order_with_the_largest_rank_zigzagged() -> None:
+    # rank groups smallest first; decreasing rate inside each, except the largest rank: hot, cold, hot, ...
+    problem = make([3, 1, 2, 9, 7, 8, 4, 5], [8, 8, 8, 32, 32, 32, 16, 16])
+    order = dict(candidate_orders(problem, seed=0))["decreasing-rank-asc-zigzag-top"]
+    assert problem.rates[order].tolist() == [3, 2, 1, 5, 4, 9, 7, 8]
