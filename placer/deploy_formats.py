@@ -69,9 +69,9 @@ pids=() gpus=() ports=()
 
 stop_all() {  # TERM every server, KILL those still running after STOP_TIMEOUT_S, reap them
   trap - INT TERM EXIT
-  local pid alive i
+  local pid alive deadline=$((SECONDS + STOP_TIMEOUT_S))
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  for ((i = 0; i < STOP_TIMEOUT_S * 10; i++)); do
+  while ((SECONDS < deadline)); do  # wall time: a loaded host must not stretch the grace period
     alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     ((alive)) || break

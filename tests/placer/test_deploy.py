@@ -241,6 +241,10 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Launch:
     """The generated script for PLAN running under bash with the fake vllm, in its own process group."""
 
@@ -258,8 +262,11 @@ class _Launch:
                "FAKE_VLLM_PIDS": str(self.pid_dir), "STOP_TIMEOUT_S": "5", "HEALTH_TIMEOUT_S": "20"}
         if fail_gpu is not None:
             env["FAKE_VLLM_FAIL_PORT"] = str(base + fail_gpu)
+        # as from a terminal: SIGINT at its default disposition even when this test itself runs in the
+        # background of a non-interactive shell (which ignores SIGINT, and a shell cannot trap a signal
+        # ignored at its start)
         self.proc = subprocess.Popen(["bash", str(script)], env=env, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_default_sigint)
         self.lines: list[str] = []
 
     def wait_for(self, text: str, timeout: float = 20.0) -> None:
@@ -277,7 +284,7 @@ class _Launch:
     def servers(self) -> list[int]:
         return [int(p.name) for p in self.pid_dir.iterdir()]
 
-    def finish(self, timeout: float = 15.0) -> tuple[int | None, list[int]]:
+    def finish(self, timeout: float = 30.0) -> tuple[int | None, list[int]]:
         """The script's exit code (None if it hung) and the servers still alive once it ended; then clean up
         whatever is left, so a failing test leaves no process behind."""
         try:
