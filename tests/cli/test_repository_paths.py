@@ -50,7 +50,9 @@ def test_patterns_catch_what_they_are_for() -> None:
                 "~ " + _abs("home", "me", "x"), _abs("Users", "x", "y"), drive + "\\Users\\x",
                 drive + "\\\\data"):
         assert ABSOLUTE.search(bad), bad
-    for fine in ("a/work/b", "bench/results/x.csv", "http://h/home/x", "~/home/x", "./work/x", "key[0]:\\n"):
+    # paths that only look absolute inside a longer token, assembled from parts like the bad ones above
+    for fine in ("a" + _abs("work", "b"), "bench/results/x.csv", "http://h" + _abs("home", "x"),
+                 "~" + _abs("home", "x"), "." + _abs("work", "x"), "key[0]:\\n"):
         assert not ABSOLUTE.search(fine), fine
     assert SHARED.search("../shared/traces") and SHARED.search('root / "shared" / kind')
     assert not SHARED.search("PLACER_SHARED_DIR/traces") and not SHARED.search("2 shared cores")
