@@ -166,11 +166,16 @@ def slot_occupancy(rates: np.ndarray, groups: Sequence[np.ndarray], slots: Seque
     for one however idle the GPU is. The regressors' features see slot contention only through fixed windows
     (1, 10 and 60 s), so they miss it when requests are long; this is the check they lack.
     """
+    sizes = np.fromiter((len(idx) for idx in groups), dtype=np.int64, count=len(groups))
+    cap = np.asarray(slots, dtype=np.int64)
+    hold = np.asarray(hold_s, dtype=np.float64)
     out = np.zeros(len(groups))
-    for j, (idx, s) in enumerate(zip(groups, slots, strict=True)):
-        if len(idx) > int(s) and math.isfinite(float(hold_s[j])):
-            busy = float(np.sum(-np.expm1(-np.asarray(rates)[idx] * float(hold_s[j]))))
-            out[j] = busy / max(int(s), 1)
+    sel = np.flatnonzero((sizes > cap) & np.isfinite(hold))
+    if sel.size:  # one vectorised pass over the contended groups' adapters (this runs on every oracle batch)
+        idx = np.concatenate([np.asarray(groups[int(j)], dtype=np.int64) for j in sel])
+        busy = -np.expm1(-np.asarray(rates, dtype=np.float64)[idx] * np.repeat(hold[sel], sizes[sel]))
+        starts = np.concatenate(([0], np.cumsum(sizes[sel])[:-1]))
+        out[sel] = np.add.reduceat(busy, starts) / np.maximum(cap[sel], 1)
     return out
 
 
