@@ -59,6 +59,13 @@ def _append(path: Path, df: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
     return out
 
 
+def _instance(family: str, n: int, seed: int, model: str, args: argparse.Namespace) -> tuple[Any, Any]:
+    """The generated instance of one grid cell (no SLO yet) and its surrogate oracle."""
+    total = None if family == "paper" else args.rate_per_adapter * n
+    base = generate(family, n, seed, model=model, total_rate_rps=total)
+    return base, make_oracle(base, "surrogate", context=Context.load(models=args.models))
+
+
 def run(args: argparse.Namespace) -> Path:
     out = ROOT / "bench" / "results" / f"slo_families_{args.date}.csv"
     df, done = _done(out)
@@ -66,9 +73,7 @@ def run(args: argparse.Namespace) -> Path:
         for n in _ints(args.sizes):
             for seed in _ints(args.seeds):
                 for short, model in MODELS.items():
-                    total = None if family == "paper" else args.rate_per_adapter * n
-                    base = generate(family, n, seed, model=model, total_rate_rps=total)
-                    oracle = make_oracle(base, "surrogate", context=Context.load(models=args.models))
+                    base, oracle = _instance(family, n, seed, model, args)
                     for ttft in _floats(args.ttft):
                         problem = base.replace(slo=Slo(ttft_p99_s=ttft, tpot_p99_ms=TPOT_MS))
                         solvers = ["ffd-bisect", "greedy-paper"]
@@ -136,9 +141,7 @@ def repair_failures(out: Path, args: argparse.Namespace) -> Path:
     todo = df[(df.solver == "ffd-bisect") & (df.slo_failures > 0) & df.repair_gpus.isna()]
     for i, r in todo.iterrows():
         model = MODELS[str(r.model)]
-        total = None if r.family == "paper" else args.rate_per_adapter * int(r.adapters)
-        base = generate(str(r.family), int(r.adapters), int(r.seed), model=model, total_rate_rps=total)
-        oracle = make_oracle(base, "surrogate", context=Context.load(models=args.models))
+        base, oracle = _instance(str(r.family), int(r.adapters), int(r.seed), model, args)
         problem = base.replace(slo=Slo(ttft_p99_s=float(r.ttft_p99_s), tpot_p99_ms=TPOT_MS))
         t0 = time.perf_counter()
         plan = solve(problem, "ffd-bisect", time_limit=args.time_limit, seed=0, oracle=oracle)
