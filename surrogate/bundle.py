@@ -322,8 +322,10 @@ def load_surrogate(model: str, gpu: str, models_dir: str | Path | None = None,
 
 def profile_fingerprint(name: str, profile: Profile | None = None) -> dict[str, str]:
     """Version and content hash of a profile (recorded so stale models can be detected): ``profile``, or
-    the shipped/derived one named ``name`` (``model@gpu``)."""
+    the shipped/derived one named ``name`` (``model@gpu``). The hash covers what decides the twin's runs
+    (:meth:`twin.profile.Profile.simulation_dict`), not the version string or notes: a profile that only adds
+    fitted scrape costs, with no scraper, keeps its surrogates."""
     model, gpu = name.split("@", 1)
     prof = profile if profile is not None else load_profile(model, gpu)
-    digest = hashlib.sha256(json.dumps(prof.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(prof.simulation_dict(), sort_keys=True).encode()).hexdigest()[:16]
     return {"profile_version": prof.version, "profile_sha256": digest}

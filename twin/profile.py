@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,9 @@ class StepModel:
     #: Additive ms per squared distinct adapter count of the batch (``fit_profile(adapter_sq=True)``).
     lora_ms_per_adapter_sq: float = 0.0
     #: A metrics scraper polling the server's Prometheus endpoint: the pause (s) between the end of one
-    #: scrape and the start of the next; 0 (profiles ≤ v1.3) = no scraper. vLLM 0.8.5's V1 frontend renders
+    #: scrape and the start of the next; 0 = no scraper (the shipped profiles: planning assumes none; they
+    #: carry the fitted costs below, which the replay of a calibration run, ``twin.calibration.replay``,
+    #: and ``placer twin simulate --metrics-scrape-interval`` switch on). vLLM 0.8.5's V1 frontend renders
     #: ``/metrics`` inside the API server's event loop, so a scrape stalls request intake and token
     #: delivery (not the engine) for ``metrics_scrape_base_ms + (metrics_scrape_us_per_series·series +
     #: metrics_scrape_us_per_name·names)/1000`` ms, ``series`` = the distinct label sets its
@@ -158,6 +161,11 @@ class StepModel:
     #: Whether a scrape also holds back token delivery (first tokens and later ones, merged into one chunk);
     #: False: it holds back request intake only.
     metrics_scrape_blocks_tokens: bool = True
+
+
+#: The step model's metrics-scraper fields (written only when used or fitted).
+SCRAPE_FIELDS = ("metrics_scrape_interval_s", "metrics_scrape_base_ms", "metrics_scrape_us_per_series",
+                 "metrics_scrape_us_per_name", "metrics_scrape_blocks_tokens")
 
 
 @dataclass(frozen=True)
@@ -199,9 +207,35 @@ class Profile:
             d["step"].pop("in_batch_eviction", None)
         if not self.step.lora_ms_per_adapter_sq:
             d["step"].pop("lora_ms_per_adapter_sq", None)
+        if not self.step.metrics_scrape_interval_s and not self.has_scrape_costs:
+            for k in SCRAPE_FIELDS:
+                d["step"].pop(k, None)
+        return d
+
+    @property
+    def has_scrape_costs(self) -> bool:
+        """Whether the profile carries fitted metrics-scrape stall costs (used only with a scraper)."""
+        s = self.step
+        return bool(s.metrics_scrape_base_ms or s.metrics_scrape_us_per_series
+                    or s.metrics_scrape_us_per_name)
+
+    def with_scraper(self, interval_s: float) -> Profile:
+        """The same profile with a metrics scraper pausing ``interval_s`` between scrapes (0: none)."""
+        if not (math.isfinite(interval_s) and interval_s >= 0):
+            raise InputError(f"must be a finite number of seconds ≥ 0 (got {interval_s!r})",
+                             field="metrics_scrape_interval_s", value=interval_s)
+        return self.replace(step=dataclasses.replace(self.step, metrics_scrape_interval_s=float(interval_s)))
+
+    def simulation_dict(self) -> dict[str, Any]:
+        """What decides the twin's runs: :meth:`to_dict` without the descriptive fields (version, notes,
+        calibrated flag) and without scrape costs that no scraper uses. Two profiles with equal
+        simulation dicts give the same runs, so surrogates trained on one serve the other
+        (:func:`surrogate.bundle.profile_fingerprint`)."""
+        d = self.to_dict()
+        for k in ("version", "notes", "calibrated"):
+            d.pop(k, None)
         if not self.step.metrics_scrape_interval_s:
-            for k in ("metrics_scrape_interval_s", "metrics_scrape_base_ms", "metrics_scrape_us_per_series",
-                      "metrics_scrape_us_per_name", "metrics_scrape_blocks_tokens"):
+            for k in SCRAPE_FIELDS:
                 d["step"].pop(k, None)
         return d
 

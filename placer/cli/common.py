@@ -54,9 +54,19 @@ PROFILE_HELP = "A twin profile JSON (e.g. written by 'placer twin calibrate') in
 MODELS_HELP = "A directory of trained surrogate models (placer surrogate train) instead of the shipped ones."
 
 
-def load_context(profile: Path | None, models: Path | None) -> Context:
-    """The :class:`placer.Context` of ``--profile`` / ``--models`` (the shipped ones when not given)."""
-    return Context.load(profile=profile, models=models)
+def load_context(profile: Path | None, models: Path | None, *,
+                 metrics_scrape_interval_s: float | None = None) -> Context:
+    """The :class:`placer.Context` of ``--profile`` / ``--models`` (the shipped ones when not given) and
+    ``--metrics-scrape-interval``."""
+    return Context.load(profile=profile, models=models, metrics_scrape_interval_s=metrics_scrape_interval_s)
+
+
+#: ``--metrics-scrape-interval`` of the twin commands (simulate, verify).
+METRICS_SCRAPE = typer.Option(
+    None, "--metrics-scrape-interval", min=0.0, metavar="SECONDS",
+    help="Include a Prometheus scraper pausing SECONDS between GETs of vLLM's /metrics: each scrape stalls "
+         "the frontend by the profile's fitted cost, which grows with the LoRA label sets vLLM 0.8.5 has "
+         "kept (0: none; default: the profile's setting, none for the shipped profiles).")
 
 
 def print_json(obj: Any) -> None:

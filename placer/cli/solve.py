@@ -15,6 +15,7 @@ from placer.check.verify import DEFAULT_WORKERS, VerifyReport, verify
 from placer.cli.common import (
     CRITERION,
     JSON_HELP,
+    METRICS_SCRAPE,
     MODELS_HELP,
     PROFILE_HELP,
     SLO_MIN_SERVED,
@@ -311,6 +312,7 @@ def verify_cmd(
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers", help="Processes simulating GPUs in parallel."),
     sample: int | None = typer.Option(None, "--sample", help="Simulate only this many GPUs (seeded)."),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    metrics_scrape: float | None = METRICS_SCRAPE,
     backend: str = typer.Option("local", "--backend",
                                 help="local (a process pool on this machine) or ray (the Ray cluster named "
                                      "by RAY_ADDRESS, else a local one; needs the ray extra)."),
@@ -336,7 +338,8 @@ def verify_cmd(
     say_if_compiling()
     with progress_bar("twin: simulating GPUs", enabled=not json_out) as tick, about_file(plan):
         report = verify(problem, plan_, seed=seed, workers=workers, sample=sample, progress=tick,
-                        context=load_context(profile, None), backend=backend, seeds=seeds)
+                        context=load_context(profile, None, metrics_scrape_interval_s=metrics_scrape),
+                        backend=backend, seeds=seeds)
     if json_out:
         print_json(report.to_dict())
     else:

@@ -12,6 +12,7 @@ from rich.table import Table
 from placer.cli.common import (
     CRITERION,
     JSON_HELP,
+    METRICS_SCRAPE,
     PROFILE_HELP,
     SLO_MIN_SERVED,
     SLO_TPOT_P50,
@@ -108,6 +109,7 @@ def simulate_cmd(
                               "that meet the criterion (never OOM); the table and the JSON's other keys are "
                               "the first seed's."),
     profile_path: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    metrics_scrape: float | None = METRICS_SCRAPE,
     plot: Path | None = typer.Option(None, "--plot", help="Draw running/waiting requests, KV use, throughput "
                                      "over time and each adapter's served fraction (.png or .svg)."),
     criterion: str | None = CRITERION,
@@ -133,7 +135,7 @@ def simulate_cmd(
         raise InputError(f"must be at most the instance's {instance.n_adapters} adapters, as in a plan "
                          f"(got {max_loras})", source=str(instance_path), field="--max-loras",
                          value=max_loras)
-    profile = load_context(profile_path, None).profile_for(instance)
+    profile = load_context(profile_path, None, metrics_scrape_interval_s=metrics_scrape).profile_for(instance)
     say_if_compiling()
     if replicas != 1:
         _replicas(instance, instance_path, replicas, seeds, plot, max_loras=max_loras,

@@ -32,6 +32,7 @@ from twin.spec import Adapter, Instance
 
 ROOT = Path(__file__).resolve().parents[2]
 MEDIUM = ROOT / "instances" / "examples" / "medium.yaml"
+TINY = ROOT / "instances" / "examples" / "tiny.yaml"
 LLAMA, QWEN, GPU = "llama-3.1-8b-instruct", "qwen-2.5-7b-instruct", "h100-64gb"
 
 # Drop what measures time, keep everything a result *is*.
@@ -181,3 +182,39 @@ def test_compiled_kv_rule_matches_the_memory_model(base, per_sr, per_s, util, sl
     else:
         assert compiled == pytest.approx(exact, rel=1e-12, abs=1e-6)
         assert vector == pytest.approx(exact, rel=1e-12, abs=1e-6)
+
+
+def test_a_metrics_scraper_changes_the_twin_runs_not_the_surrogates(tmp_path: Path) -> None:
+    # The shipped profiles carry fitted scrape costs and no scraper; a context (and the twin commands'
+    # --metrics-scrape-interval) adds one: twin runs then stall at each scrape, the surrogates are the same
+    # bundle (trained without) and are not flagged stale; a profile without fitted costs is an error.
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from placer.cli.app import app
+
+    problem = placer.read_instance(TINY)
+    scraped = Context(metrics_scrape_interval_s=2.0)
+    assert scraped.profile_for(problem).step.metrics_scrape_interval_s == 2.0
+    assert Context().profile_for(problem).step.metrics_scrape_interval_s == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert scraped.surrogate_for(problem).meta == Context().surrogate_for(problem).meta
+    shipped = load_profile(LLAMA, GPU)
+    bare = shipped.replace(step=replace(shipped.step, metrics_scrape_base_ms=0.0,
+                                        metrics_scrape_us_per_series=0.0, metrics_scrape_us_per_name=0.0))
+    with pytest.raises(InputError, match="no fitted metrics-scrape costs"):
+        Context(profile=bare, metrics_scrape_interval_s=2.0).profile_for(problem)
+
+    def sim(*extra: str) -> dict:  # type: ignore[type-arg]
+        res = CliRunner().invoke(app, ["twin", "simulate", str(TINY), "--max-loras", "4", "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    off, on = sim(), sim("--metrics-scrape-interval", "2")
+    assert off["scrapes"] == 0 and on["scrapes"] > 1000 and on["scrape_stall_s"] > 0
+    assert on["ttft_mean_s"] > off["ttft_mean_s"]
+    res = CliRunner().invoke(app, ["twin", "simulate", str(TINY), "--max-loras", "4",
+                                   "--metrics-scrape-interval", "-1"])
+    assert res.exit_code == 2

@@ -21,6 +21,7 @@ from twin.calibration.fit import (
     fit_memory,
     fit_output_exponent,
     fit_output_scale,
+    fit_profile,
     kv_per_running_request,
     kv_tokens,
     load_kv_table,
@@ -329,7 +330,7 @@ def test_shipped_profile_is_what_calibrate_fits_on_the_real_runs(model: str, tmp
     out = tmp_path / "p.json"
     runs = external_file("calibration", "real_runs.csv")
     res = CliRunner().invoke(app, ["twin", "calibrate", str(runs), "--model", model,
-                                   "--gpu", "h100-64gb", "--out", str(out), "--json"])
+                                   "--gpu", "h100-64gb", "--out", str(out), "--fit-scrape", "--json"])
     assert res.exit_code == 0, res.output
     fitted, shipped = json.loads(out.read_text()), load_profile(model, "h100-64gb").to_dict()
     assert fitted["step"] == pytest.approx(shipped["step"], rel=1e-6)
@@ -391,3 +392,38 @@ def test_prefill_cost_from_the_ttft_spread_of_light_runs_with_few_adapters() -> 
     runs = [run(8, 30.0), run(16, 36.0), run(8, 33.0), run(64, 300.0), run(8, 200.0, running=40.0)]
     assert prefill_cost_from_ttft_spread(runs, LLAMA) == pytest.approx(33.0 / 864)
     assert prefill_cost_from_ttft_spread(runs[:2], LLAMA) is None
+
+
+def test_replay_adds_the_clients_poller_only_where_the_profile_prices_scrapes() -> None:
+    # A calibration run with poller samples is replayed with its client's 2 s poller when the profile
+    # carries fitted scrape costs and no scraper of its own; otherwise the profile is used as it is.
+    from twin.calibration.replay import METRICS_POLL_PAUSE_S, harness_profile
+
+    shipped = load_profile(LLAMA, "h100-64gb")
+    assert shipped.has_scrape_costs and shipped.step.metrics_scrape_interval_s == 0.0
+    polled = RunRecord(model=LLAMA, gpu="h100-64gb", workload="w", status="ok", rates_composition="0.1x8",
+                       ranks_composition="16x8", max_loras=8, max_cpu_loras=8, max_lora_rank=16,
+                       npy_samples=100.0, npy_span_s=220.0)
+    unpolled = replace(polled, npy_samples=math.nan, npy_span_s=math.nan)
+    assert harness_profile(polled, shipped).step.metrics_scrape_interval_s == METRICS_POLL_PAUSE_S
+    assert harness_profile(unpolled, shipped) is shipped
+    own = shipped.with_scraper(15.0)
+    assert harness_profile(polled, own) is own
+    free = shipped.replace(step=replace(shipped.step, metrics_scrape_base_ms=0.0,
+                                        metrics_scrape_us_per_series=0.0, metrics_scrape_us_per_name=0.0))
+    assert harness_profile(polled, free) is free
+
+
+def test_step_fit_ignores_scrape_costs_and_carries_them_over() -> None:
+    # Refitting from a profile that carries scrape costs gives the step model a profile without them gives
+    # (the stalls hold the frontend, not the engine); without --fit-scrape the costs are carried over.
+    runs = load_runs(external_file("calibration", "real_runs.csv"), model=LLAMA, source="dt_real")
+    priced = load_profile(LLAMA, "h100-64gb")
+    free = priced.replace(step=replace(priced.step, metrics_scrape_base_ms=0.0,
+                                       metrics_scrape_us_per_series=0.0, metrics_scrape_us_per_name=0.0))
+    a = fit_profile(runs, priced, rerun=None).profile.step
+    b = fit_profile(runs, free, rerun=None).profile.step
+    assert replace(a, metrics_scrape_base_ms=0.0, metrics_scrape_us_per_series=0.0,
+                   metrics_scrape_us_per_name=0.0) == b
+    assert a.metrics_scrape_us_per_series == priced.step.metrics_scrape_us_per_series > 0
+    assert not b.metrics_scrape_us_per_series

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from twin.errors import InputError
 from twin.profile import MemoryModel, Profile, StepModel
 from twin.simulate import simulate_requests
 from twin.spec import ServerSettings
@@ -245,3 +246,22 @@ def test_profiles_omit_the_scraper_when_off() -> None:
     assert "metrics_scrape_interval_s" not in off.to_dict()["step"]
     assert on.to_dict()["step"]["metrics_scrape_us_per_series"] == 1000.0
     assert Profile.from_dict(on.to_dict()) == on and Profile.from_dict(off.to_dict()) == off
+
+
+def test_fitted_scrape_costs_are_kept_without_a_scraper_and_do_not_change_the_runs() -> None:
+    # A profile may carry fitted scrape costs with no scraper (the shipped ones): they are written and read
+    # back, the twin's runs are those of the profile without them, and with_scraper switches them on.
+    costs = {k: v for k, v in _SCRAPE.items() if k != "metrics_scrape_interval_s"}
+    plain, priced = _profile(base_ms=8.0), _profile(base_ms=8.0, **costs)
+    assert priced.has_scrape_costs and not plain.has_scrape_costs
+    assert priced.to_dict()["step"]["metrics_scrape_base_ms"] == 25.0
+    assert Profile.from_dict(priced.to_dict()) == priced
+    assert priced.simulation_dict() == plain.simulation_dict()  # what decides the runs: equal
+    assert priced.with_scraper(0.1).simulation_dict() != plain.simulation_dict()
+    rows = [(0.0, 0, 4, 20)]
+    same = _run(rows, max_loras=1, profile=plain)
+    assert _run(rows, max_loras=1, profile=priced).itl_p99_s == same.itl_p99_s
+    on = _run(rows, max_loras=1, profile=priced.with_scraper(0.1))
+    assert on.scrapes == 1 and on.itl_p99_s == pytest.approx(0.030, rel=0.01)  # as the merged-gap test
+    with pytest.raises(InputError, match="≥ 0"):
+        priced.with_scraper(-1.0)

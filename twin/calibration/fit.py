@@ -64,10 +64,10 @@ from twin.calibration.memfit import (
     memory_error,
     oom_accuracy,
 )
-from twin.calibration.replay import DEFAULT_CLIENT_CAP, Outcome, Rerun, capped
+from twin.calibration.replay import DEFAULT_CLIENT_CAP, METRICS_POLL_PAUSE_S, Outcome, Rerun, capped
 from twin.calibration.runs import RunRecord
 from twin.errors import InputError
-from twin.profile import Profile, StepModel
+from twin.profile import SCRAPE_FIELDS, Profile, StepModel
 
 __all__ = [
     "CalibrationResult", "FitLog", "KVRow", "Outcome", "Rerun", "calibrate", "effective_step_ms",
@@ -414,12 +414,6 @@ class CalibrationResult:
                 "step": self.profile.step.__dict__}
 
 
-#: The calibration client's metrics poller sleeps 2 s after each scrape of the server's ``/metrics``
-#: (``ConcurrentMetricsChecker.run``, benchmarks/lora/concurrent_metrics_checker.py of the published
-#: repository): its sample interval minus 2 s is the time one scrape took.
-METRICS_POLL_PAUSE_S = 2.0
-
-
 def measured_scrape_ms(r: RunRecord, pause_s: float = METRICS_POLL_PAUSE_S) -> float:
     """Mean duration (ms) of one metrics scrape in a real run: the poller's sample interval minus its pause;
     NaN without poller samples."""
@@ -521,6 +515,12 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
             rows.append(row)
     memory = fit_memory(rows, base.memory)
     log = FitLog()
+    # The step model is fitted without metrics-scrape stalls (they hold the frontend, not the engine), so a
+    # refit from a profile that carries scrape costs gives the same step model as from one that does not;
+    # the costs are refitted (``scrape``) or carried over afterwards.
+    carried = {k: getattr(base.step, k) for k in SCRAPE_FIELDS}
+    base = base.replace(step=replace(base.step, metrics_scrape_base_ms=0.0, metrics_scrape_us_per_series=0.0,
+                                     metrics_scrape_us_per_name=0.0))
     evict = base.step.in_batch_eviction if in_batch_eviction is None else in_batch_eviction
     if not (math.isfinite(w_tail) and w_tail >= 0):
         raise InputError(f"must be a finite number ≥ 0 (got {w_tail!r})", field="w_tail", value=w_tail)
@@ -533,12 +533,16 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     if rerun is not None:
         prof = refine_step(prof, runs, rerun, seed=seed, n_runs=n_runs, window_s=window_s,
                            max_evals=max_evals, log=log, refine_batch=refine_batch, w_tail=w_tail)
+    prof = prof.replace(step=replace(prof.step, **carried))
     if scrape_blocks_tokens is not None:
         prof = prof.replace(step=replace(prof.step, metrics_scrape_blocks_tokens=bool(scrape_blocks_tokens)))
     if scrape:
         sf = fit_scrape(prof, runs, rerun if rerun is not None else capped(None), seed=seed,
                         pause_s=prof.step.metrics_scrape_interval_s or METRICS_POLL_PAUSE_S)
-        prof = prof.replace(step=sf.step)
+        # The costs are kept; the scraper itself stays as in the base profile (shipped profiles: none, so
+        # planning assumes no scraper; the replay of a calibration run adds the client's poller).
+        prof = prof.replace(step=replace(sf.step,
+                                         metrics_scrape_interval_s=prof.step.metrics_scrape_interval_s))
         log.scrape_runs = len(sf.series)
     log.wall_s = time.perf_counter() - t0
     checks = rows + [(r.max_loras, r.max_lora_rank, None if r.oom else 10**9) for r in runs]

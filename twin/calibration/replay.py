@@ -55,15 +55,34 @@ Rerun = Callable[[RunRecord, Profile, int, float | None], Outcome]
 #: In-flight requests (running + waiting) the calibration client could hold (median plateau of dt_real runs).
 DEFAULT_CLIENT_CAP = 27_000
 
+#: The calibration client's metrics poller sleeps 2 s after each scrape of the server's ``/metrics``
+#: (``ConcurrentMetricsChecker.run``, benchmarks/lora/concurrent_metrics_checker.py of the published
+#: repository): its sample interval minus 2 s is the time one scrape took.
+METRICS_POLL_PAUSE_S = 2.0
+
+
+def harness_profile(run: RunRecord, profile: Profile) -> Profile:
+    """``profile`` as the calibration harness ran it for ``run``: a profile that carries fitted scrape costs
+    but no scraper of its own (the shipped ones: planning assumes none) gets the client's poller, pausing
+    :data:`METRICS_POLL_PAUSE_S` between scrapes, when the run recorded poller samples. Any other profile is
+    returned as it is."""
+    if (profile.has_scrape_costs and not profile.step.metrics_scrape_interval_s
+            and run.npy_samples > 1 and run.npy_span_s > 0):
+        return profile.with_scraper(METRICS_POLL_PAUSE_S)
+    return profile
+
 
 def rerun(run: RunRecord, profile: Profile, seed: int = 0, window_s: float | None = None, *,
           client_cap: int | None = None) -> Outcome:
-    """The twin's prediction for ``run`` (same composition, configuration and window; seeded instance)."""
+    """The twin's prediction for ``run`` (same composition, configuration and window; seeded instance), with
+    the calibration client's metrics poller where the profile carries scrape costs (:func:`harness_profile`).
+    """
     from twin.simulate import simulate
 
     inst = run.instance(seed=seed, window_s=window_s)
     res = simulate(inst, max_loras=run.max_loras, max_cpu_loras=run.max_cpu_loras,
-                   max_lora_rank=run.max_lora_rank, seed=seed, profile=profile, max_inflight=client_cap,
+                   max_lora_rank=run.max_lora_rank, seed=seed, profile=harness_profile(run, profile),
+                   max_inflight=client_cap,
                    drop_over_limit=client_cap is not None, timeseries=True)
     ts = res.timeseries
     run_mean, wait_mean = ((float(ts["running"].mean()), float(ts["waiting"].mean())) if ts is not None
