@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from surrogate.bundle import profile_fingerprint
 from surrogate.sampling import SAMPLER_VERSION, draw_sample, sample_instance
 from twin.errors import InputError
 from twin.files import atomic_write_bytes, atomic_write_text
+from twin.metrics import is_starved
 from twin.parallel import check_backend, map_unordered
 from twin.profile import Profile
 
@@ -43,13 +45,49 @@ def _twin_simulate(*args: Any, **kwargs: Any) -> Any:
     return simulate(*args, **kwargs)
 
 
+def _sim_fields(result: Any) -> dict[str, Any]:
+    """The scalar fields of a simulator's result (a ``SimResult``, or a mapping from a test simulator)."""
+    if isinstance(result, Mapping):
+        out = dict(result)
+    else:
+        try:
+            out = result.to_dict(per_adapter=False)
+        except TypeError:
+            out = result.to_dict()
+    return {k: v for k, v in out.items() if v is None or isinstance(v, (bool, int, float, str))}
+
+
+def _mean_of_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One label row from the runs of one sample with several twin seeds: numeric fields averaged (None if
+    a seed lacks one), served fraction and the starved verdict recomputed from the mean throughput and mean
+    offered load, other fields (text, OOM) from the first seed."""
+    out = dict(runs[0])
+    for k, v in runs[0].items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        vals = [r.get(k) for r in runs]
+        ok = [float(x) for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)
+              and math.isfinite(float(x))]
+        out[k] = sum(ok) / len(ok) if len(ok) == len(runs) else None
+    thr, off = out.get("throughput_tok_s"), out.get("offered_tok_s")
+    if isinstance(thr, float) and isinstance(off, float):
+        out["served_fraction"] = thr / off if off > 0 else None
+        out["starved"] = is_starved(thr, off)
+    return out
+
+
 def run_sample(spec: dict[str, Any], simulate: Simulator | None = None,
-               book: Mapping[str, Profile] | None = None) -> dict[str, Any]:
+               book: Mapping[str, Profile] | None = None, label_seeds: int = 1) -> dict[str, Any]:
     """Run one sample through the twin (or an injected simulator) and return its dataset row.
 
     Simulator fields are prefixed ``sim_``; a run that raises an ``Exception`` gives a row with ``error`` set
     (a ``BaseException`` such as KeyboardInterrupt propagates: the sweep stops and can be resumed).
+    ``label_seeds`` k > 1 runs the sample with the twin seeds ``seed``, ``seed + 1`` … ``seed + k − 1`` and
+    stores their mean (:func:`_mean_of_seeds`: the label noise of a mean of 2 is ~0.77× a single seed's,
+    bench/results/label_noise_2026-12-04.md); ``seeds_throughput_tok_s`` keeps each seed's throughput.
     """
+    if label_seeds < 1:
+        raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
     sim = simulate or _twin_simulate
     inst, kwargs = sample_instance(spec)
     if book and spec["profile"] in book:  # a user's profile (a shipped one is found by name)
@@ -57,28 +95,30 @@ def run_sample(spec: dict[str, Any], simulate: Simulator | None = None,
     row = dict(spec)
     row["error"] = None
     t0 = time.perf_counter()
+    runs = []
     try:
-        result = sim(inst, **kwargs)
+        for j in range(label_seeds):
+            runs.append(_sim_fields(sim(inst, **{**kwargs, "seed": int(kwargs["seed"]) + j})))
     except Exception as exc:  # one bad run must not kill a long sweep: record it, training skips it
         row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         row["run_s"] = time.perf_counter() - t0
         return row
     elapsed = time.perf_counter() - t0
-    try:
-        out = result.to_dict(per_adapter=False)
-    except TypeError:
-        out = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+    out = runs[0] if label_seeds == 1 else _mean_of_seeds(runs)
     for k, v in out.items():
-        if v is None or isinstance(v, (bool, int, float, str)):
-            row[f"sim_{k}"] = v
+        row[f"sim_{k}"] = v
+    if label_seeds > 1:
+        row["label_seeds"] = label_seeds
+        row["seeds_throughput_tok_s"] = json.dumps([r.get("throughput_tok_s") for r in runs])
     row["run_s"] = elapsed
     return row
 
 
 def _run_indexed(item: tuple[int, dict[str, Any]], simulate: Simulator | None,
-                 book: Mapping[str, Profile] | None = None) -> tuple[int, dict[str, Any]]:
+                 book: Mapping[str, Profile] | None = None,
+                 label_seeds: int = 1) -> tuple[int, dict[str, Any]]:
     i, spec = item
-    return i, run_sample(spec, simulate, book)
+    return i, run_sample(spec, simulate, book, label_seeds)
 
 
 def _failed(item: tuple[int, dict[str, Any]], exc: BaseException) -> tuple[int, dict[str, Any]]:
@@ -138,7 +178,7 @@ def _write_chunk(out: Path, chunk: int, rows: list[dict[str, Any]]) -> dict[str,
 def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str, ...] = DEFAULT_PROFILES,
           duration_s: float = 3600.0, workers: int = 2, backend: str = "local", chunk_size: int = 16,
           quiet: bool = False, simulate: Simulator | None = None, focus: str = "throughput",
-          user_profiles: Sequence[Profile] = ()) -> SweepStats:
+          user_profiles: Sequence[Profile] = (), label_seeds: int = 1) -> SweepStats:
     """Run samples ``0..n_samples-1`` of sweep ``seed`` through the twin into ``out_dir`` (resumable).
 
     ``simulate``: the simulator (default ``twin.simulate``); a picklable top-level function for pools.
@@ -147,12 +187,15 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
     ``user_profiles``: profiles of the user's own (e.g. from ``placer twin calibrate``), used for their
     ``model@gpu`` instead of the shipped ones and sampled when ``profiles`` names them (default: only
     them). They are written into the dataset (``profiles/``), so training finds them there.
+    ``label_seeds``: twin seeds averaged into each row's labels (:func:`run_sample`; k runs per sample).
     """
     book = {p.name: p for p in user_profiles}
     if book and profiles == DEFAULT_PROFILES:
         profiles = tuple(book)
     if n_samples < 1 or chunk_size < 1 or workers < 1:
         raise InputError("n_samples, chunk_size and workers must be ≥ 1", field="n_samples", value=n_samples)
+    if label_seeds < 1:
+        raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
     check_backend(backend)  # before the output folder is made
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,9 +206,12 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
                                    for n, p in sorted(book.items())}
     if focus != "throughput":  # recorded only when not the default, so older sweeps still resume
         params["focus"] = focus
+    if label_seeds != 1:  # likewise
+        params["label_seeds"] = int(label_seeds)
     return _run_chunks(out, params, n_samples,
                        lambda i: draw_sample(seed, i, profiles, duration_s, focus, book), workers=workers,
-                       backend=backend, chunk_size=chunk_size, quiet=quiet, simulate=simulate, book=book)
+                       backend=backend, chunk_size=chunk_size, quiet=quiet, simulate=simulate, book=book,
+                       label_seeds=label_seeds)
 
 
 def sweep_specs(specs: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int = 2,
@@ -193,7 +239,8 @@ def sweep_specs(specs: Sequence[dict[str, Any]], out_dir: str | Path, *, workers
 
 def _run_chunks(out: Path, params: dict[str, Any], n_samples: int,
                 spec_of: Callable[[int], dict[str, Any]], *, workers: int, backend: str, chunk_size: int,
-                quiet: bool, simulate: Simulator | None, book: Mapping[str, Profile]) -> SweepStats:
+                quiet: bool, simulate: Simulator | None, book: Mapping[str, Profile],
+                label_seeds: int = 1) -> SweepStats:
     """Run samples ``spec_of(0..n_samples-1)`` not yet recorded in ``out``'s manifest, chunk by chunk."""
     manifest = _read_manifest(out) or {"format": DATASET_FORMAT, "params": params, "chunks": {},
                                        "sessions": []}
@@ -215,7 +262,7 @@ def _run_chunks(out: Path, params: dict[str, Any], n_samples: int,
     for name, prof in book.items():
         atomic_write_text(out / USER_PROFILES / f"{name}.json", json.dumps(prof.to_dict(), indent=1) + "\n")
     items = ((i, spec_of(i)) for c in sorted(todo) for i in todo[c])
-    fn = partial(_run_indexed, simulate=simulate, book=book or None)
+    fn = partial(_run_indexed, simulate=simulate, book=book or None, label_seeds=label_seeds)
     pending: dict[int, list[dict[str, Any]]] = {c: [] for c in todo}
     t0 = time.perf_counter()
     session: dict[str, Any] = {}

@@ -103,3 +103,33 @@ def test_unknown_backend_is_an_input_error(tmp_path: Path) -> None:
         sweep(2, 1, tmp_path / "out", workers=2, backend="slurm", quiet=True, simulate=fake_simulate)
     assert err.value.field == "--backend" and "'slurm'" in str(err.value)
     assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def _seeded(instance, *, seed, **kwargs):  # type: ignore[no-untyped-def]
+    # 86 tok/s on an even seed, 94 on an odd one, of 100 offered; a TTFT p99 only on even seeds
+    even = seed % 2 == 0
+    return {"throughput_tok_s": 86.0 if even else 94.0, "offered_tok_s": 100.0, "starved": even,
+            "served_fraction": 0.86 if even else 0.94, "ttft_p99_s": 1.0 if even else None,
+            "completed": 10 + seed % 2,
+            "oom": False}
+
+
+def test_label_seeds_average_the_twin_seeds_and_recompute_the_verdict(tmp_path: Path) -> None:
+    # Two seeds per sample: throughput (86 + 94) / 2 = 90 = 0.9 × 100 -> not starved, whatever seed 0 said;
+    # a field one seed lacks is missing; each seed's throughput is kept. One seed: the first run's row.
+    from surrogate.dataset import run_sample
+
+    spec = draw_sample(3, 0, PROFILES)
+    spec["seed"] = 10
+    one, two = run_sample(spec, _seeded), run_sample(spec, _seeded, label_seeds=2)
+    assert one["sim_throughput_tok_s"] == 86.0 and one["sim_starved"] is True and "label_seeds" not in one
+    assert two["sim_throughput_tok_s"] == 90.0 and two["sim_served_fraction"] == 0.9
+    assert two["sim_starved"] is False and two["sim_ttft_p99_s"] is None and two["sim_completed"] == 10.5
+    assert two["label_seeds"] == 2 and json.loads(two["seeds_throughput_tok_s"]) == [86.0, 94.0]
+    rows = _rows(sweep(4, 3, tmp_path / "s", chunk_size=2, workers=1, quiet=True, simulate=_seeded,
+                       label_seeds=2).out_dir)
+    assert (rows["label_seeds"] == 2).all() and len(rows) == 4
+    with pytest.raises(InputError, match="≥ 1"):
+        sweep(4, 3, tmp_path / "t", workers=1, quiet=True, simulate=_seeded, label_seeds=0)
+    with pytest.raises(InputError):  # another label_seeds in the same folder is another sweep
+        sweep(4, 3, tmp_path / "s", chunk_size=2, workers=1, quiet=True, simulate=_seeded)
