@@ -329,8 +329,8 @@ def test_shipped_profile_is_what_calibrate_fits_on_the_real_runs(model: str, tmp
     # the shipped profile is reproducible: `placer twin calibrate real_runs.csv` (seed 0) gives its numbers
     out = tmp_path / "p.json"
     runs = external_file("calibration", "real_runs.csv")
-    res = CliRunner().invoke(app, ["twin", "calibrate", str(runs), "--model", model,
-                                   "--gpu", "h100-64gb", "--out", str(out), "--fit-scrape", "--json"])
+    res = CliRunner().invoke(app, ["twin", "calibrate", str(runs), "--model", model, "--gpu", "h100-64gb",
+                                   "--out", str(out), "--fit-scrape", "--scrape-intake-only", "--json"])
     assert res.exit_code == 0, res.output
     fitted, shipped = json.loads(out.read_text()), load_profile(model, "h100-64gb").to_dict()
     assert fitted["step"] == pytest.approx(shipped["step"], rel=1e-6)
