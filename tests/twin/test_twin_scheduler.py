@@ -265,3 +265,14 @@ def test_fitted_scrape_costs_are_kept_without_a_scraper_and_do_not_change_the_ru
     assert on.scrapes == 1 and on.itl_p99_s == pytest.approx(0.030, rel=0.01)  # as the merged-gap test
     with pytest.raises(InputError, match="≥ 0"):
         priced.with_scraper(-1.0)
+
+
+def test_completed_only_ttft_percentiles_are_what_a_client_reports() -> None:
+    # r0 at 0 s (3 tokens, first at 10 ms) completes; r1 arrives at 9.995 s and its first token comes at
+    # 10.005 s, after the 10 s window: the censored percentiles count it with 5 ms (10 - 9.995), the
+    # completed-only ones (a benchmark client's view) leave it out.
+    res = _run([(0.0, 0, 10, 3), (9.995, 0, 10, 3)], max_loras=1)
+    assert res.completed == 1
+    assert res.ttft_p50_s == pytest.approx(0.0075)
+    assert res.ttft_completed_p50_s == pytest.approx(0.010)
+    assert res.ttft_completed_p99_s == pytest.approx(0.010)

@@ -36,7 +36,7 @@ class Outcome:
     itl_ms: float = math.nan
     ttft_ms: float = math.nan
     wall_s: float = 0.0
-    ttft_p50_ms: float = math.nan
+    ttft_p50_ms: float = math.nan  # over the requests completed in the window, as the client measured them
     ttft_p99_ms: float = math.nan
     itl_p50_ms: float = math.nan
     itl_p99_ms: float = math.nan
@@ -89,7 +89,8 @@ def rerun(run: RunRecord, profile: Profile, seed: int = 0, window_s: float | Non
                            and len(ts["running"]) else (math.nan, math.nan))
     return Outcome(throughput=res.throughput_tok_s, offered=res.offered_tok_s, starved=res.starved,
                    oom=res.oom, itl_ms=res.itl_mean_s * 1000, ttft_ms=res.ttft_mean_s * 1000,
-                   wall_s=res.wall_s, ttft_p50_ms=res.ttft_p50_s * 1000, ttft_p99_ms=res.ttft_p99_s * 1000,
+                   wall_s=res.wall_s, ttft_p50_ms=res.ttft_completed_p50_s * 1000,
+                   ttft_p99_ms=res.ttft_completed_p99_s * 1000,
                    itl_p50_ms=res.itl_p50_s * 1000, itl_p99_ms=res.itl_p99_s * 1000, mean_running=run_mean,
                    mean_waiting=wait_mean, gpu_loads=res.gpu_loads, completed=res.completed,
                    scrapes=res.scrapes,
