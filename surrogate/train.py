@@ -60,12 +60,16 @@ def fit_pair(X: np.ndarray, thr: np.ndarray, starved: np.ndarray, *, iterations:
 def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | None = None, *,
           profiles: tuple[str, ...] | None = None, iterations: int = 1000, depth: int = 6,
           learning_rate: float = 0.08, target: str = "log_capped", seed: int = 0, thread_count: int = 1,
-          holdout: float = 0.2, joint: bool = True, recipe: str = "") -> dict[str, Surrogate]:
+          holdout: float = 0.2, joint: bool = True, recipe: str = "",
+          keep_latency: bool = True) -> dict[str, Surrogate]:
     """Train surrogates for the profiles found in the datasets; save them into ``out_dir`` when given.
 
     ``joint``: one throughput and one starvation model on the rows of all profiles (the profile's memory and
     step constants are features), shared by every profile's surrogate and stored once (``joint.*.cbm``);
     otherwise one pair per profile on its own rows. Validation: a random ``holdout`` share of the rows.
+    ``keep_latency``: a bundle already in ``out_dir`` keeps its latency models (and their ``latency`` meta)
+    when they take the features only; stacked ones (:func:`train_latency` ``inputs="stacked"``) read the
+    throughput and starvation models' outputs, so they are dropped and must be retrained.
     """
     dirs = [dataset_dirs] if isinstance(dataset_dirs, (str, Path)) else list(dataset_dirs)
     frame = usable(load_dataset(*dirs))
@@ -120,10 +124,27 @@ def train(dataset_dirs: str | Path | list[str | Path], out_dir: str | Path | Non
             tm.meta_["validation"] = val
         else:
             tm.meta_ = sm.meta_ = meta
-        out[name] = Surrogate(tm, sm, name=name, meta=meta)
+        latency = _kept_latency(out_dir, name) if keep_latency and out_dir is not None else None
+        if latency is not None:
+            meta["latency"] = latency.meta["latency"]
+        out[name] = Surrogate(tm, sm, name=name, meta=meta, latency=latency.latency if latency else None)
         if out_dir is not None:
             out[name].save(out_dir, models_prefix=key, write_models=not joint or i == 0)
     return out
+
+
+def _kept_latency(out_dir: str | Path, name: str) -> Surrogate | None:
+    """The bundle ``name`` already in ``out_dir`` when it has latency models that do not read the
+    throughput and starvation models (None otherwise)."""
+    if not (Path(out_dir) / f"{name}.surrogate.json").exists():
+        return None
+    try:
+        old = Surrogate.load(out_dir, name)
+    except InputError:
+        return None
+    if not old.latency or any(m.stacked for m in old.latency.values()) or "latency" not in old.meta:
+        return None
+    return old
 
 
 def slo_verdict(served_ok: np.ndarray, latency: dict[str, np.ndarray], slo: Slo | None = None) -> np.ndarray:

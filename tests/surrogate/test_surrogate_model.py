@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -190,3 +191,32 @@ def test_latency_model_round_trip_with_stacked_inputs_and_queue_base(fake_sweep:
     if model.stacked:
         with pytest.raises(InputError, match="stack"):
             again.predict(X)
+
+
+@pytest.mark.parametrize("inputs", ["features", "stacked"])
+def test_retraining_throughput_keeps_latency_models_that_do_not_read_it(fake_sweep: Path, tiny_models: Path,
+                                                                         tmp_path: Path, inputs: str) -> None:
+    # Latency models on the features alone survive a retrain of the throughput and starvation models into
+    # the same folder (same predictions, same latency meta); stacked ones read those models' outputs, so
+    # they are dropped rather than silently fed by other models.
+    from surrogate.model import stacked_columns
+
+    shutil.copytree(tiny_models, tmp_path / "m")
+    X = design_matrix(usable(load_dataset(fake_sweep)))
+    base = Surrogate.load(tmp_path / "m", LLAMA)
+    pred = base.predict_features(X)
+    stack = stacked_columns(X, pred.throughput_tok_s, pred.starved_probability)
+    model = LatencyModel(target="ttft_p99_s", inputs=inputs, iterations=20, depth=3)
+    model.fit(X, 0.1 * np.exp(0.3 * np.sin(X[:, 0])), stack if model.stacked else None)
+    for name in (LLAMA, "qwen-2.5-7b-instruct@h100-64gb"):
+        b = Surrogate.load(tmp_path / "m", name)
+        Surrogate(b.throughput, b.starvation, name=name, meta={**b.meta, "latency": {"recipe": "test"}},
+                  latency={"ttft_p99_s": model}).save(tmp_path / "m", models_prefix="joint")
+    expected = model.predict(X, stack if model.stacked else None)
+    train(fake_sweep, tmp_path / "m", iterations=20, depth=3, seed=1)
+    after = Surrogate.load(tmp_path / "m", LLAMA)
+    if inputs == "features":
+        assert after.latency_targets() == ("ttft_p99_s",) and after.meta["latency"] == {"recipe": "test"}
+        np.testing.assert_allclose(after.predict_features(X, ("ttft_p99_s",)).latency["ttft_p99_s"], expected)
+    else:
+        assert not after.latency and "latency" not in after.meta
