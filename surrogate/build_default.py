@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra-data", type=Path, nargs="*", default=[], help="more sweeps to train on")
     p.add_argument("--label-seeds", type=int, default=1,
                    help="twin seeds averaged into each training label (k runs per sample)")
+    p.add_argument("--batch", choices=("sampled", "default"), default="sampled",
+                   help="max_num_seqs drawn per sample (sampled) or always vLLM's default (as sampler 5)")
     p.add_argument("--out", type=Path, default=None, help="model directory (default: surrogate/models/)")
     p.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     p.add_argument("--depth", type=int, default=DEFAULT_DEPTH)
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or default_models_dir()
     recipe = "python -m surrogate.build_default " + " ".join(shlex.quote(a) for a in args_list)
     stats = sweep(args.samples, args.seed, data, profiles=DEFAULT_PROFILES, workers=args.workers,
-                  backend=args.backend, quiet=args.quiet, label_seeds=args.label_seeds)
+                  backend=args.backend, quiet=args.quiet, label_seeds=args.label_seeds, batch=args.batch)
     if not args.quiet:
         print(json.dumps(stats.to_dict(), indent=2))
     models = train([data, *args.extra_data], out, iterations=args.iterations, depth=args.depth,

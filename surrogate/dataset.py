@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from surrogate.bundle import profile_fingerprint
-from surrogate.sampling import SAMPLER_VERSION, draw_sample, sample_instance
+from surrogate.sampling import BATCHES, SAMPLER_VERSION, draw_sample, sample_instance
 from twin.errors import InputError
 from twin.files import atomic_write_bytes, atomic_write_text
 from twin.metrics import is_starved
@@ -178,7 +178,7 @@ def _write_chunk(out: Path, chunk: int, rows: list[dict[str, Any]]) -> dict[str,
 def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str, ...] = DEFAULT_PROFILES,
           duration_s: float = 3600.0, workers: int = 2, backend: str = "local", chunk_size: int = 16,
           quiet: bool = False, simulate: Simulator | None = None, focus: str = "throughput",
-          user_profiles: Sequence[Profile] = (), label_seeds: int = 1) -> SweepStats:
+          user_profiles: Sequence[Profile] = (), label_seeds: int = 1, batch: str = "sampled") -> SweepStats:
     """Run samples ``0..n_samples-1`` of sweep ``seed`` through the twin into ``out_dir`` (resumable).
 
     ``simulate``: the simulator (default ``twin.simulate``); a picklable top-level function for pools.
@@ -188,6 +188,7 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
     ``model@gpu`` instead of the shipped ones and sampled when ``profiles`` names them (default: only
     them). They are written into the dataset (``profiles/``), so training finds them there.
     ``label_seeds``: twin seeds averaged into each row's labels (:func:`run_sample`; k runs per sample).
+    ``batch``: ``sampled`` (``max_num_seqs`` drawn per sample) or ``default`` (vLLM's, as sampler version 5).
     """
     book = {p.name: p for p in user_profiles}
     if book and profiles == DEFAULT_PROFILES:
@@ -196,6 +197,8 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         raise InputError("n_samples, chunk_size and workers must be ≥ 1", field="n_samples", value=n_samples)
     if label_seeds < 1:
         raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
+    if batch not in BATCHES:
+        raise InputError(f"must be one of {', '.join(BATCHES)} (got {batch!r})", field="batch", value=batch)
     check_backend(backend)  # before the output folder is made
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -208,20 +211,24 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         params["focus"] = focus
     if label_seeds != 1:  # likewise
         params["label_seeds"] = int(label_seeds)
+    if batch != "sampled":  # likewise
+        params["batch"] = batch
     return _run_chunks(out, params, n_samples,
-                       lambda i: draw_sample(seed, i, profiles, duration_s, focus, book), workers=workers,
+                       lambda i: draw_sample(seed, i, profiles, duration_s, focus, book, batch),
+                       workers=workers,
                        backend=backend, chunk_size=chunk_size, quiet=quiet, simulate=simulate, book=book,
                        label_seeds=label_seeds)
 
 
 def sweep_specs(specs: Sequence[dict[str, Any]], out_dir: str | Path, *, workers: int = 2,
                 backend: str = "local", chunk_size: int = 16, quiet: bool = False,
-                simulate: Simulator | None = None, source: str = "") -> SweepStats:
+                simulate: Simulator | None = None, source: str = "", label_seeds: int = 1) -> SweepStats:
     """Run explicit samples (dicts in the form of :func:`surrogate.sampling.draw_sample`'s, e.g. GPUs of
     plans the placer made) through the twin into ``out_dir``: the same chunked, resumable format as
     :func:`sweep`, so training reads both alike. Sample ``i`` is ``specs[i]`` (its ``sample`` key is set to
     ``i``); the manifest records a content hash of the specs, so a resumed run must be given the same list.
-    ``source``: a line saying where the specs came from (recorded in the manifest).
+    ``source``: a line saying where the specs came from (recorded in the manifest). ``label_seeds``: as in
+    :func:`sweep`.
     """
     if not specs or chunk_size < 1 or workers < 1:
         raise InputError("needs at least one sample, and chunk_size and workers ≥ 1", field="specs",
@@ -231,10 +238,15 @@ def sweep_specs(specs: Sequence[dict[str, Any]], out_dir: str | Path, *, workers
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if label_seeds < 1:
+        raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
     params: dict[str, Any] = {"specs_sha256": digest, "chunk_size": int(chunk_size), "source": source,
                               "profiles": sorted({str(r["profile"]) for r in rows})}
+    if label_seeds != 1:
+        params["label_seeds"] = int(label_seeds)
     return _run_chunks(out, params, len(rows), rows.__getitem__, workers=workers, backend=backend,
-                       chunk_size=chunk_size, quiet=quiet, simulate=simulate, book={})
+                       chunk_size=chunk_size, quiet=quiet, simulate=simulate, book={},
+                       label_seeds=label_seeds)
 
 
 def _run_chunks(out: Path, params: dict[str, Any], n_samples: int,

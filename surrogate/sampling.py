@@ -27,6 +27,8 @@ from twin.profile import Profile
 from twin.spec import Adapter, Instance, Lengths, ServerSettings, Workload
 from twin.traces import shipped_traces
 
+#: How a sweep draws ``max_num_seqs`` (:func:`draw_sample`).
+BATCHES = ("sampled", "default")
 SAMPLER_VERSION = 6  # 6: max_num_seqs sampled (issue 17 makes it a decision variable)
 RANKS: tuple[int, ...] = (8, 16, 32, 64)
 SLOT_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 576,
@@ -116,20 +118,25 @@ def _max_num_seqs(seed: int, i: int) -> int:
 
 
 def draw_sample(seed: int, i: int, profiles: tuple[str, ...], duration_s: float = 3600.0,
-                focus: str = "throughput", book: Mapping[str, Profile] | None = None) -> dict[str, Any]:
+                focus: str = "throughput", book: Mapping[str, Profile] | None = None,
+                batch: str = "sampled") -> dict[str, Any]:
     """Sample ``i`` of the sweep with this ``seed`` (a JSON-able dict; see :func:`sample_instance`).
 
     ``focus``: ``throughput`` (the default; loads from idle to ~25x overload, denser around the starvation
     boundary) or ``latency`` (the same draws, but loads from 3 % to 1.6x of the capacity estimate, 60 % of
     them in 0.35–1.1x: where TTFT/TPOT SLOs bind, below saturation). ``book``: user profiles by name
-    (``model@gpu``), used instead of the shipped/derived ones.
+    (``model@gpu``), used instead of the shipped/derived ones. ``batch``: ``sampled`` (``max_num_seqs``
+    drawn as sampler version 6 does) or ``default`` (always the instance default: the samples of version 5;
+    the other random draws are the same either way, the rates scaled to the drawn load at that batch).
     """
     if focus not in FOCUSES:
         raise ValueError(f"focus must be one of {FOCUSES} (got {focus!r})")
+    if batch not in BATCHES:
+        raise ValueError(f"batch must be one of {BATCHES} (got {batch!r})")
     rng = np.random.default_rng([seed, i])
     profile = str(profiles[int(rng.integers(len(profiles)))])
     prof = profile_by_name(profile, book)
-    server = ServerSettings(max_num_seqs=_max_num_seqs(seed, i))
+    server = ServerSettings(max_num_seqs=_max_num_seqs(seed, i)) if batch == "sampled" else ServerSettings()
     n = int(rng.integers(1, 17)) if rng.uniform() < 0.15 else int(round(_loguniform(rng, 8, MAX_ADAPTERS)))
     while True:
         ranks = _ranks(rng, n)

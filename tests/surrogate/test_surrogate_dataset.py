@@ -133,3 +133,18 @@ def test_label_seeds_average_the_twin_seeds_and_recompute_the_verdict(tmp_path: 
         sweep(4, 3, tmp_path / "t", workers=1, quiet=True, simulate=_seeded, label_seeds=0)
     with pytest.raises(InputError):  # another label_seeds in the same folder is another sweep
         sweep(4, 3, tmp_path / "s", chunk_size=2, workers=1, quiet=True, simulate=_seeded)
+
+
+def test_batch_default_draws_the_same_samples_at_vllms_max_num_seqs() -> None:
+    # batch="default" is sampler 5's draw: max_num_seqs always the instance default; where sampler 6 drew
+    # the default too, the samples are identical; an unknown batch mode is refused.
+    same = 0
+    for i in range(40):
+        a, b = draw_sample(5, i, PROFILES), draw_sample(5, i, PROFILES, batch="default")
+        assert b["max_num_seqs"] == 2048
+        if a["max_num_seqs"] == 2048:
+            assert a == b
+            same += 1
+    assert 0 < same < 40
+    with pytest.raises(ValueError, match="batch"):
+        draw_sample(5, 0, PROFILES, batch="huge")
