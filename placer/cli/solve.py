@@ -151,6 +151,7 @@ def solve_cmd(
     workers: int = typer.Option(DEFAULT_WORKERS, "--workers",
                                 help="Processes simulating GPUs in parallel (--verify, --report)."),
     profile: Path | None = typer.Option(None, "--profile", help=PROFILE_HELP),
+    metrics_scrape: float | None = METRICS_SCRAPE,
     models: Path | None = typer.Option(None, "--models", help=MODELS_HELP),
     periods: bool = typer.Option(False, "--periods", help="One plan per period of the instance's "
                                  "rate_profile, chained by replan; GPU-hours vs static peak provisioning "
@@ -172,7 +173,8 @@ def solve_cmd(
                        ttft_p95=slo_ttft_p95, ttft_p99=slo_ttft_p99, tpot_p50=slo_tpot_p50,
                        tpot_p95=slo_tpot_p95, tpot_p99=slo_tpot_p99, min_served=slo_min_served)
     check_replicas(replicas_per_gpu, "--replicas-per-gpu")
-    context = load_context(profile, models)
+    # the scraper reaches the twin runs (twin oracle, --verify, --repair, --tune-batch), not the surrogates
+    context = load_context(profile, models, metrics_scrape_interval_s=metrics_scrape)
     the_oracle = make_oracle(problem, oracle, context=context,
                              **_oracle_options(margin, seed, oracle, headroom))
     if periods:

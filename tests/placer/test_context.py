@@ -218,3 +218,25 @@ def test_a_metrics_scraper_changes_the_twin_runs_not_the_surrogates(tmp_path: Pa
     res = CliRunner().invoke(app, ["twin", "simulate", str(TINY), "--max-loras", "4",
                                    "--metrics-scrape-interval", "-1"])
     assert res.exit_code == 2
+
+
+def test_solve_takes_the_scraper_into_its_twin_runs_only() -> None:
+    # `solve --verify --metrics-scrape-interval 2`: the same plan as without (the surrogates model no
+    # scraper), and its twin verification runs with the scrapes; the twin oracle sees the scraper too.
+    from typer.testing import CliRunner
+
+    from placer.cli.app import app
+    from placer.oracle import make_oracle
+
+    def solve(*extra: str) -> dict:  # type: ignore[type-arg]
+        res = CliRunner().invoke(app, ["solve", str(TINY), "--verify", "--json", *extra])
+        assert res.exit_code in (0, 1), res.output
+        return json.loads(res.stdout)
+
+    off, on = solve(), solve("--metrics-scrape-interval", "2")
+    assert [g["adapters"] for g in on["gpus"]] == [g["adapters"] for g in off["gpus"]]
+    assert all(g["scrapes"] == 0 for g in off["verification"]["gpus"])
+    assert all(g["scrapes"] > 1000 for g in on["verification"]["gpus"])
+    problem = placer.read_instance(TINY)
+    twin = make_oracle(problem, "twin", context=Context(metrics_scrape_interval_s=2.0))
+    assert twin.profile(problem).step.metrics_scrape_interval_s == 2.0
