@@ -219,6 +219,12 @@ class Profile:
         return bool(s.metrics_scrape_base_ms or s.metrics_scrape_us_per_series
                     or s.metrics_scrape_us_per_name)
 
+    def without_scrape_costs(self) -> Profile:
+        """The same profile with its scrape stall costs at 0 (its scraper interval kept)."""
+        return self.replace(step=dataclasses.replace(self.step, metrics_scrape_base_ms=0.0,
+                                                     metrics_scrape_us_per_series=0.0,
+                                                     metrics_scrape_us_per_name=0.0))
+
     def with_scraper(self, interval_s: float) -> Profile:
         """The same profile with a metrics scraper pausing ``interval_s`` between scrapes (0: none)."""
         if not (math.isfinite(interval_s) and interval_s >= 0):

@@ -202,8 +202,7 @@ def test_a_metrics_scraper_changes_the_twin_runs_not_the_surrogates(tmp_path: Pa
         warnings.simplefilter("error")
         assert scraped.surrogate_for(problem).meta == Context().surrogate_for(problem).meta
     shipped = load_profile(LLAMA, GPU)
-    bare = shipped.replace(step=replace(shipped.step, metrics_scrape_base_ms=0.0,
-                                        metrics_scrape_us_per_series=0.0, metrics_scrape_us_per_name=0.0))
+    bare = shipped.without_scrape_costs()
     with pytest.raises(InputError, match="no fitted metrics-scrape costs"):
         Context(profile=bare, metrics_scrape_interval_s=2.0).profile_for(problem)
 

@@ -409,8 +409,7 @@ def test_replay_adds_the_clients_poller_only_where_the_profile_prices_scrapes() 
     assert harness_profile(unpolled, shipped) is shipped
     own = shipped.with_scraper(15.0)
     assert harness_profile(polled, own) is own
-    free = shipped.replace(step=replace(shipped.step, metrics_scrape_base_ms=0.0,
-                                        metrics_scrape_us_per_series=0.0, metrics_scrape_us_per_name=0.0))
+    free = shipped.without_scrape_costs()
     assert harness_profile(polled, free) is free
 
 
@@ -419,8 +418,7 @@ def test_step_fit_ignores_scrape_costs_and_carries_them_over() -> None:
     # (the stalls hold the frontend, not the engine); without --fit-scrape the costs are carried over.
     runs = load_runs(external_file("calibration", "real_runs.csv"), model=LLAMA, source="dt_real")
     priced = load_profile(LLAMA, "h100-64gb")
-    free = priced.replace(step=replace(priced.step, metrics_scrape_base_ms=0.0,
-                                       metrics_scrape_us_per_series=0.0, metrics_scrape_us_per_name=0.0))
+    free = priced.without_scrape_costs()
     a = fit_profile(runs, priced, rerun=None).profile.step
     b = fit_profile(runs, free, rerun=None).profile.step
     assert replace(a, metrics_scrape_base_ms=0.0, metrics_scrape_us_per_series=0.0,

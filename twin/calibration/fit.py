@@ -417,7 +417,7 @@ class CalibrationResult:
 def measured_scrape_ms(r: RunRecord, pause_s: float = METRICS_POLL_PAUSE_S) -> float:
     """Mean duration (ms) of one metrics scrape in a real run: the poller's sample interval minus its pause;
     NaN without poller samples."""
-    if not (r.npy_samples > 1 and r.npy_span_s > 0):
+    if not r.polled:
         return math.nan
     return (r.npy_span_s / (r.npy_samples - 1) - pause_s) * 1000.0
 
@@ -450,9 +450,7 @@ def fit_scrape(profile: Profile, runs: Sequence[RunRecord], rerun: Rerun, *, see
     """
     from scipy.optimize import nnls
 
-    probe = profile.replace(step=replace(profile.step, metrics_scrape_interval_s=pause_s,
-                                         metrics_scrape_base_ms=0.0, metrics_scrape_us_per_series=0.0,
-                                         metrics_scrape_us_per_name=0.0))
+    probe = profile.without_scrape_costs().with_scraper(pause_s)
     out = ScrapeFit(step=profile.step)
     for r in runs:
         y = measured_scrape_ms(r, pause_s)
@@ -519,8 +517,7 @@ def fit_profile(runs: Sequence[RunRecord], base: Profile, *, kv_rows: Sequence[K
     # refit from a profile that carries scrape costs gives the same step model as from one that does not;
     # the costs are refitted (``scrape``) or carried over afterwards.
     carried = {k: getattr(base.step, k) for k in SCRAPE_FIELDS}
-    base = base.replace(step=replace(base.step, metrics_scrape_base_ms=0.0, metrics_scrape_us_per_series=0.0,
-                                     metrics_scrape_us_per_name=0.0))
+    base = base.without_scrape_costs()
     evict = base.step.in_batch_eviction if in_batch_eviction is None else in_batch_eviction
     if not (math.isfinite(w_tail) and w_tail >= 0):
         raise InputError(f"must be a finite number ≥ 0 (got {w_tail!r})", field="w_tail", value=w_tail)

@@ -66,8 +66,7 @@ def harness_profile(run: RunRecord, profile: Profile) -> Profile:
     but no scraper of its own (the shipped ones: planning assumes none) gets the client's poller, pausing
     :data:`METRICS_POLL_PAUSE_S` between scrapes, when the run recorded poller samples. Any other profile is
     returned as it is."""
-    if (profile.has_scrape_costs and not profile.step.metrics_scrape_interval_s
-            and run.npy_samples > 1 and run.npy_span_s > 0):
+    if profile.has_scrape_costs and not profile.step.metrics_scrape_interval_s and run.polled:
         return profile.with_scraper(METRICS_POLL_PAUSE_S)
     return profile
 

@@ -120,6 +120,11 @@ class RunRecord:
         return bool(self.starved_real == 1.0)
 
     @property
+    def polled(self) -> bool:
+        """Whether the run recorded the client's metrics-poller samples (at least one interval)."""
+        return bool(self.npy_samples > 1 and self.npy_span_s > 0)
+
+    @property
     def rates(self) -> tuple[tuple[float, int], ...]:
         return parse_composition(self.rates_composition, field="rates_composition")
 
