@@ -57,6 +57,11 @@ def _sim_fields(result: Any) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is None or isinstance(v, (bool, int, float, str))}
 
 
+def _check_label_seeds(label_seeds: int) -> None:
+    if label_seeds < 1:
+        raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
+
+
 def _mean_of_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One label row from the runs of one sample with several twin seeds: numeric fields averaged (None if
     a seed lacks one), served fraction and the starved verdict recomputed from the mean throughput and mean
@@ -86,8 +91,7 @@ def run_sample(spec: dict[str, Any], simulate: Simulator | None = None,
     stores their mean (:func:`_mean_of_seeds`: the label noise of a mean of 2 is ~0.77× a single seed's,
     bench/results/label_noise_2026-12-04.md); ``seeds_throughput_tok_s`` keeps each seed's throughput.
     """
-    if label_seeds < 1:
-        raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
+    _check_label_seeds(label_seeds)
     sim = simulate or _twin_simulate
     inst, kwargs = sample_instance(spec)
     if book and spec["profile"] in book:  # a user's profile (a shipped one is found by name)
@@ -195,8 +199,7 @@ def sweep(n_samples: int, seed: int, out_dir: str | Path, *, profiles: tuple[str
         profiles = tuple(book)
     if n_samples < 1 or chunk_size < 1 or workers < 1:
         raise InputError("n_samples, chunk_size and workers must be ≥ 1", field="n_samples", value=n_samples)
-    if label_seeds < 1:
-        raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
+    _check_label_seeds(label_seeds)
     if batch not in BATCHES:
         raise InputError(f"must be one of {', '.join(BATCHES)} (got {batch!r})", field="batch", value=batch)
     check_backend(backend)  # before the output folder is made
@@ -233,13 +236,12 @@ def sweep_specs(specs: Sequence[dict[str, Any]], out_dir: str | Path, *, workers
     if not specs or chunk_size < 1 or workers < 1:
         raise InputError("needs at least one sample, and chunk_size and workers ≥ 1", field="specs",
                          value=len(specs))
+    _check_label_seeds(label_seeds)
     check_backend(backend)
     rows = [{**spec, "sample": i} for i, spec in enumerate(specs)]
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if label_seeds < 1:
-        raise InputError(f"must be ≥ 1 (got {label_seeds})", field="label_seeds", value=label_seeds)
     params: dict[str, Any] = {"specs_sha256": digest, "chunk_size": int(chunk_size), "source": source,
                               "profiles": sorted({str(r["profile"]) for r in rows})}
     if label_seeds != 1:

@@ -191,11 +191,12 @@ def train_latency(dataset_dirs: str | Path | list[str | Path], models_dir: str |
           "thread_count": thread_count}
     y = {t: frame[f"sim_{t}"].to_numpy(dtype=np.float64) for t in targets}
     bundles = {n: Surrogate.load(models_dir, n) for n in names}
-    stack = np.zeros((len(frame), 2))
-    for name in names:  # what the bundle's throughput and starvation models say of each row
-        sel = prof == name
-        said = bundles[name].predict_features(X[sel])
-        stack[sel] = stacked_columns(X[sel], said.throughput_tok_s, said.starved_probability)
+    stack = np.zeros((len(frame), 2))  # read by stacked models only
+    if inputs == "stacked":
+        for name in names:  # what the bundle's throughput and starvation models say of each row
+            sel = prof == name
+            said = bundles[name].predict_features(X[sel])
+            stack[sel] = stacked_columns(X[sel], said.throughput_tok_s, said.starved_probability)
 
     def fit(t: str, rows: np.ndarray) -> LatencyModel:
         base = ttft_base if t.startswith("ttft") else "none"

@@ -61,7 +61,7 @@ def load_context(profile: Path | None, models: Path | None, *,
     return Context.load(profile=profile, models=models, metrics_scrape_interval_s=metrics_scrape_interval_s)
 
 
-#: ``--metrics-scrape-interval`` of the twin commands (simulate, verify).
+#: ``--metrics-scrape-interval`` of the commands that run the twin (twin simulate, verify, solve).
 METRICS_SCRAPE = typer.Option(
     None, "--metrics-scrape-interval", min=0.0, metavar="SECONDS",
     help="Include a Prometheus scraper pausing SECONDS between GETs of vLLM's /metrics: each scrape stalls "
