@@ -178,8 +178,7 @@ def place_with_batch(problem: Instance, plan: Result, oracle: Oracle, *, solver:
             note = (f"searching the batch: {'no plan' if searched is None else plural(searched, 'GPU')} "
                     f"against {fixed} without it; the plan without it is kept")
         else:
-            report = verify(problem, other, seed=seed, workers=workers, only=own or None,
-                            context=Context(profile=(context or DEFAULT_CONTEXT).profile_for(problem)))
+            report = verify(problem, other, seed=seed, workers=workers, only=own or None, context=context)
             adopted = report.feasible
             note = (f"searching the batch: {plural(searched, 'GPU')} against {fixed} without it"
                     + ("" if adopted else
